@@ -1,0 +1,457 @@
+//! The scheduler: which outputs are stale, running them (in parallel where
+//! independent), publishing results, and the run report.
+//!
+//! Architecture invariant: an output is published only after its object and
+//! record are in the store; a failed rule publishes nothing and leaves the
+//! last good output in place. The key of a rule includes the content hashes
+//! of its upstream outputs, so an upstream rebuild that yields the same bytes
+//! rebuilds nothing downstream (early cutoff).
+
+use crate::db::{Db, Dep, KeyParts};
+use crate::engine::{PlanSnapshots, render_physical};
+use crate::error::{Diag, ErrorKind, Result};
+use crate::kernels::KernelUse;
+use crate::project::{Project, RuleJob, snapshots};
+use crate::relplan::lower::{self, LowerError};
+use crate::store::{Record, Store};
+use crate::workspace::{ContractSpec, ParamValue};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Options of one build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Selectors (`rule`, `rule+`, `+rule`, `tag:x`); empty = everything.
+    pub select: Vec<String>,
+    /// Maximum rules executing at once (0 = number of CPUs).
+    pub jobs: usize,
+    /// Only compute what is stale; execute and publish nothing.
+    pub dry_run: bool,
+    /// Set to cancel a running build (checked between record batches).
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What happened to one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Executed and stored.
+    Built,
+    /// Found in the cache.
+    Reused,
+    /// Would be built (dry run).
+    Stale,
+    /// Failed; nothing published for it.
+    Failed,
+    /// Not run because an upstream rule failed.
+    Skipped,
+}
+
+/// The report line of one rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleReport {
+    /// Rule name.
+    pub rule: String,
+    /// Outcome.
+    pub status: Status,
+    /// Why it was (or would be) rebuilt.
+    pub reasons: Vec<String>,
+    /// Output rows.
+    pub rows: Option<u64>,
+    /// Wall time spent on this rule in this build, ms.
+    pub elapsed_ms: f64,
+    /// Output key.
+    pub key: Option<String>,
+    /// Content hash of the output.
+    pub content_hash: Option<String>,
+    /// Whether the published file was (re)written.
+    pub published: bool,
+    /// Kernel applications and lanes (executed rules).
+    pub kernels: Vec<KernelUse>,
+    /// The error, if it failed.
+    pub error: Option<String>,
+}
+
+/// The result of a build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildReport {
+    /// Rules in dependency order.
+    pub rules: Vec<RuleReport>,
+    /// Total wall time, ms.
+    pub elapsed_ms: f64,
+    /// Input files hashed (not served by the stat cache).
+    pub files_hashed: usize,
+    /// Errors (with locations) of failed rules.
+    #[serde(skip)]
+    pub errors: Vec<Diag>,
+}
+
+impl BuildReport {
+    /// Count of rules with `status`.
+    pub fn count(&self, status: Status) -> usize {
+        self.rules.iter().filter(|r| r.status == status).count()
+    }
+    /// Whether every rule succeeded.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Receives progress events (the CLI draws them).
+pub trait Progress: Sync {
+    /// A rule started executing.
+    fn started(&self, _rule: &str) {}
+    /// A rule finished (any status).
+    fn finished(&self, _report: &RuleReport) {}
+}
+
+/// Progress sink that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// The last key parts built for each rule (to explain why a rule reruns).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LastBuilt {
+    rules: BTreeMap<String, KeyParts>,
+}
+
+fn load_last(store: &Store) -> LastBuilt {
+    std::fs::read(store.dir().join("last-built.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+/// Result of executing one rule.
+struct Executed {
+    record: Record,
+    snaps: PlanSnapshots,
+    kernels: Vec<KernelUse>,
+}
+
+/// Build the workspace: execute what is stale, reuse what is cached, publish.
+/// Static errors (parse, names, cycles) fail before anything is touched.
+pub fn build(p: &mut Project, opts: &BuildOptions, progress: &dyn Progress) -> std::result::Result<BuildReport, Vec<Diag>> {
+    let t0 = Instant::now();
+    p.refresh().map_err(|e| vec![e])?;
+    let errs = p.static_errors();
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let spec = p.spec().map_err(|e| vec![e])?;
+    let targets = p.select(&opts.select).map_err(|e| vec![e])?;
+    let target_set: HashSet<String> = targets.iter().cloned().collect();
+    let mut need = target_set.clone();
+    for t in &targets {
+        need.extend(p.upstream(t));
+    }
+    let order: Vec<String> = p.graph().order.iter().filter(|r| need.contains(*r)).cloned().collect();
+    let jobs: Vec<RuleJob> = order.iter().filter_map(|r| p.job(r)).collect();
+    let store = p.store().map_err(|e| vec![e])?.clone();
+    let _lock = if opts.dry_run { None } else { Some(store.lock().map_err(|e| vec![e])?) };
+    let mut last = load_last(&store);
+    let files_hashed = p.stat.hashed;
+    if !opts.dry_run {
+        p.stat.save(&store).map_err(|e| vec![e])?;
+    }
+
+    let parallel = if opts.jobs == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.jobs };
+    let mut reports: HashMap<String, RuleReport> = HashMap::new();
+    let mut records: HashMap<String, Record> = HashMap::new();
+    let mut errors = Vec::new();
+    let mut snaps_out: Vec<(String, PlanSnapshots)> = Vec::new();
+
+    // Lazily created: a no-op build never starts DataFusion.
+    let mut session: Option<(Arc<crate::engine::Engine>, SessionContext)> = None;
+    let mut registered: HashSet<String> = HashSet::new();
+
+    let job_by_name: HashMap<String, RuleJob> = jobs.iter().map(|j| (j.name.clone(), j.clone())).collect();
+    let mut remaining: Vec<String> = order.clone();
+    let mut running: HashSet<String> = HashSet::new();
+    let mut started_at: HashMap<String, Instant> = HashMap::new();
+    let mut tasks: tokio::task::JoinSet<(String, std::result::Result<Executed, LowerError>)> = tokio::task::JoinSet::new();
+
+    loop {
+        if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            for name in remaining.drain(..) {
+                let r = skipped(&name, "cancelled by a newer change".into());
+                reports.insert(name, r);
+            }
+        }
+        // Resolve everything whose inputs are known: reuse hits, mark skips, or start runs.
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            let mut i = 0;
+            while i < remaining.len() {
+                let name = remaining[i].clone();
+                let job = &job_by_name[&name];
+                let ups: Vec<&String> = job.deps.iter().filter_map(|d| if let Dep::Rule(u) = d { Some(u) } else { None }).collect();
+                if ups.iter().any(|u| matches!(reports.get(*u).map(|r| r.status), Some(Status::Failed | Status::Skipped))) {
+                    let failed_up = ups.iter().find(|u| reports.contains_key(**u)).map(|u| u.to_string()).unwrap_or_default();
+                    let r = skipped(&name, format!("upstream `{failed_up}` failed"));
+                    progress.finished(&r);
+                    reports.insert(name.clone(), r);
+                    remaining.remove(i);
+                    progressed = true;
+                    continue;
+                }
+                if opts.dry_run && ups.iter().any(|u| matches!(reports.get(*u).map(|r| r.status), Some(Status::Stale))) {
+                    let up = ups.iter().find(|u| matches!(reports.get(**u).map(|r| r.status), Some(Status::Stale))).unwrap();
+                    let r = RuleReport { status: Status::Stale, reasons: vec![format!("upstream `{up}` is stale")], ..skipped(&name, String::new()) };
+                    progress.finished(&r);
+                    reports.insert(name.clone(), r);
+                    remaining.remove(i);
+                    progressed = true;
+                    continue;
+                }
+                if !ups.iter().all(|u| records.contains_key(*u)) {
+                    i += 1;
+                    continue;
+                }
+                let mut parts = job.parts.clone();
+                for u in &ups {
+                    parts.upstream.insert(u.to_string(), records[*u].content_hash.clone());
+                }
+                let key = parts.key();
+                if let Some(rec) = store.lookup(&key) {
+                    let r = RuleReport {
+                        rule: name.clone(),
+                        status: Status::Reused,
+                        reasons: vec![],
+                        rows: Some(rec.rows),
+                        elapsed_ms: 0.0,
+                        key: Some(key.clone()),
+                        content_hash: Some(rec.content_hash.clone()),
+                        published: false,
+                        kernels: vec![],
+                        error: None,
+                    };
+                    progress.finished(&r);
+                    reports.insert(name.clone(), r);
+                    records.insert(name.clone(), rec);
+                    last.rules.insert(name.clone(), parts);
+                    remaining.remove(i);
+                    progressed = true;
+                    continue;
+                }
+                let reasons = match last.rules.get(&name) {
+                    Some(prev) if prev == &parts => vec!["cached output missing".to_string()],
+                    Some(prev) => {
+                        let d = parts.diff(prev);
+                        if d.is_empty() { vec!["cached output missing".to_string()] } else { d }
+                    }
+                    None => vec!["not built before".to_string()],
+                };
+                if opts.dry_run {
+                    let r = RuleReport { status: Status::Stale, reasons, key: Some(key), ..skipped(&name, String::new()) };
+                    progress.finished(&r);
+                    reports.insert(name.clone(), r);
+                    remaining.remove(i);
+                    progressed = true;
+                    continue;
+                }
+                if running.len() >= parallel {
+                    i += 1;
+                    continue;
+                }
+                // Start execution.
+                if session.is_none() {
+                    match p.session_with(&HashSet::new()) {
+                        Ok(s) => session = Some(s),
+                        Err(e) => return Err(vec![e]),
+                    }
+                }
+                let (engine, ctx) = session.as_ref().unwrap();
+                let mut reg_err = None;
+                for d in &job.deps {
+                    match d {
+                        Dep::Dataset(ds) if !registered.contains(ds) => {
+                            let res = engine.block_on(crate::registry::register(ctx, &p.root, &spec.datasets[ds]));
+                            match res {
+                                Ok(_) => {
+                                    registered.insert(ds.clone());
+                                }
+                                Err(e) => reg_err = Some(e),
+                            }
+                        }
+                        Dep::Rule(u) if !registered.contains(u) => {
+                            let obj = store.object_path(&records[u].content_hash);
+                            match engine.block_on(crate::registry::register_output(ctx, u, &obj)) {
+                                Ok(()) => {
+                                    registered.insert(u.clone());
+                                }
+                                Err(e) => reg_err = Some(e),
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(e) = reg_err {
+                    let r = RuleReport { status: Status::Failed, reasons, error: Some(e.to_string()), key: Some(key), ..skipped(&name, String::new()) };
+                    progress.finished(&r);
+                    reports.insert(name.clone(), r);
+                    errors.push(e.in_rule(name.clone()));
+                    remaining.remove(i);
+                    progressed = true;
+                    continue;
+                }
+                let plan = match p.plan(&name) {
+                    Ok(pl) => pl,
+                    Err(e) => return Err(vec![e]),
+                };
+                progress.started(&name);
+                started_at.insert(name.clone(), Instant::now());
+                let contract = job.decl.def.produces.as_ref().and_then(|c| spec.contracts.get(c)).cloned();
+                let (ctx2, params, store2, rule, cancel) =
+                    (ctx.clone(), spec.params.clone(), store.clone(), name.clone(), opts.cancel.clone());
+                let sig = parts.signature.clone();
+                tasks.spawn_on(
+                    async move {
+                        let res = execute(&ctx2, &rule, &plan, &params, contract.as_ref(), &store2, &key, &sig, cancel).await;
+                        (rule, res)
+                    },
+                    &engine.handle(),
+                );
+                // Remember the parts for the report of this rule.
+                reports.insert(
+                    name.clone(),
+                    RuleReport { status: Status::Stale, reasons, ..skipped(&name, String::new()) },
+                );
+                last.rules.insert(name.clone(), parts);
+                running.insert(name.clone());
+                remaining.remove(i);
+                progressed = true;
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        let engine = session.as_ref().unwrap().0.clone();
+        let joined = engine.block_on(tasks.join_next());
+        let Some(joined) = joined else { break };
+        let (name, res) = match joined {
+            Ok(v) => v,
+            Err(e) => return Err(vec![Diag::new(ErrorKind::Execution(format!("a build task panicked: {e}")))]),
+        };
+        running.remove(&name);
+        let elapsed = started_at[&name].elapsed().as_secs_f64() * 1000.0;
+        let mut r = reports.remove(&name).unwrap();
+        r.elapsed_ms = elapsed;
+        match res {
+            Ok(ex) => {
+                r.status = Status::Built;
+                r.rows = Some(ex.record.rows);
+                r.key = Some(ex.record.key.clone());
+                r.content_hash = Some(ex.record.content_hash.clone());
+                r.kernels = ex.kernels;
+                snaps_out.push((name.clone(), ex.snaps));
+                records.insert(name.clone(), ex.record);
+            }
+            Err(e) => {
+                let job = &job_by_name[&name];
+                let d = p.locate_error(job, e);
+                r.status = Status::Failed;
+                r.error = Some(d.to_string());
+                errors.push(d);
+                last.rules.remove(&name);
+            }
+        }
+        progress.finished(&r);
+        reports.insert(name, r);
+    }
+
+    if !opts.dry_run {
+        let mut published = store.load_published();
+        let out_dir = spec.output_path(&p.root);
+        // Staging files of a killed earlier publish.
+        if let Ok(entries) = std::fs::read_dir(&out_dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().contains(".relspec-tmp-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        for t in &targets {
+            if let (Some(rec), Some(r)) = (records.get(t), reports.get_mut(t)) {
+                let rel = format!("{}/{t}.parquet", spec.output_dir.trim_end_matches('/'));
+                let dest: PathBuf = out_dir.join(format!("{t}.parquet"));
+                match store.publish(rec, &dest, &mut published, &rel) {
+                    Ok(w) => r.published = w,
+                    Err(e) => errors.push(e.in_rule(t.clone())),
+                }
+            }
+        }
+        let save = || -> Result<()> {
+            store.save_published(&published)?;
+            p.db.summaries().save(&store)?;
+            store.write_json(&store.dir().join("last-built.json"), &last)?;
+            for (name, s) in &snaps_out {
+                store.write_json(&store.dir().join("plans").join(format!("{name}.json")), s)?;
+            }
+            Ok(())
+        };
+        save().map_err(|e| vec![e])?;
+    }
+
+    let rules = order.iter().filter(|r| target_set.contains(*r)).filter_map(|r| reports.remove(r)).collect();
+    Ok(BuildReport { rules, elapsed_ms: t0.elapsed().as_secs_f64() * 1000.0, files_hashed, errors })
+}
+
+fn skipped(name: &str, reason: String) -> RuleReport {
+    RuleReport {
+        rule: name.to_string(),
+        status: Status::Skipped,
+        reasons: if reason.is_empty() { vec![] } else { vec![reason] },
+        rows: None,
+        elapsed_ms: 0.0,
+        key: None,
+        content_hash: None,
+        published: false,
+        kernels: vec![],
+        error: None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    ctx: &SessionContext,
+    rule: &str,
+    plan: &crate::relplan::RelPlan,
+    params: &BTreeMap<String, ParamValue>,
+    contract: Option<&ContractSpec>,
+    store: &Store,
+    key: &str,
+    signature: &str,
+    cancel: Option<Arc<AtomicBool>>,
+) -> std::result::Result<Executed, LowerError> {
+    let t = Instant::now();
+    let lowered = lower::lower(ctx, plan, params).await?;
+    if let Some(c) = contract {
+        lower::check_contract(lowered.df.schema(), c).map_err(|diag| LowerError { diag, pos: None })?;
+    }
+    let mut snaps = snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+    let physical = ctx.state().create_physical_plan(lowered.df.logical_plan()).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+    let schema = physical.schema();
+    let mut stream = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())
+        .map_err(|e| lower::df_error(e, ErrorKind::Execution))?;
+    let mut batches = Vec::new();
+    while let Some(b) = stream.next().await {
+        if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(LowerError { diag: Diag::new(ErrorKind::Execution("cancelled".into())), pos: None });
+        }
+        batches.push(b.map_err(|e| lower::df_error(e, ErrorKind::Execution))?);
+    }
+    snaps.physical_metrics = Some(render_physical(physical.as_ref(), true));
+    let elapsed = t.elapsed().as_millis() as u64;
+    let store = store.clone();
+    let (key, rule_s, sig) = (key.to_string(), rule.to_string(), signature.to_string());
+    let record = tokio::task::spawn_blocking(move || store.put(&key, &rule_s, &sig, schema, &batches, elapsed))
+        .await
+        .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
+        .map_err(|diag| LowerError { diag, pos: None })?;
+    Ok(Executed { record, snaps, kernels: lowered.kernels })
+}

@@ -1,0 +1,699 @@
+//! The salsa database: inputs (source texts, data file hashes) and the tracked
+//! queries from text to output keys.
+//!
+//! Inputs follow ruff_db's `Files`: a side table ([`Loader`]) maps paths to
+//! salsa inputs; a sync re-reads or re-stats files and sets an input only when
+//! its value really changed (salsa setters always bump the revision).
+//!
+//! Architecture invariant: every tracked query here is cheap and schema-free:
+//! text -> spec -> RelPlan -> signature -> static output key. DataFusion
+//! planning and execution happen in `build`, keyed by the output keys computed
+//! here, so a no-op build never plans.
+
+use crate::error::{Diag, ErrorKind, line_col, offset_of};
+use crate::relplan::{self, CompileError, ReadSite, RelPlan, SourcePos};
+use crate::relplan::lower::suggest;
+use crate::store::StatCache;
+use crate::workspace::{self, RuleDecl, RuleDef, RuleOrigin, WorkspaceSpec};
+use salsa::Setter;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A source file (workspace.toml or an included rule file) and its text.
+#[salsa::input(debug)]
+pub struct SourceFile {
+    /// Path relative to the workspace root.
+    #[returns(ref)]
+    pub path: PathBuf,
+    /// Full text.
+    #[returns(ref)]
+    pub text: String,
+}
+
+/// A data file and its content hash (hashed outside salsa via the stat cache).
+#[salsa::input(debug)]
+pub struct DataFile {
+    /// Path relative to the workspace root.
+    #[returns(ref)]
+    pub path: String,
+    /// blake3 of its bytes.
+    #[returns(ref)]
+    pub hash: String,
+}
+
+/// The files of one dataset, or why they could not be listed.
+pub type DatasetFiles = Result<Vec<DataFile>, Diag>;
+
+/// The workspace: its manifest, included rule files and dataset file lists.
+#[salsa::input(debug)]
+pub struct Workspace {
+    /// `workspace.toml`.
+    pub manifest: SourceFile,
+    /// Included rule files, sorted by path.
+    #[returns(ref)]
+    pub rule_files: Vec<SourceFile>,
+    /// Dataset name -> its files.
+    #[returns(ref)]
+    pub datasets: BTreeMap<String, DatasetFiles>,
+}
+
+/// A rule name, interned.
+#[salsa::interned(debug)]
+pub struct RuleName<'db> {
+    /// The name.
+    #[returns(ref)]
+    pub text: String,
+}
+
+/// The relspec database.
+#[salsa::db]
+#[derive(Clone)]
+pub struct RelspecDb {
+    storage: salsa::Storage<Self>,
+    log: Option<Arc<Mutex<Vec<String>>>>,
+    summaries: Arc<SummaryCache>,
+}
+
+impl Default for RelspecDb {
+    fn default() -> Self {
+        RelspecDb { storage: salsa::Storage::new(None), log: None, summaries: Arc::default() }
+    }
+}
+
+impl RelspecDb {
+    /// A database that records the name of every query it executes (for tests).
+    pub fn with_log() -> (Self, Arc<Mutex<Vec<String>>>) {
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let l = log.clone();
+        let storage = salsa::Storage::new(Some(Box::new(move |event: salsa::Event| {
+            if let salsa::EventKind::WillExecute { database_key } = event.kind {
+                l.lock().unwrap().push(format!("{database_key:?}"));
+            }
+        })));
+        (RelspecDb { storage, log: Some(log.clone()), summaries: Arc::default() }, log)
+    }
+
+    /// Executed-query log, if enabled.
+    pub fn log(&self) -> Option<&Arc<Mutex<Vec<String>>>> {
+        self.log.as_ref()
+    }
+}
+
+#[salsa::db]
+impl salsa::Database for RelspecDb {}
+
+/// The database as tracked queries see it.
+#[salsa::db]
+pub trait Db: salsa::Database {
+    /// The persistent memo of rule summaries (text hash -> reads, params, signature).
+    fn summaries(&self) -> &SummaryCache;
+}
+
+#[salsa::db]
+impl Db for RelspecDb {
+    fn summaries(&self) -> &SummaryCache {
+        &self.summaries
+    }
+}
+
+/// What the build needs of a compiled rule, without the IR itself: the table
+/// names it reads, the params it binds and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuleSummary {
+    /// Tables read, sorted.
+    pub reads: Vec<String>,
+    /// Params bound, sorted.
+    pub params: Vec<String>,
+    /// Plan signature.
+    pub signature: String,
+    /// Where each read first appears.
+    pub sites: Vec<ReadSite>,
+}
+
+/// A memo of [`RuleSummary`] by the hash of the rule's definition, persisted
+/// in the store so a fresh process parses no unchanged rule. It memoizes a
+/// pure function of the definition, so reading it inside tracked queries is safe.
+#[derive(Debug, Default)]
+pub struct SummaryCache {
+    map: Mutex<HashMap<String, RuleSummary>>,
+    dirty: std::sync::atomic::AtomicBool,
+}
+
+impl SummaryCache {
+    /// Load from a JSON file (empty if absent or unreadable).
+    pub fn load(path: &Path) -> Self {
+        let map = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        SummaryCache { map: Mutex::new(map), dirty: Default::default() }
+    }
+    /// Replace the contents with another cache's.
+    pub fn replace(&self, other: SummaryCache) {
+        *self.map.lock().unwrap() = other.map.into_inner().unwrap();
+    }
+    /// Save to the store if anything was added.
+    pub fn save(&self, store: &crate::store::Store) -> Result<(), Diag> {
+        if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let map = self.map.lock().unwrap();
+            store.write_json(&store.dir().join("rule-summaries.json"), &*map)?;
+        }
+        Ok(())
+    }
+    fn get(&self, k: &str) -> Option<RuleSummary> {
+        self.map.lock().unwrap().get(k).cloned()
+    }
+    fn insert(&self, k: String, v: RuleSummary) {
+        self.map.lock().unwrap().insert(k, v);
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The parsed manifest.
+#[salsa::tracked(returns(ref))]
+pub fn manifest_spec(db: &dyn Db, ws: Workspace) -> Result<Arc<WorkspaceSpec>, Diag> {
+    let f = ws.manifest(db);
+    workspace::parse_manifest(f.path(db), f.text(db)).map(Arc::new)
+}
+
+/// The rules declared in one included file.
+#[salsa::tracked(returns(ref))]
+pub fn rule_file_decls(db: &dyn Db, file: SourceFile) -> Result<Vec<RuleDecl>, Diag> {
+    workspace::parse_rule_file(file.path(db), file.text(db))
+}
+
+/// All rules by name, and the errors found collecting them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuleIndex {
+    /// Rule name -> declaration.
+    pub decls: BTreeMap<String, RuleDecl>,
+    /// Parse errors and duplicate names.
+    pub errors: Vec<Diag>,
+}
+
+/// Every rule of the workspace (inline and included).
+#[salsa::tracked(returns(ref))]
+pub fn rule_index(db: &dyn Db, ws: Workspace) -> RuleIndex {
+    let mut idx = RuleIndex::default();
+    let mut all: Vec<RuleDecl> = Vec::new();
+    match manifest_spec(db, ws) {
+        Ok(spec) => all.extend(spec.rules.iter().cloned()),
+        Err(e) => idx.errors.push(e.clone()),
+    }
+    for f in ws.rule_files(db) {
+        match rule_file_decls(db, *f) {
+            Ok(d) => all.extend(d.iter().cloned()),
+            Err(e) => idx.errors.push(e.clone()),
+        }
+    }
+    let datasets: BTreeSet<String> = match manifest_spec(db, ws) {
+        Ok(spec) => spec.datasets.keys().cloned().collect(),
+        Err(_) => BTreeSet::new(),
+    };
+    for d in all {
+        if let Some(prev) = idx.decls.get(&d.name) {
+            idx.errors.push(
+                Diag::new(ErrorKind::Invalid(format!("rule `{}` is defined twice (also in {})", d.name, prev.origin.file.display())))
+                    .at(&d.origin.file, d.origin.span)
+                    .in_rule(d.name.clone()),
+            );
+            continue;
+        }
+        if datasets.contains(&d.name) {
+            idx.errors.push(
+                Diag::new(ErrorKind::Invalid(format!("`{}` is both a dataset and a rule", d.name)))
+                    .at(&d.origin.file, d.origin.span)
+                    .in_rule(d.name.clone())
+                    .with_help("rename the rule: a rule's name is the name of its output table"),
+            );
+            continue;
+        }
+        idx.decls.insert(d.name.clone(), d);
+    }
+    idx
+}
+
+/// One rule's definition without source positions (so moving a rule within
+/// its file does not recompile it).
+#[salsa::tracked]
+pub fn rule_def<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Option<RuleDef> {
+    rule_index(db, ws).decls.get(name.text(db)).map(|d| d.def.clone())
+}
+
+/// A compiled rule (RelPlan plus where each read appears).
+pub type Compiled = Result<Arc<(RelPlan, Vec<ReadSite>)>, CompileError>;
+
+/// Compile one rule to RelPlan. Depends only on the rule's definition.
+#[salsa::tracked(returns(ref))]
+pub fn compile_rule<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Compiled {
+    match rule_def(db, ws, name) {
+        Some(def) => relplan::compile(&def).map(Arc::new),
+        None => Err(CompileError { diag: Diag::new(ErrorKind::Usage(format!("no rule named `{}`", name.text(db)))), pos: None }),
+    }
+}
+
+/// A rule's reads, params and signature, from the summary memo when its
+/// definition was compiled before (by any process), else by compiling it.
+#[salsa::tracked(returns(ref))]
+pub fn rule_summary<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Result<Arc<RuleSummary>, CompileError> {
+    let Some(def) = rule_def(db, ws, name) else {
+        return Err(CompileError { diag: Diag::new(ErrorKind::Usage(format!("no rule named `{}`", name.text(db)))), pos: None });
+    };
+    let key = blake3::hash(format!("{}\n{:?}", relplan::RELPLAN_VERSION, def.body).as_bytes()).to_hex().to_string();
+    if let Some(s) = db.summaries().get(&key) {
+        return Ok(Arc::new(s));
+    }
+    let c = compile_rule(db, ws, name).clone()?;
+    let s = RuleSummary { reads: c.0.reads.clone(), params: c.0.params.clone(), signature: relplan::signature(&c.0), sites: c.1.clone() };
+    db.summaries().insert(key, s.clone());
+    Ok(Arc::new(s))
+}
+
+/// Fingerprints of every dataset (or why it has none).
+#[salsa::tracked(returns(ref))]
+pub fn dataset_fingerprints(db: &dyn Db, ws: Workspace) -> BTreeMap<String, Result<String, Diag>> {
+    let Ok(spec) = manifest_spec(db, ws) else { return BTreeMap::new() };
+    let files = ws.datasets(db);
+    spec.datasets
+        .iter()
+        .map(|(name, ds)| {
+            let fp = match files.get(name) {
+                Some(Ok(fs)) => {
+                    let pairs: Vec<(String, String)> = fs.iter().map(|f| (f.path(db).clone(), f.hash(db).clone())).collect();
+                    Ok(crate::registry::fingerprint(ds, &pairs))
+                }
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(Diag::new(ErrorKind::MissingData { dataset: name.clone(), location: ds.path.clone() })),
+            };
+            (name.clone(), fp)
+        })
+        .collect()
+}
+
+/// The engine fingerprint of the workspace's profile.
+#[salsa::tracked(returns(ref))]
+pub fn engine_fingerprint(db: &dyn Db, ws: Workspace) -> String {
+    match manifest_spec(db, ws) {
+        Ok(spec) => crate::engine::fingerprint(&spec.profile),
+        Err(_) => String::new(),
+    }
+}
+
+/// What a rule reads: a dataset or another rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dep {
+    /// A dataset by name.
+    Dataset(String),
+    /// A rule by name.
+    Rule(String),
+}
+
+/// The rule DAG with its diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Graph {
+    /// Rules in dependency order (producers first); empty if there is a cycle.
+    pub order: Vec<String>,
+    /// Rule -> what it reads.
+    pub deps: BTreeMap<String, Vec<Dep>>,
+    /// All errors: parse, compile, unknown names, cycles, unknown contracts.
+    pub errors: Vec<Diag>,
+}
+
+/// Byte span in the rule's file for a position inside the rule.
+pub fn locate(origin: &RuleOrigin, text: &str, sql: Option<&str>, pos: Option<SourcePos>, len: usize) -> Option<(usize, usize)> {
+    match pos {
+        Some(SourcePos::Sql { line, col }) => {
+            let base = origin.sql_offset?;
+            let sql = sql?;
+            let off = base + offset_of(sql, line, col);
+            let off = off.min(text.len());
+            Some((off, len.max(1)))
+        }
+        Some(SourcePos::Step(i)) => origin.step_spans.get(i).copied().or(origin.span),
+        None => origin.span,
+    }
+}
+
+/// The source text of a workspace file by relative path.
+pub fn file_text<'a>(db: &'a dyn Db, ws: Workspace, path: &Path) -> Option<&'a str> {
+    let m = ws.manifest(db);
+    if m.path(db) == path {
+        return Some(m.text(db));
+    }
+    ws.rule_files(db).iter().find(|f| f.path(db) == path).map(|f| f.text(db).as_str())
+}
+
+/// Attach a rule-relative position to a diagnostic.
+pub fn diag_in_rule(db: &dyn Db, ws: Workspace, decl: &RuleDecl, mut d: Diag, pos: Option<SourcePos>, len: usize) -> Diag {
+    let text = file_text(db, ws, &decl.origin.file).unwrap_or_default();
+    let sql = match &decl.def.body {
+        workspace::RuleBody::Sql(s) => Some(s.as_str()),
+        _ => None,
+    };
+    if d.location.is_none() {
+        d = d.at(&decl.origin.file, locate(&decl.origin, text, sql, pos, len));
+    }
+    if d.rule.is_none() {
+        d = d.in_rule(decl.name.clone());
+    }
+    d
+}
+
+/// Resolve every rule's reads, report unknown names and cycles, order the DAG.
+#[salsa::tracked(returns(ref))]
+pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
+    let mut g = Graph::default();
+    let idx = rule_index(db, ws);
+    g.errors.extend(idx.errors.iter().cloned());
+    let spec = match manifest_spec(db, ws) {
+        Ok(s) => s.clone(),
+        Err(_) => return g,
+    };
+    for (name, ds) in ws.datasets(db) {
+        if let Err(e) = ds {
+            let mut e = e.clone();
+            if e.rule.is_none() {
+                e.rule = None;
+            }
+            g.errors.push(e);
+            let _ = name;
+        }
+    }
+    let known: Vec<&str> = spec.datasets.keys().map(String::as_str).chain(idx.decls.keys().map(String::as_str)).collect();
+    for (name, decl) in &idx.decls {
+        let rn = RuleName::new(db, name.clone());
+        let (plan, sites) = match rule_summary(db, ws, rn) {
+            Ok(c) => (&**c, &c.sites),
+            Err(e) => {
+                g.errors.push(diag_in_rule(db, ws, decl, e.diag.clone(), e.pos, 1));
+                continue;
+            }
+        };
+        let mut deps = Vec::new();
+        for r in &plan.reads {
+            if spec.datasets.contains_key(r) {
+                deps.push(Dep::Dataset(r.clone()));
+            } else if idx.decls.contains_key(r) {
+                deps.push(Dep::Rule(r.clone()));
+            } else {
+                let site = sites.iter().find(|s| &s.name == r).and_then(|s| s.pos);
+                let mut d = Diag::new(ErrorKind::UnknownTable { name: r.clone() });
+                d = d.with_help(match suggest(r, known.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("declare a dataset `[datasets.{r}]` or a rule named `{r}`"),
+                });
+                g.errors.push(diag_in_rule(db, ws, decl, d, site, r.len()));
+            }
+        }
+        for p in &plan.params {
+            if !spec.params.contains_key(p) {
+                let mut d = Diag::new(ErrorKind::UnknownParam(p.clone()));
+                d = d.with_help(match suggest(p, spec.params.keys()) {
+                    Some(s) => format!("did you mean `${s}`?"),
+                    None => format!("declare it under [params], e.g. `{p} = 1`"),
+                });
+                g.errors.push(diag_in_rule(db, ws, decl, d, None, 1));
+            }
+        }
+        if let Some(c) = &decl.def.produces {
+            if !spec.contracts.contains_key(c) {
+                let mut d = Diag::new(ErrorKind::Invalid(format!("unknown contract `{c}`")));
+                if let Some(s) = suggest(c, spec.contracts.keys()) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                g.errors.push(diag_in_rule(db, ws, decl, d, None, 1));
+            }
+        }
+        g.deps.insert(name.clone(), deps);
+    }
+    // Topological order (Kahn, by name for stability), then cycle report.
+    let mut indeg: BTreeMap<&str, usize> = g.deps.keys().map(|k| (k.as_str(), 0)).collect();
+    let mut users: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (r, ds) in &g.deps {
+        for d in ds {
+            if let Dep::Rule(u) = d {
+                if indeg.contains_key(u.as_str()) {
+                    *indeg.get_mut(r.as_str()).unwrap() += 1;
+                    users.entry(u.as_str()).or_default().push(r.as_str());
+                }
+            }
+        }
+    }
+    let mut ready: BTreeSet<&str> = indeg.iter().filter(|(_, n)| **n == 0).map(|(k, _)| *k).collect();
+    let mut order = Vec::new();
+    while let Some(r) = ready.pop_first() {
+        order.push(r.to_string());
+        for u in users.get(r).into_iter().flatten() {
+            let n = indeg.get_mut(u).unwrap();
+            *n -= 1;
+            if *n == 0 {
+                ready.insert(u);
+            }
+        }
+    }
+    if order.len() < g.deps.len() {
+        let stuck: BTreeSet<&str> = indeg.iter().filter(|(_, n)| **n > 0).map(|(k, _)| *k).collect();
+        let cycle = find_cycle(&g.deps, &stuck);
+        let first = cycle.first().cloned().unwrap_or_default();
+        let decl = &idx.decls[&first];
+        let d = Diag::new(ErrorKind::Cycle(cycle.join(" -> ")))
+            .with_help("a rule cannot read its own output, directly or through other rules");
+        g.errors.push(diag_in_rule(db, ws, decl, d, None, 1));
+        g.order.clear();
+    } else {
+        g.order = order;
+    }
+    g
+}
+
+fn find_cycle(deps: &BTreeMap<String, Vec<Dep>>, stuck: &BTreeSet<&str>) -> Vec<String> {
+    let start = match stuck.iter().next() {
+        Some(s) => *s,
+        None => return vec![],
+    };
+    let mut path = vec![start.to_string()];
+    let mut cur = start;
+    loop {
+        let next = deps[cur].iter().find_map(|d| match d {
+            Dep::Rule(u) if stuck.contains(u.as_str()) => Some(u.as_str()),
+            _ => None,
+        });
+        let Some(n) = next else { return path };
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut c = path[i..].to_vec();
+            c.push(n.to_string());
+            return c;
+        }
+        path.push(n.to_string());
+        cur = n;
+    }
+}
+
+/// The parts of a rule's output key that do not depend on upstream outputs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+pub struct KeyParts {
+    /// Plan signature.
+    pub signature: String,
+    /// Engine fingerprint.
+    pub engine: String,
+    /// Dataset name -> fingerprint, for datasets read.
+    pub datasets: BTreeMap<String, String>,
+    /// Param name -> canonical value, for params bound.
+    pub params: BTreeMap<String, String>,
+    /// Hash of the contract checked, if any.
+    pub contract: Option<String>,
+    /// Upstream rule name -> content hash of its output (filled in by `build`).
+    pub upstream: BTreeMap<String, String>,
+}
+
+impl KeyParts {
+    /// The output key: blake3 of the canonical JSON of all parts.
+    pub fn key(&self) -> String {
+        let s = serde_json::to_string(self).expect("key parts serialize");
+        blake3::hash(s.as_bytes()).to_hex().to_string()
+    }
+
+    /// Why `self` differs from `prev`: a list of human-readable reasons.
+    pub fn diff(&self, prev: &KeyParts) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.signature != prev.signature {
+            why.push("rule definition changed".to_string());
+        }
+        if self.engine != prev.engine {
+            why.push("engine fingerprint changed (profile or versions)".to_string());
+        }
+        diff_map(&mut why, "dataset", &self.datasets, &prev.datasets);
+        diff_map(&mut why, "param", &self.params, &prev.params);
+        diff_map(&mut why, "upstream rule", &self.upstream, &prev.upstream);
+        if self.contract != prev.contract {
+            why.push("contract changed".to_string());
+        }
+        why
+    }
+}
+
+fn diff_map(why: &mut Vec<String>, what: &str, a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) {
+    for (k, v) in a {
+        match b.get(k) {
+            Some(pv) if pv == v => {}
+            Some(_) => why.push(format!("{what} `{k}` changed")),
+            None => why.push(format!("now reads {what} `{k}`")),
+        }
+    }
+    for k in b.keys() {
+        if !a.contains_key(k) {
+            why.push(format!("no longer reads {what} `{k}`"));
+        }
+    }
+}
+
+/// The static key parts of a rule (everything but upstream content hashes).
+#[salsa::tracked(returns(ref))]
+pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Option<KeyParts> {
+    let spec = manifest_spec(db, ws).as_ref().ok()?;
+    let plan = rule_summary(db, ws, name).as_ref().ok()?;
+    let fps = dataset_fingerprints(db, ws);
+    let mut parts = KeyParts {
+        signature: plan.signature.clone(),
+        engine: engine_fingerprint(db, ws).clone(),
+        ..Default::default()
+    };
+    for r in &plan.reads {
+        if let Some(fp) = fps.get(r) {
+            parts.datasets.insert(r.clone(), fp.as_ref().ok()?.clone());
+        }
+    }
+    for p in &plan.params {
+        parts.params.insert(p.clone(), spec.params.get(p)?.canonical());
+    }
+    let def = rule_def(db, ws, name).as_ref()?;
+    if let Some(cn) = &def.produces {
+        let c = spec.contracts.get(cn)?;
+        let cols: Vec<String> = c.columns.iter().map(|c| format!("{}:{}:{:?}", c.name, c.data_type, c.nullable)).collect();
+        parts.contract = Some(blake3::hash(format!("{cn}|{}", cols.join(",")).as_bytes()).to_hex().to_string());
+    }
+    Some(parts)
+}
+
+/// Maps workspace paths to salsa inputs and keeps them in sync with the disk.
+#[derive(Debug)]
+pub struct Loader {
+    root: PathBuf,
+    manifest: PathBuf,
+    sources: HashMap<PathBuf, SourceFile>,
+    data: HashMap<String, DataFile>,
+    ws: Option<Workspace>,
+}
+
+impl Loader {
+    /// A loader for the workspace whose manifest is `manifest` (absolute).
+    pub fn new(manifest: &Path) -> Self {
+        let root = manifest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let root = if root.as_os_str().is_empty() { PathBuf::from(".") } else { root };
+        Loader {
+            manifest: PathBuf::from(manifest.file_name().unwrap_or_default()),
+            root,
+            sources: HashMap::new(),
+            data: HashMap::new(),
+            ws: None,
+        }
+    }
+
+    /// The workspace root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn source(&mut self, db: &mut RelspecDb, rel: &Path) -> Result<SourceFile, Diag> {
+        let abs = self.root.join(rel);
+        let text = std::fs::read_to_string(&abs)
+            .map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", abs.display()))))?;
+        Ok(match self.sources.get(rel) {
+            Some(f) => {
+                if f.text(db) != &text {
+                    f.set_text(db).to(text);
+                }
+                *f
+            }
+            None => {
+                let f = SourceFile::new(db, rel.to_path_buf(), text);
+                self.sources.insert(rel.to_path_buf(), f);
+                f
+            }
+        })
+    }
+
+    /// Bring every input up to date with the disk. Returns the workspace input.
+    /// Fails only if `workspace.toml` itself cannot be read.
+    pub fn sync(&mut self, db: &mut RelspecDb, stat: &mut StatCache) -> Result<Workspace, Diag> {
+        let manifest_rel = self.manifest.clone();
+        let manifest = self.source(db, &manifest_rel)?;
+        let ws = match self.ws {
+            Some(ws) => ws,
+            None => {
+                let ws = Workspace::new(db, manifest, Vec::new(), BTreeMap::new());
+                self.ws = Some(ws);
+                ws
+            }
+        };
+        let spec = manifest_spec(db, ws).clone();
+        let Ok(spec) = spec else { return Ok(ws) };
+
+        let mut rule_paths = BTreeSet::new();
+        for pattern in &spec.include {
+            match crate::paths::glob_files(&self.root, pattern) {
+                Ok(fs) => rule_paths.extend(fs),
+                Err(e) => {
+                    return Err(Diag::new(ErrorKind::Invalid(format!("include pattern `{pattern}`: {e}"))).at(&manifest_rel, None));
+                }
+            }
+        }
+        let mut rule_files = Vec::new();
+        for p in rule_paths {
+            if !(p.ends_with(".toml") || p.ends_with(".sql")) || Path::new(&p) == manifest_rel {
+                continue;
+            }
+            rule_files.push(self.source(db, Path::new(&p))?);
+        }
+        if ws.rule_files(db) != &rule_files {
+            ws.set_rule_files(db).to(rule_files);
+        }
+
+        let mut datasets = BTreeMap::new();
+        for (name, ds) in &spec.datasets {
+            let files = crate::registry::resolve_files(&self.root, ds).and_then(|paths| {
+                let mut out = Vec::new();
+                for p in paths {
+                    let hash = stat.hash(&p, &self.root.join(&p)).map_err(|e| {
+                        Diag::new(ErrorKind::DatasetRead { dataset: name.clone(), message: format!("{p}: {e}") })
+                    })?;
+                    out.push(match self.data.get(&p) {
+                        Some(f) => {
+                            if f.hash(db) != &hash {
+                                f.set_hash(db).to(hash);
+                            }
+                            *f
+                        }
+                        None => {
+                            let f = DataFile::new(db, p.clone(), hash);
+                            self.data.insert(p, f);
+                            f
+                        }
+                    });
+                }
+                Ok(out)
+            });
+            datasets.insert(name.clone(), files);
+        }
+        if ws.datasets(db) != &datasets {
+            ws.set_datasets(db).to(datasets);
+        }
+        Ok(ws)
+    }
+}
+
+/// Render a diagnostic's location as `file:line:col` given the database.
+pub fn location_string(db: &dyn Db, ws: Workspace, d: &Diag) -> Option<String> {
+    let loc = d.location.as_ref()?;
+    let text = file_text(db, ws, &loc.file)?;
+    let (l, c) = line_col(text, loc.span?.0);
+    Some(format!("{}:{l}:{c}", loc.file.display()))
+}

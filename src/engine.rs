@@ -1,0 +1,152 @@
+//! The engine substrate: the one session factory, the engine fingerprint and
+//! plan snapshots.
+//!
+//! Architecture invariant: this is the only module that constructs a DataFusion
+//! `SessionContext`. Everything that executes goes through [`Engine::session`].
+
+use crate::error::{Diag, ErrorKind, Result};
+use crate::workspace::{MemoryPoolKind, Profile};
+use datafusion::execution::memory_pool::{FairSpillPool, GreedyMemoryPool, MemoryPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Version of relspec itself (part of the engine fingerprint).
+pub const RELSPEC_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Builds sessions from a runtime profile and owns the async runtime.
+pub struct Engine {
+    profile: Profile,
+    spill_dir: Option<PathBuf>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("profile", &self.profile).finish()
+    }
+}
+
+impl Engine {
+    /// An engine for `profile`; relative spill dirs resolve against `root`.
+    pub fn new(profile: &Profile, root: &Path) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(profile.target_partitions.unwrap_or_else(num_cpus).max(1))
+            .thread_name("relspec-exec")
+            .enable_all()
+            .build()
+            .map_err(|e| Diag::new(ErrorKind::Execution(format!("cannot start the async runtime: {e}"))))?;
+        Ok(Engine { profile: profile.clone(), spill_dir: profile.spill_dir.as_ref().map(|d| root.join(d)), runtime })
+    }
+
+    /// The profile this engine was built from.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// Run a future to completion on the engine's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// A handle to the engine's async runtime.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime.handle().clone()
+    }
+
+    /// The single session factory: a fresh `SessionContext` configured from the profile.
+    pub fn session(&self) -> Result<SessionContext> {
+        let p = &self.profile;
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(&p.catalog, &p.schema)
+            .with_create_default_catalog_and_schema(true)
+            .with_information_schema(p.information_schema)
+            .with_target_partitions(p.target_partitions.unwrap_or_else(num_cpus).max(1));
+        if let Some(b) = p.batch_size {
+            config = config.with_batch_size(b.max(1));
+        }
+        if let Some(tz) = &p.time_zone {
+            config.options_mut().execution.time_zone = Some(tz.clone());
+        }
+        let mut rt = RuntimeEnvBuilder::new();
+        if let Some(limit) = p.memory_limit {
+            let pool: Arc<dyn MemoryPool> = match p.memory_pool {
+                MemoryPoolKind::Greedy => Arc::new(GreedyMemoryPool::new(limit as usize)),
+                MemoryPoolKind::Fair => Arc::new(FairSpillPool::new(limit as usize)),
+            };
+            rt = rt.with_memory_pool(pool);
+        }
+        if let Some(dir) = &self.spill_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Diag::new(ErrorKind::Io(format!("spill dir {}: {e}", dir.display()))))?;
+            rt = rt.with_temp_file_path(dir.clone());
+        }
+        let runtime = rt
+            .build_arc()
+            .map_err(|e| Diag::new(ErrorKind::Execution(format!("cannot build the runtime environment: {e}"))))?;
+        Ok(SessionContext::new_with_config_rt(config, runtime))
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The engine fingerprint: semantic profile fields and library versions.
+///
+/// Tuning fields (target_partitions, batch_size, memory limit and pool,
+/// spill dir) are deliberately left out: they cannot change results.
+pub fn fingerprint(profile: &Profile) -> String {
+    let doc = serde_json::json!({
+        "relspec": RELSPEC_VERSION,
+        "datafusion": datafusion::DATAFUSION_VERSION,
+        "parquet_writer": crate::store::PARQUET_CREATED_BY,
+        "relplan": crate::relplan::RELPLAN_VERSION,
+        "catalog": profile.catalog,
+        "schema": profile.schema,
+        "information_schema": profile.information_schema,
+        "time_zone": profile.time_zone,
+        "kernels": crate::kernels::registry_fingerprint(),
+    });
+    blake3::hash(doc.to_string().as_bytes()).to_hex().to_string()
+}
+
+/// The plans of one rule, as text: the artifacts `explain` shows.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PlanSnapshots {
+    /// Logical plan as planned.
+    pub logical: String,
+    /// Logical plan after the optimizer.
+    pub optimized: String,
+    /// Physical plan.
+    pub physical: String,
+    /// Physical plan annotated with execution metrics (after a run).
+    pub physical_metrics: Option<String>,
+    /// SQL text from DataFusion's unparser.
+    pub sql: Option<String>,
+}
+
+/// Render a physical plan, optionally with its execution metrics.
+pub fn render_physical(plan: &dyn ExecutionPlan, metrics: bool) -> String {
+    if metrics {
+        datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan).indent(true).to_string()
+    } else {
+        displayable(plan).indent(true).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_fields_stay_out_of_the_fingerprint() {
+        let a = Profile::default();
+        let b = Profile { target_partitions: Some(1), batch_size: Some(7), memory_limit: Some(1 << 20), ..Profile::default() };
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        let c = Profile { time_zone: Some("+02:00".into()), ..Profile::default() };
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+}

@@ -1,0 +1,414 @@
+//! The `relspec` command line: argument parsing, progress display, exit codes.
+//! Holds no logic of its own; everything is in the library.
+
+use clap::{Parser, Subcommand};
+use relspec::build::{self, BuildOptions, BuildReport, Progress, RuleReport, Status};
+use relspec::error::{Diag, ErrorKind};
+use relspec::project::Project;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "relspec", version, about = "Incremental dataflow builds: declarative rules over datasets, executed by DataFusion, materialized as Parquet.")]
+struct Cli {
+    /// Path to workspace.toml (or its directory).
+    #[arg(short, long, global = true, default_value = "workspace.toml")]
+    workspace: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every stale rule in dependency order and publish outputs.
+    Build {
+        /// Select rules: `name`, `name+` (and downstream), `+name` (and upstream), `tag:x`.
+        #[arg(short, long)]
+        select: Vec<String>,
+        /// Rules executing at once (default: number of CPUs).
+        #[arg(short, long, default_value_t = 0)]
+        jobs: usize,
+        /// Print the report as one JSON document.
+        #[arg(long)]
+        json: bool,
+        /// Build nothing; exit 1 if anything is stale (a CI gate).
+        #[arg(long)]
+        check: bool,
+    },
+    /// List what is stale and why (a dry run).
+    Status {
+        /// Select rules as for `build`.
+        #[arg(short, long)]
+        select: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile every rule and check contracts without executing.
+    Check {
+        /// Print diagnostics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a rule's plans, SQL, signature, key and kernel lanes.
+    Explain {
+        /// Rule name.
+        rule: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dump the dataset registry: name, location, options, schema, fingerprint.
+    Datasets {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch the workspace and rebuild what each change invalidates.
+    Watch {
+        /// Print one JSON event per line.
+        #[arg(long)]
+        json: bool,
+        /// Exit after the first build.
+        #[arg(long)]
+        once: bool,
+        /// Rules executing at once (default: number of CPUs).
+        #[arg(short, long, default_value_t = 0)]
+        jobs: usize,
+        /// Quiet window that ends a batch of changes, ms.
+        #[arg(long, default_value_t = 30)]
+        debounce_ms: u64,
+    },
+    /// Create a small working workspace in DIR.
+    Init {
+        /// Directory to create (must be empty or absent).
+        dir: PathBuf,
+    },
+    /// Remove cached objects no current rule output uses.
+    Gc,
+    /// Remove the cache and the published outputs.
+    Clean,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RELSPEC_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let manifest = if cli.workspace.is_dir() { cli.workspace.join("workspace.toml") } else { cli.workspace.clone() };
+    match run(cli.command, &manifest) {
+        Ok(code) => code,
+        Err(errs) => {
+            print_errors(None, &errs);
+            ExitCode::from(1)
+        }
+    }
+}
+
+type CliResult = Result<ExitCode, Vec<Diag>>;
+
+fn open(manifest: &Path) -> Result<Project, Vec<Diag>> {
+    Project::open(manifest).map_err(|e| vec![e])
+}
+
+fn print_errors(p: Option<&Project>, errs: &[Diag]) {
+    for e in errs {
+        let text = e.location.as_ref().and_then(|l| {
+            p.and_then(|p| p.file_text(&l.file)).or_else(|| {
+                let base = p.map(|p| p.root.clone()).unwrap_or_default();
+                std::fs::read_to_string(base.join(&l.file)).ok()
+            })
+        });
+        eprintln!("{:?}", e.to_report(text));
+    }
+    if errs.len() > 1 {
+        eprintln!("error: {} problems found", errs.len());
+    }
+}
+
+fn errors_json(p: &Project, errs: &[Diag]) -> serde_json::Value {
+    serde_json::Value::Array(
+        errs.iter().map(|e| e.to_json(e.location.as_ref().and_then(|l| p.file_text(&l.file)).as_deref())).collect(),
+    )
+}
+
+fn run(cmd: Command, manifest: &Path) -> CliResult {
+    match cmd {
+        Command::Init { dir } => {
+            relspec::workspace::scaffold::init(&dir).map_err(|e| vec![e])?;
+            println!("created workspace in {}; run `relspec -w {} build`", dir.display(), dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { select, jobs, json, check } => {
+            let mut p = open(manifest)?;
+            let opts = BuildOptions { select, jobs, dry_run: check, cancel: None };
+            let progress = Display::new(json);
+            let report = match build::build(&mut p, &opts, &progress) {
+                Ok(r) => r,
+                Err(errs) => {
+                    progress.clear();
+                    if json {
+                        println!("{}", serde_json::json!({"ok": false, "errors": errors_json(&p, &errs)}));
+                    } else {
+                        print_errors(Some(&p), &errs);
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            progress.clear();
+            let stale = report.count(Status::Stale);
+            if json {
+                let mut v = serde_json::to_value(&report).unwrap();
+                v["ok"] = serde_json::json!(report.ok() && !(check && stale > 0));
+                v["errors"] = errors_json(&p, &report.errors);
+                println!("{}", serde_json::to_string_pretty(&v).unwrap());
+            } else {
+                print_errors(Some(&p), &report.errors);
+                summary(&report, check);
+            }
+            Ok(if !report.ok() || (check && stale > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Status { select, json } => {
+            let mut p = open(manifest)?;
+            let opts = BuildOptions { select, dry_run: true, ..Default::default() };
+            let report = match build::build(&mut p, &opts, &build::NoProgress) {
+                Ok(r) => r,
+                Err(errs) => {
+                    print_errors(Some(&p), &errs);
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap());
+            } else {
+                for r in &report.rules {
+                    match r.status {
+                        Status::Stale => println!("stale  {}  ({})", r.rule, r.reasons.join("; ")),
+                        _ => println!("fresh  {}", r.rule),
+                    }
+                }
+                println!("{} stale, {} fresh", report.count(Status::Stale), report.count(Status::Reused));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { json } => {
+            let mut p = open(manifest)?;
+            p.refresh().map_err(|e| vec![e])?;
+            let all = p.graph().order.clone();
+            let (plans, errs) = p.plan_all(&all).map_err(|e| vec![e])?;
+            if json {
+                println!("{}", serde_json::json!({"ok": errs.is_empty(), "rules_checked": plans.len(), "errors": errors_json(&p, &errs)}));
+            } else if errs.is_empty() {
+                println!("ok: {} rules compiled, contracts satisfied", plans.len());
+            } else {
+                print_errors(Some(&p), &errs);
+            }
+            Ok(if errs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Explain { rule, json } => {
+            let mut p = open(manifest)?;
+            p.refresh().map_err(|e| vec![e])?;
+            if p.decl(&rule).is_none() {
+                let mut d = Diag::new(ErrorKind::Usage(format!("no rule named `{rule}`")));
+                if let Some(s) = relspec::relplan::lower::suggest(&rule, p.graph().deps.keys()) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                return Err(vec![d]);
+            }
+            let (plans, errs) = p.plan_all(std::slice::from_ref(&rule)).map_err(|e| vec![e])?;
+            if !errs.is_empty() {
+                print_errors(Some(&p), &errs);
+                return Ok(ExitCode::from(1));
+            }
+            let plan = p.plan(&rule).map_err(|e| vec![e])?;
+            let (snaps, kernels) = plans[&rule].clone();
+            let last: Option<relspec::engine::PlanSnapshots> = p
+                .store()
+                .ok()
+                .and_then(|s| std::fs::read(s.dir().join("plans").join(format!("{rule}.json"))).ok())
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let metrics = last.and_then(|l| l.physical_metrics);
+            let sig = relspec::relplan::signature(&plan);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "rule": rule, "signature": sig, "reads": plan.reads, "params": plan.params,
+                        "canonical": plan.canonical, "plans": snaps, "last_run_metrics": metrics, "kernels": kernels,
+                    }))
+                    .unwrap()
+                );
+            } else {
+                println!("rule: {rule}\nsignature: {sig}\nreads: {}\n", plan.reads.join(", "));
+                println!("== canonical RelPlan ==\n{}\n", plan.canonical);
+                println!("== logical plan ==\n{}\n", snaps.logical);
+                println!("== optimized logical plan ==\n{}\n", snaps.optimized);
+                println!("== physical plan ==\n{}", snaps.physical);
+                match metrics {
+                    Some(m) => println!("== physical plan with metrics (last run) ==\n{m}"),
+                    None => println!("== physical plan with metrics ==\n(not built yet: run `relspec build`)\n"),
+                }
+                println!("== SQL (unparsed) ==\n{}\n", snaps.sql.unwrap_or_else(|| "(the unparser cannot express this plan)".into()));
+                if !kernels.is_empty() {
+                    println!("== kernels ==");
+                    for k in kernels {
+                        println!("{} -> {:?}: {}", k.kernel, k.lane, k.detail);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Datasets { json } => {
+            let mut p = open(manifest)?;
+            p.refresh().map_err(|e| vec![e])?;
+            let infos = relspec::project::dataset_infos(&mut p)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&infos).unwrap());
+            } else {
+                for d in &infos {
+                    println!("{}  {} ({})  {} file(s)  fingerprint {}", d.name, d.location, d.format, d.files.len(), &d.fingerprint[..12]);
+                    for c in &d.schema {
+                        println!("    {}: {}{}", c.name, c.data_type, if c.nullable { "" } else { " NOT NULL" });
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Watch { json, once, jobs, debounce_ms } => {
+            use relspec::watch::{WatchEvent, WatchOptions};
+            use std::io::Write;
+            let opts = WatchOptions { once, jobs, quiet: std::time::Duration::from_millis(debounce_ms), ..Default::default() };
+            let sink = move |ev: WatchEvent| {
+                let mut out = std::io::stdout().lock();
+                if json {
+                    let _ = writeln!(out, "{}", serde_json::to_string(&ev).unwrap());
+                } else {
+                    match &ev {
+                        WatchEvent::Watching { roots } => {
+                            let _ = writeln!(out, "watching {} (Ctrl-C to stop)", roots.join(", "));
+                        }
+                        WatchEvent::Change { paths, rescan } => {
+                            let what = if *rescan { "rescan".to_string() } else { paths.join(", ") };
+                            let _ = writeln!(out, "change: {what}");
+                        }
+                        WatchEvent::Rule(r) if r.status == Status::Built => {
+                            let _ = writeln!(out, "built   {:<28} {:>8} rows {:>8.1} ms", r.rule, r.rows.unwrap_or(0), r.elapsed_ms);
+                        }
+                        WatchEvent::Rule(r) if r.status == Status::Failed => {
+                            let _ = writeln!(out, "FAILED  {}", r.rule);
+                        }
+                        WatchEvent::Rule(_) => {}
+                        WatchEvent::Error { rendered, .. } => {
+                            let _ = writeln!(out, "{rendered}");
+                        }
+                        WatchEvent::BuildDone { ok, built, reused, failed, elapsed_ms, latency_ms } => {
+                            let lat = latency_ms.map(|l| format!(", {l:.1} ms from change to publish")).unwrap_or_default();
+                            let status = if *ok { "ok" } else { "FAILED (last good outputs kept)" };
+                            let _ = writeln!(out, "{status}: {built} built, {reused} reused, {failed} failed in {elapsed_ms:.1} ms{lat}");
+                        }
+                        WatchEvent::Cancelled => {
+                            let _ = writeln!(out, "cancelled: a newer change arrived");
+                        }
+                    }
+                }
+                let _ = out.flush();
+            };
+            let ok = relspec::watch::watch(manifest, &opts, &sink).map_err(|e| vec![e])?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Gc => {
+            let mut p = open(manifest)?;
+            let report = build::build(&mut p, &BuildOptions { dry_run: true, ..Default::default() }, &build::NoProgress)?;
+            let live: std::collections::HashSet<String> = report.rules.iter().filter_map(|r| r.key.clone()).collect();
+            let store = p.store().map_err(|e| vec![e])?;
+            let _lock = store.lock().map_err(|e| vec![e])?;
+            let (recs, objs, bytes) = store.gc(&live).map_err(|e| vec![e])?;
+            println!("gc: removed {recs} records and {objs} objects ({bytes} bytes); kept {} live outputs", live.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Clean => {
+            let p = open(manifest)?;
+            let spec = p.spec().map_err(|e| vec![e])?;
+            let store = p.store().map_err(|e| vec![e])?;
+            let lock = store.lock().map_err(|e| vec![e])?;
+            let cache = spec.cache_path(&p.root);
+            for sub in ["objects", "records", "tmp", "plans", "stat-cache.json", "published.json", "last-built.json"] {
+                let path = cache.join(sub);
+                let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            }
+            drop(lock);
+            let out = spec.output_path(&p.root);
+            if out.is_dir() {
+                std::fs::remove_dir_all(&out).map_err(|e| vec![Diag::new(ErrorKind::Io(format!("{}: {e}", out.display())))])?;
+            }
+            println!("removed the cache in {} and the outputs in {}", cache.display(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn summary(report: &BuildReport, check: bool) {
+    let (built, reused, failed, stale) =
+        (report.count(Status::Built), report.count(Status::Reused), report.count(Status::Failed), report.count(Status::Stale));
+    if check {
+        println!("{stale} stale, {reused} fresh ({:.1} ms)", report.elapsed_ms);
+    } else {
+        println!(
+            "{built} built, {reused} reused{}{} in {:.1} ms",
+            if failed > 0 { format!(", {failed} failed") } else { String::new() },
+            if report.count(Status::Skipped) > 0 { format!(", {} skipped", report.count(Status::Skipped)) } else { String::new() },
+            report.elapsed_ms
+        );
+    }
+}
+
+/// Progress: a spinner on a terminal, plain lines otherwise, nothing for --json.
+struct Display {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+}
+
+impl Display {
+    fn new(json: bool) -> Self {
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.enable_steady_tick(std::time::Duration::from_millis(100));
+            b
+        });
+        Display { bar, quiet: json }
+    }
+    fn clear(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+    fn line(&self, s: String) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => println!("{s}"),
+        }
+    }
+}
+
+impl Progress for Display {
+    fn started(&self, rule: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("running {rule}"));
+        }
+    }
+    fn finished(&self, r: &RuleReport) {
+        if self.quiet {
+            return;
+        }
+        let rows = r.rows.map(|n| format!("{n} rows")).unwrap_or_default();
+        let why = if r.reasons.is_empty() { String::new() } else { format!(" ({})", r.reasons.join("; ")) };
+        let s = match r.status {
+            Status::Built => format!("built   {:<28} {rows:>12}  {:>8.1} ms{why}", r.rule, r.elapsed_ms),
+            Status::Reused => format!("reused  {:<28} {rows:>12}", r.rule),
+            Status::Stale => format!("stale   {}{why}", r.rule),
+            Status::Failed => format!("FAILED  {}{why}", r.rule),
+            Status::Skipped => format!("skipped {}{why}", r.rule),
+        };
+        self.line(s);
+    }
+}

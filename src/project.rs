@@ -1,0 +1,402 @@
+//! A loaded workspace: the salsa database, its inputs, the store and the
+//! engine, plus the operations that plan without executing (check, explain,
+//! datasets).
+
+use crate::db::{self, Db, Dep, Graph, KeyParts, Loader, RelspecDb, RuleName, Workspace};
+use crate::engine::{Engine, PlanSnapshots, render_physical};
+use crate::error::{Diag, ErrorKind, Result};
+use crate::kernels::KernelUse;
+use crate::relplan::RelPlan;
+use crate::relplan::lower::{self, LowerError};
+use crate::store::{StatCache, Store};
+use crate::workspace::{RuleDecl, WorkspaceSpec};
+use datafusion::prelude::SessionContext;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A workspace opened for building.
+pub struct Project {
+    /// Workspace root directory.
+    pub root: PathBuf,
+    /// The salsa database.
+    pub db: RelspecDb,
+    /// Path -> input side table.
+    pub loader: Loader,
+    /// The workspace input.
+    pub ws: Workspace,
+    /// Input file hashes.
+    pub stat: StatCache,
+    store: Option<Store>,
+    engine: Option<Arc<Engine>>,
+}
+
+/// Everything a rule needs to be planned or executed, detached from salsa.
+#[derive(Debug, Clone)]
+pub struct RuleJob {
+    /// Rule name.
+    pub name: String,
+    /// Reads, params and signature.
+    pub summary: Arc<db::RuleSummary>,
+    /// What it reads.
+    pub deps: Vec<Dep>,
+    /// Static key parts.
+    pub parts: KeyParts,
+    /// Declaration (for diagnostics).
+    pub decl: RuleDecl,
+}
+
+impl Project {
+    /// Open the workspace whose manifest is at `manifest` and load its inputs.
+    pub fn open(manifest: &Path) -> Result<Project> {
+        Self::open_with(manifest, RelspecDb::default())
+    }
+
+    /// Open with a given (for example, logging) database.
+    pub fn open_with(manifest: &Path, db: RelspecDb) -> Result<Project> {
+        if !manifest.is_file() {
+            return Err(Diag::new(ErrorKind::Io(format!("{}: no such file", manifest.display())))
+                .with_help("run relspec in a directory with a workspace.toml, pass --workspace PATH, or create one with `relspec init DIR`"));
+        }
+        let mut loader = Loader::new(manifest);
+        let root = loader.root().to_path_buf();
+        let mut db = db;
+        let mut stat = StatCache::default();
+        let ws = loader.sync(&mut db, &mut stat)?;
+        let mut p = Project { root, db, loader, ws, stat, store: None, engine: None };
+        if let Ok(spec) = p.spec() {
+            let store = Store::open(&spec.cache_path(&p.root))?;
+            // Reload with the persistent stat cache so unchanged files are not hashed.
+            p.stat = StatCache::load(&store);
+            p.db.summaries().replace(db::SummaryCache::load(&store.dir().join("rule-summaries.json")));
+            p.store = Some(store);
+            p.ws = p.loader.sync(&mut p.db, &mut p.stat)?;
+        }
+        Ok(p)
+    }
+
+    /// Re-read sources and re-stat data files; set only inputs that changed.
+    pub fn refresh(&mut self) -> Result<()> {
+        self.ws = self.loader.sync(&mut self.db, &mut self.stat)?;
+        if self.store.is_none() {
+            if let Ok(spec) = self.spec() {
+                self.store = Some(Store::open(&spec.cache_path(&self.root))?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed manifest.
+    pub fn spec(&self) -> Result<Arc<WorkspaceSpec>> {
+        db::manifest_spec(&self.db, self.ws).clone()
+    }
+
+    /// The store (after a successful parse of the manifest).
+    pub fn store(&self) -> Result<&Store> {
+        self.store.as_ref().ok_or_else(|| Diag::new(ErrorKind::Store("the workspace could not be loaded".into())))
+    }
+
+    /// The rule DAG and every static error.
+    pub fn graph(&self) -> &Graph {
+        db::graph(&self.db, self.ws)
+    }
+
+    /// The engine, created on first use.
+    pub fn engine(&mut self) -> Result<Arc<Engine>> {
+        if let Some(e) = &self.engine {
+            return Ok(e.clone());
+        }
+        let spec = self.spec()?;
+        let e = Arc::new(Engine::new(&spec.profile, &self.root)?);
+        self.engine = Some(e.clone());
+        Ok(e)
+    }
+
+    /// Drop the engine (after a profile change).
+    pub fn reset_engine(&mut self) {
+        self.engine = None;
+    }
+
+    /// Static errors (parse, names, cycles, missing data), in a stable order.
+    pub fn static_errors(&self) -> Vec<Diag> {
+        let mut errs = self.graph().errors.clone();
+        if let Err(e) = self.spec() {
+            if !errs.contains(&e) {
+                errs.insert(0, e);
+            }
+        }
+        errs
+    }
+
+    /// The declaration of a rule.
+    pub fn decl(&self, name: &str) -> Option<&RuleDecl> {
+        db::rule_index(&self.db, self.ws).decls.get(name)
+    }
+
+    /// A detached job for `name` (the graph must be error-free for it).
+    pub fn job(&self, name: &str) -> Option<RuleJob> {
+        let rn = RuleName::new(&self.db, name.to_string());
+        let summary = db::rule_summary(&self.db, self.ws, rn).as_ref().ok()?.clone();
+        let parts = db::static_key(&self.db, self.ws, rn).clone()?;
+        Some(RuleJob {
+            name: name.to_string(),
+            summary,
+            deps: self.graph().deps.get(name).cloned().unwrap_or_default(),
+            parts,
+            decl: self.decl(name)?.clone(),
+        })
+    }
+
+    /// The compiled RelPlan of a rule (parses its SQL if not done in this process).
+    pub fn plan(&self, name: &str) -> Result<Arc<RelPlan>> {
+        let rn = RuleName::new(&self.db, name.to_string());
+        match db::compile_rule(&self.db, self.ws, rn) {
+            Ok(c) => Ok(Arc::new(c.0.clone())),
+            Err(e) => Err(e.diag.clone()),
+        }
+    }
+
+    /// Give a lowering error its file location inside the rule.
+    pub fn locate_error(&self, job: &RuleJob, e: LowerError) -> Diag {
+        let len = match &e.diag.kind {
+            ErrorKind::UnknownTable { name } => name.len(),
+            _ => 1,
+        };
+        db::diag_in_rule(&self.db, self.ws, &job.decl, e.diag, e.pos, len)
+    }
+
+    /// Source text of a workspace file (for rendering diagnostics).
+    pub fn file_text(&self, path: &Path) -> Option<String> {
+        db::file_text(&self.db, self.ws, path).map(str::to_string)
+    }
+
+    /// Rule names selected by `select` (dbt-style: `name`, `name+`, `+name`,
+    /// `tag:x`); all rules when empty. Errors name unknown selectors.
+    pub fn select(&self, select: &[String]) -> Result<Vec<String>> {
+        let g = self.graph();
+        if select.is_empty() {
+            return Ok(g.order.clone());
+        }
+        let idx = db::rule_index(&self.db, self.ws);
+        let mut chosen = HashSet::new();
+        for s in select.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+            let (up, rest) = match s.strip_prefix('+') {
+                Some(r) => (true, r),
+                None => (false, s),
+            };
+            let (down, base) = match rest.strip_suffix('+') {
+                Some(r) => (true, r),
+                None => (false, rest),
+            };
+            let roots: Vec<String> = if let Some(tag) = base.strip_prefix("tag:") {
+                idx.decls.values().filter(|d| d.def.tags.iter().any(|t| t == tag)).map(|d| d.name.clone()).collect()
+            } else if idx.decls.contains_key(base) {
+                vec![base.to_string()]
+            } else {
+                let mut d = Diag::new(ErrorKind::Usage(format!("--select: no rule named `{base}`")));
+                if let Some(s) = lower::suggest(base, idx.decls.keys()) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                return Err(d);
+            };
+            if roots.is_empty() {
+                return Err(Diag::new(ErrorKind::Usage(format!("--select: no rule has tag `{}`", &base[4..]))));
+            }
+            for r in roots {
+                chosen.insert(r.clone());
+                if up {
+                    chosen.extend(self.upstream(&r));
+                }
+                if down {
+                    chosen.extend(self.downstream(&r));
+                }
+            }
+        }
+        Ok(g.order.iter().filter(|r| chosen.contains(*r)).cloned().collect())
+    }
+
+    /// Every rule `name` reads, transitively.
+    pub fn upstream(&self, name: &str) -> HashSet<String> {
+        let g = self.graph();
+        let mut out = HashSet::new();
+        let mut stack = vec![name.to_string()];
+        while let Some(r) = stack.pop() {
+            for d in g.deps.get(&r).into_iter().flatten() {
+                if let Dep::Rule(u) = d {
+                    if out.insert(u.clone()) {
+                        stack.push(u.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Every rule that reads `name`, transitively.
+    pub fn downstream(&self, name: &str) -> HashSet<String> {
+        let g = self.graph();
+        let mut out = HashSet::new();
+        let mut stack = vec![name.to_string()];
+        while let Some(r) = stack.pop() {
+            for (u, ds) in &g.deps {
+                if ds.contains(&Dep::Rule(r.clone())) && out.insert(u.clone()) {
+                    stack.push(u.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// A session with the given datasets registered.
+    pub fn session_with(&mut self, datasets: &HashSet<String>) -> Result<(Arc<Engine>, SessionContext)> {
+        let engine = self.engine()?;
+        let spec = self.spec()?;
+        let ctx = engine.session()?;
+        crate::kernels::register(&ctx);
+        let root = self.root.clone();
+        engine.block_on(async {
+            for name in datasets {
+                if let Some(ds) = spec.datasets.get(name) {
+                    crate::registry::register(&ctx, &root, ds).await?;
+                }
+            }
+            Ok::<_, Diag>(())
+        })?;
+        Ok((engine, ctx))
+    }
+
+    /// Plan every rule in `rules` (and what they read) without executing:
+    /// upstream rules are registered as views. Returns each rule's snapshots
+    /// and kernel uses, and every error found (planning continues past errors;
+    /// rules downstream of a failed rule are skipped).
+    pub fn plan_all(&mut self, rules: &[String]) -> Result<(BTreeMap<String, (PlanSnapshots, Vec<KernelUse>)>, Vec<Diag>)> {
+        let errs = self.static_errors();
+        if !errs.is_empty() {
+            return Ok((BTreeMap::new(), errs));
+        }
+        let mut need: HashSet<String> = rules.iter().cloned().collect();
+        for r in rules {
+            need.extend(self.upstream(r));
+        }
+        let order: Vec<String> = self.graph().order.iter().filter(|r| need.contains(*r)).cloned().collect();
+        let jobs: Vec<RuleJob> = order.iter().filter_map(|r| self.job(r)).collect();
+        let datasets: HashSet<String> = jobs
+            .iter()
+            .flat_map(|j| j.deps.iter())
+            .filter_map(|d| if let Dep::Dataset(n) = d { Some(n.clone()) } else { None })
+            .collect();
+        let (engine, ctx) = match self.session_with(&datasets) {
+            Ok(x) => x,
+            Err(e) => return Ok((BTreeMap::new(), vec![e])),
+        };
+        let spec = self.spec()?;
+        let mut out = BTreeMap::new();
+        let mut errors = Vec::new();
+        let mut failed: HashSet<String> = HashSet::new();
+        for job in jobs {
+            if job.deps.iter().any(|d| matches!(d, Dep::Rule(u) if failed.contains(u))) {
+                failed.insert(job.name.clone());
+                continue;
+            }
+            let plan = self.plan(&job.name)?;
+            let res = engine.block_on(async {
+                let l = lower::lower(&ctx, &plan, &spec.params).await?;
+                if let Some(c) = job.decl.def.produces.as_ref().and_then(|c| spec.contracts.get(c)) {
+                    lower::check_contract(l.df.schema(), c).map_err(|diag| LowerError { diag, pos: None })?;
+                }
+                let snaps = snapshots(&ctx, &l.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+                ctx.register_table(job.name.as_str(), l.df.clone().into_view())
+                    .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+                Ok::<_, LowerError>((snaps, l.kernels))
+            });
+            match res {
+                Ok(v) => {
+                    out.insert(job.name.clone(), v);
+                }
+                Err(e) => {
+                    errors.push(self.locate_error(&job, e));
+                    failed.insert(job.name.clone());
+                }
+            }
+        }
+        Ok((out, errors))
+    }
+}
+
+/// Logical, optimized and physical plans and SQL of a DataFrame (no execution).
+pub async fn snapshots(ctx: &SessionContext, df: &datafusion::dataframe::DataFrame) -> datafusion::error::Result<PlanSnapshots> {
+    let state = ctx.state();
+    let logical = df.logical_plan().clone();
+    let optimized = state.optimize(&logical)?;
+    let physical = state.create_physical_plan(&logical).await?;
+    let sql = datafusion::sql::unparser::plan_to_sql(&logical).ok().map(|s| s.to_string());
+    Ok(PlanSnapshots {
+        logical: logical.display_indent().to_string(),
+        optimized: optimized.display_indent().to_string(),
+        physical: render_physical(physical.as_ref(), false),
+        physical_metrics: None,
+        sql,
+    })
+}
+
+/// One dataset as the registry sees it (for `relspec datasets`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DatasetInfo {
+    /// Logical name.
+    pub name: String,
+    /// Location as declared.
+    pub location: String,
+    /// `file`, `dir` or `glob`.
+    pub kind: String,
+    /// Format.
+    pub format: String,
+    /// Scan options.
+    pub options: crate::workspace::ScanOptions,
+    /// Files (relative paths) with content hashes.
+    pub files: Vec<(String, String)>,
+    /// Schema as registered (partition columns included).
+    pub schema: Vec<crate::store::ColumnInfo>,
+    /// Fingerprint.
+    pub fingerprint: String,
+}
+
+/// Describe every dataset: location, options, files, schema, fingerprint.
+pub fn dataset_infos(p: &mut Project) -> std::result::Result<Vec<DatasetInfo>, Vec<Diag>> {
+    let spec = p.spec().map_err(|e| vec![e])?;
+    let fps = db::dataset_fingerprints(&p.db, p.ws).clone();
+    let mut errors = Vec::new();
+    let mut infos = Vec::new();
+    let (engine, ctx) = p.session_with(&HashSet::new()).map_err(|e| vec![e])?;
+    for (name, ds) in &spec.datasets {
+        let files: Vec<(String, String)> = match p.ws.datasets(&p.db).get(name) {
+            Some(Ok(fs)) => fs.iter().map(|f| (f.path(&p.db).clone(), f.hash(&p.db).clone())).collect(),
+            Some(Err(e)) => {
+                errors.push(e.clone());
+                continue;
+            }
+            None => continue,
+        };
+        let schema = match engine.block_on(crate::registry::register(&ctx, &p.root, ds)) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        infos.push(DatasetInfo {
+            name: name.clone(),
+            location: ds.path.clone(),
+            kind: format!("{:?}", crate::registry::location_kind(&p.root, &ds.path)).to_lowercase(),
+            format: format!("{:?}", ds.format).to_lowercase(),
+            options: ds.scan.clone(),
+            files,
+            schema: schema
+                .fields()
+                .iter()
+                .map(|f| crate::store::ColumnInfo { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
+                .collect(),
+            fingerprint: fps.get(name).and_then(|f| f.as_ref().ok()).cloned().unwrap_or_default(),
+        });
+    }
+    if errors.is_empty() { Ok(infos) } else { Err(errors) }
+}

@@ -1,0 +1,192 @@
+//! The dataset registry: logical names -> locations -> table providers.
+//!
+//! Architecture invariant: this is the only module that turns a dataset name
+//! into file paths. Rules see tables by name only; the registry lists the
+//! files (for fingerprints) and registers listing tables (for execution) from
+//! the same declared location and options.
+
+use crate::error::{Diag, ErrorKind, Result};
+use crate::paths::{hidden, rel_path};
+use crate::workspace::{DataFormat, DatasetSpec, types};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::logical_expr::{SortExpr, col};
+use datafusion::prelude::SessionContext;
+use std::path::Path;
+use std::sync::Arc;
+
+/// How a dataset's location is interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationKind {
+    /// One file.
+    File,
+    /// Every file with the format's extension under a directory (recursively).
+    Dir,
+    /// Every file matching a glob.
+    Glob,
+}
+
+/// Classify a location as written in `workspace.toml`.
+pub fn location_kind(root: &Path, path: &str) -> LocationKind {
+    if path.contains(['*', '?', '[', '{']) {
+        LocationKind::Glob
+    } else if root.join(path).is_dir() {
+        LocationKind::Dir
+    } else {
+        LocationKind::File
+    }
+}
+
+/// List the files of a dataset, as sorted paths relative to `root` (with `/`).
+pub fn resolve_files(root: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
+    let missing = || {
+        Diag::new(ErrorKind::MissingData { dataset: spec.name.clone(), location: spec.path.clone() })
+            .at(&spec.file, spec.span)
+            .with_help("check `path` (relative to the workspace root), or create the file")
+    };
+    let rel = |p: &Path| rel_path(root, p);
+    let mut files = Vec::new();
+    match location_kind(root, &spec.path) {
+        LocationKind::File => {
+            let p = root.join(&spec.path);
+            if !p.is_file() {
+                return Err(missing());
+            }
+            files.push(rel(&p));
+        }
+        LocationKind::Dir => {
+            let dir = root.join(&spec.path);
+            let ext = spec.format.extension();
+            for e in walkdir::WalkDir::new(&dir).min_depth(1).into_iter().filter_entry(|e| !hidden(&e.file_name().to_string_lossy())) {
+                let e = e.map_err(|e| Diag::new(ErrorKind::Io(e.to_string())))?;
+                if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(ext) {
+                    files.push(rel(e.path()));
+                }
+            }
+        }
+        LocationKind::Glob => {
+            files = crate::paths::glob_files(root, &spec.path).map_err(|e| {
+                Diag::new(ErrorKind::Invalid(format!("dataset `{}`: bad glob: {e}", spec.name))).at(&spec.file, spec.span)
+            })?;
+        }
+    }
+    if files.is_empty() {
+        return Err(missing());
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A dataset's fingerprint: its files' relative paths and content hashes, its
+/// format, scan options and schema hint.
+pub fn fingerprint(spec: &DatasetSpec, files: &[(String, String)]) -> String {
+    let doc = serde_json::json!({
+        "format": spec.format,
+        "scan": spec.scan,
+        "schema": spec.schema,
+        "files": files,
+    });
+    blake3::hash(doc.to_string().as_bytes()).to_hex().to_string()
+}
+
+fn format_for(spec: &DatasetSpec) -> Arc<dyn FileFormat> {
+    match spec.format {
+        DataFormat::Parquet => Arc::new(
+            ParquetFormat::default()
+                .with_enable_pruning(spec.scan.parquet_pruning.unwrap_or(true))
+                .with_skip_metadata(spec.scan.skip_metadata.unwrap_or(true)),
+        ),
+        DataFormat::Csv => Arc::new(
+            CsvFormat::default()
+                .with_has_header(spec.scan.has_header.unwrap_or(true))
+                .with_delimiter(spec.scan.delimiter.unwrap_or(',') as u8),
+        ),
+        DataFormat::Json => Arc::new(JsonFormat::default()),
+    }
+}
+
+fn read_err(spec: &DatasetSpec, e: impl std::fmt::Display) -> Diag {
+    Diag::new(ErrorKind::DatasetRead { dataset: spec.name.clone(), message: e.to_string() }).at(&spec.file, spec.span)
+}
+
+/// The listing options a dataset is registered with.
+pub fn listing_options(root: &Path, spec: &DatasetSpec) -> Result<ListingOptions> {
+    let ext = match location_kind(root, &spec.path) {
+        LocationKind::Dir => spec.format.extension(),
+        LocationKind::File | LocationKind::Glob => "",
+    };
+    let mut parts = Vec::new();
+    for (name, ty) in &spec.scan.partition_cols {
+        parts.push((name.clone(), types::parse_type(ty).map_err(|e| read_err(spec, e))?));
+    }
+    let mut sort: Vec<SortExpr> = Vec::new();
+    for item in &spec.scan.file_sort_order {
+        let o = crate::relplan::parse_order(item).map_err(|e| read_err(spec, format!("file_sort_order `{item}`: {e}")))?;
+        let name = match &o.expr {
+            datafusion::sql::sqlparser::ast::Expr::Identifier(i) => crate::relplan::normalize_ident(i),
+            _ => return Err(read_err(spec, format!("file_sort_order `{item}` must name a column"))),
+        };
+        let asc = o.options.asc.unwrap_or(true);
+        sort.push(col(name).sort(asc, o.options.nulls_first.unwrap_or(!asc)));
+    }
+    let mut opts = ListingOptions::new(format_for(spec)).with_file_extension(ext).with_table_partition_cols(parts);
+    if !sort.is_empty() {
+        opts = opts.with_file_sort_order(vec![sort]);
+    }
+    Ok(opts)
+}
+
+/// The URL DataFusion lists for a dataset.
+pub fn table_url(root: &Path, spec: &DatasetSpec) -> Result<ListingTableUrl> {
+    let abs = root.join(spec.path.trim_start_matches("./"));
+    let mut s = abs.to_string_lossy().to_string();
+    if location_kind(root, &spec.path) == LocationKind::Dir && !s.ends_with('/') {
+        s.push('/');
+    }
+    ListingTableUrl::parse(&s).map_err(|e| read_err(spec, e))
+}
+
+/// Resolve a dataset's schema: the hint if given, else inferred from its files.
+pub async fn schema(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> Result<SchemaRef> {
+    if let Some(hint) = &spec.schema {
+        let mut fields = Vec::new();
+        for (name, ty) in hint {
+            fields.push(Field::new(name, types::parse_type(ty).map_err(|e| read_err(spec, e))?, true));
+        }
+        return Ok(Arc::new(Schema::new(fields)));
+    }
+    let opts = listing_options(root, spec)?;
+    let url = table_url(root, spec)?;
+    opts.infer_schema(&ctx.state(), &url).await.map_err(|e| read_err(spec, e.strip_backtrace()))
+}
+
+/// Register a dataset in the session's default catalog/schema as a listing table.
+pub async fn register(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> Result<SchemaRef> {
+    let file_schema = schema(ctx, root, spec).await?;
+    let config = ListingTableConfig::new(table_url(root, spec)?)
+        .with_listing_options(listing_options(root, spec)?)
+        .with_schema(file_schema);
+    let table = ListingTable::try_new(config).map_err(|e| read_err(spec, e))?;
+    let full = datafusion::catalog::TableProvider::schema(&table);
+    ctx.register_table(spec.name.as_str(), Arc::new(table)).map_err(|e| read_err(spec, e))?;
+    Ok(full)
+}
+
+/// Register a materialized rule output (a Parquet object in the store) under
+/// the rule's name.
+pub async fn register_output(ctx: &SessionContext, name: &str, object: &Path) -> Result<()> {
+    let url = ListingTableUrl::parse(object.to_string_lossy()).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
+    let opts = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+    let schema = opts.infer_schema(&ctx.state(), &url).await.map_err(|e| {
+        Diag::new(ErrorKind::Store(format!("cached output of `{name}` is unreadable: {}", e.strip_backtrace())))
+    })?;
+    let table = ListingTable::try_new(ListingTableConfig::new(url).with_listing_options(opts).with_schema(schema))
+        .map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
+    ctx.deregister_table(name).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
+    ctx.register_table(name, Arc::new(table)).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Lowering RelPlan to a DataFusion plan (through the DataFrame API), and the
+//! compile-time contract check on the resulting schema.
+//!
+//! Architecture invariant: lowering reads tables only by logical name through
+//! the session's catalog; it never sees a file path (the registry decides that).
+
+use super::{PStep, RelNode, RelPlan, SourcePos};
+use crate::error::{Diag, ErrorKind};
+use crate::kernels::{self, KernelUse};
+use crate::workspace::{ContractSpec, JoinHow, ParamValue, types};
+use datafusion::common::{DFSchema, ParamValues, ScalarValue};
+use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{Expr, JoinType, SortExpr};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{ExprWithAlias, OrderByExpr};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// A lowering error with its position inside the rule.
+#[derive(Debug, Clone)]
+pub struct LowerError {
+    /// The diagnostic.
+    pub diag: Diag,
+    /// Where in the rule.
+    pub pos: Option<SourcePos>,
+}
+
+/// Turn a DataFusion error into a diagnostic, keeping its SQL span if it has one.
+pub fn df_error(e: DataFusionError, kind: fn(String) -> ErrorKind) -> LowerError {
+    let pos = e.diagnostic().and_then(|d| d.span).and_then(|s| {
+        (s.start.line > 0).then_some(SourcePos::Sql { line: s.start.line as usize, col: s.start.column as usize })
+    });
+    let msg = match e.diagnostic() {
+        Some(d) => d.message.clone(),
+        None => e.strip_backtrace().to_string(),
+    };
+    LowerError { diag: Diag::new(kind(clean_df_message(&msg))), pos }
+}
+
+fn clean_df_message(m: &str) -> String {
+    let m = m.trim();
+    for p in ["Error during planning: ", "Schema error: ", "SQL error: ", "type_coercion\ncaused by\n"] {
+        if let Some(r) = m.strip_prefix(p) {
+            return clean_df_message(r);
+        }
+    }
+    m.to_string()
+}
+
+fn plan_err(pos: Option<SourcePos>) -> impl Fn(DataFusionError) -> LowerError {
+    move |e| {
+        let mut l = df_error(e, ErrorKind::Plan);
+        if l.pos.is_none() {
+            l.pos = pos;
+        }
+        l
+    }
+}
+
+/// Convert a parameter to a DataFusion scalar.
+pub fn scalar(p: &ParamValue) -> ScalarValue {
+    match p {
+        ParamValue::Int(i) => ScalarValue::Int64(Some(*i)),
+        ParamValue::Float(b) => ScalarValue::Float64(Some(f64::from_bits(*b))),
+        ParamValue::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        ParamValue::Str(s) => ScalarValue::Utf8(Some(s.clone())),
+    }
+}
+
+/// The lowered plan and the kernels it used.
+pub struct Lowered {
+    /// The DataFrame (unoptimized logical plan inside), output order made total.
+    pub df: DataFrame,
+    /// Kernel applications and the lane each one took.
+    pub kernels: Vec<KernelUse>,
+}
+
+/// Lower a RelPlan into a DataFrame over the session's registered tables.
+/// Parameters are bound as values; the result is sorted by every column so
+/// its row order is deterministic.
+pub async fn lower(
+    ctx: &SessionContext,
+    plan: &RelPlan,
+    params: &BTreeMap<String, ParamValue>,
+) -> Result<Lowered, LowerError> {
+    let mut kernels_used = Vec::new();
+    let df = match &plan.root {
+        RelNode::Sql(stmt) => {
+            let state = ctx.state();
+            let lp = state
+                .statement_to_plan(DFStatement::Statement(stmt.clone()))
+                .await
+                .map_err(plan_err(None))?;
+            DataFrame::new(state, lp)
+        }
+        RelNode::Pipeline { from, steps } => {
+            let mut df = ctx.table(from.as_str()).await.map_err(plan_err(None))?;
+            for (i, step) in steps.iter().enumerate() {
+                df = lower_step(ctx, df, step, &mut kernels_used).await.map_err(|mut e| {
+                    e.pos = e.pos.or(Some(SourcePos::Step(i)));
+                    e
+                })?;
+            }
+            df
+        }
+    };
+    let mut missing = Vec::new();
+    let mut map = HashMap::new();
+    for name in &plan.params {
+        match params.get(name) {
+            Some(v) => {
+                map.insert(name.clone(), scalar(v).into());
+            }
+            None => missing.push(name.clone()),
+        }
+    }
+    if let Some(name) = missing.first() {
+        let mut d = Diag::new(ErrorKind::UnknownParam(name.clone()));
+        d = d.with_help(match suggest(name, params.keys()) {
+            Some(s) => format!("did you mean `${s}`? Parameters are declared in [params]"),
+            None => format!("declare it in [params], e.g. `{name} = 1`"),
+        });
+        return Err(LowerError { diag: d, pos: None });
+    }
+    let df = if map.is_empty() { df } else { df.with_param_values(ParamValues::Map(map)).map_err(plan_err(None))? };
+    check_unique_names(&df)?;
+    let order: Vec<SortExpr> = df.schema().columns().into_iter().map(|c| Expr::Column(c).sort(true, true)).collect();
+    let df = df.sort(order).map_err(plan_err(None))?;
+    Ok(Lowered { df, kernels: kernels_used })
+}
+
+fn check_unique_names(df: &DataFrame) -> Result<(), LowerError> {
+    let mut seen = HashSet::new();
+    for f in df.schema().fields() {
+        if !seen.insert(f.name().clone()) {
+            return Err(LowerError {
+                diag: Diag::new(ErrorKind::Plan(format!("the output has two columns named `{}`", f.name())))
+                    .with_help("add a select step (or SELECT list) that names every output column once, e.g. `a.id AS a_id`"),
+                pos: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn sql_expr(ctx: &SessionContext, e: &ExprWithAlias, schema: &DFSchema) -> datafusion::error::Result<Expr> {
+    ctx.state().create_logical_expr_from_sql_expr(e.clone(), schema)
+}
+
+fn sort_exprs(ctx: &SessionContext, os: &[OrderByExpr], schema: &DFSchema) -> datafusion::error::Result<Vec<SortExpr>> {
+    os.iter()
+        .map(|o| {
+            let e = sql_expr(ctx, &ExprWithAlias { expr: o.expr.clone(), alias: None }, schema)?;
+            let asc = o.options.asc.unwrap_or(true);
+            Ok(e.sort(asc, o.options.nulls_first.unwrap_or(!asc)))
+        })
+        .collect()
+}
+
+/// Append every column not already ordered on, ascending, so the order is total.
+pub fn total_order(mut keys: Vec<SortExpr>, schema: &DFSchema) -> Vec<SortExpr> {
+    let present: HashSet<Expr> = keys.iter().map(|k| k.expr.clone()).collect();
+    for c in schema.columns() {
+        let e = Expr::Column(c);
+        if !present.contains(&e) {
+            keys.push(e.sort(true, true));
+        }
+    }
+    keys
+}
+
+async fn lower_step(
+    ctx: &SessionContext,
+    df: DataFrame,
+    step: &PStep,
+    kernels_used: &mut Vec<KernelUse>,
+) -> Result<DataFrame, LowerError> {
+    let e = plan_err(None);
+    let schema = df.schema().clone();
+    let plain = |x: &datafusion::sql::sqlparser::ast::Expr| ExprWithAlias { expr: x.clone(), alias: None };
+    Ok(match step {
+        PStep::Join { table, alias, on, how } => {
+            let mut right = ctx.table(table.as_str()).await.map_err(&e)?;
+            if let Some(a) = alias {
+                right = right.alias(a).map_err(&e)?;
+            }
+            let joined = schema.join(right.schema()).map_err(|x| e(x.into()))?;
+            let cond = sql_expr(ctx, &plain(on), &joined).map_err(&e)?;
+            let jt = match how {
+                JoinHow::Inner => JoinType::Inner,
+                JoinHow::Left => JoinType::Left,
+                JoinHow::Right => JoinType::Right,
+                JoinHow::Full => JoinType::Full,
+                JoinHow::Semi => JoinType::LeftSemi,
+                JoinHow::Anti => JoinType::LeftAnti,
+            };
+            df.join_on(right, jt, [cond]).map_err(&e)?
+        }
+        PStep::Filter(f) => {
+            let p = sql_expr(ctx, &plain(f), &schema).map_err(&e)?;
+            df.filter(p).map_err(&e)?
+        }
+        PStep::Select(xs) => {
+            let exprs = xs.iter().map(|x| sql_expr(ctx, x, &schema)).collect::<Result<Vec<_>, _>>().map_err(&e)?;
+            df.select(exprs).map_err(&e)?
+        }
+        PStep::Aggregate { group_by, measures } => {
+            let g = group_by.iter().map(|x| sql_expr(ctx, x, &schema)).collect::<Result<Vec<_>, _>>().map_err(&e)?;
+            let m = measures.iter().map(|x| sql_expr(ctx, x, &schema)).collect::<Result<Vec<_>, _>>().map_err(&e)?;
+            df.aggregate(g, m).map_err(&e)?
+        }
+        PStep::Union { table, distinct } => {
+            let other = ctx.table(table.as_str()).await.map_err(&e)?;
+            if *distinct { df.union_distinct(other).map_err(&e)? } else { df.union(other).map_err(&e)? }
+        }
+        PStep::Sort(os) => {
+            let keys = sort_exprs(ctx, os, &schema).map_err(&e)?;
+            df.sort(total_order(keys, &schema)).map_err(&e)?
+        }
+        PStep::Limit { n, offset } => df.limit(*offset as usize, Some(*n as usize)).map_err(&e)?,
+        PStep::Winner { partition_by, order_by } => {
+            let parts = partition_by.iter().map(|x| sql_expr(ctx, &plain(x), &schema)).collect::<Result<Vec<_>, _>>().map_err(&e)?;
+            let keys = sort_exprs(ctx, order_by, &schema).map_err(&e)?;
+            let (df, lane) = kernels::winner(df, parts, keys).map_err(&e)?;
+            kernels_used.push(lane);
+            df
+        }
+    })
+}
+
+/// Check a rule's output schema against its contract (names, types, nullability).
+pub fn check_contract(schema: &DFSchema, contract: &ContractSpec) -> Result<(), Diag> {
+    let mut problems = Vec::new();
+    for col in &contract.columns {
+        let want = types::parse_type(&col.data_type).map_err(|m| Diag::new(ErrorKind::Invalid(m)))?;
+        match schema.fields().iter().find(|f| f.name() == &col.name) {
+            None => {
+                let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                let hint = suggest(&col.name, have.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                problems.push(format!("missing column `{}` of type {}{hint}", col.name, types::type_name(&want)));
+            }
+            Some(f) => {
+                if types::type_family(f.data_type()) != types::type_family(&want) {
+                    problems.push(format!(
+                        "column `{}` has type {}, the contract requires {}",
+                        col.name,
+                        types::type_name(f.data_type()),
+                        types::type_name(&want)
+                    ));
+                }
+                if col.nullable == Some(false) && f.is_nullable() {
+                    problems.push(format!("column `{}` is nullable, the contract requires NOT NULL", col.name));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Diag::new(ErrorKind::Contract { contract: contract.name.clone(), message: problems.join("; ") })
+            .with_help("change the rule's output (select/cast the columns) or the contract"))
+    }
+}
+
+/// The closest candidate by edit distance, if close enough to be a likely typo.
+pub fn suggest<'a, S: AsRef<str>>(name: &str, candidates: impl IntoIterator<Item = S>) -> Option<String> {
+    let mut best: Option<(usize, String)> = None;
+    for c in candidates {
+        let c = c.as_ref();
+        let d = levenshtein(&name.to_lowercase(), &c.to_lowercase());
+        if d <= (name.len().max(3) / 3).max(1) && best.as_ref().is_none_or(|(bd, _)| d < *bd) {
+            best = Some((d, c.to_string()));
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,436 @@
+//! RelPlan: relspec's engine-independent relational IR, and the rule compiler
+//! front end (rule definition -> RelPlan -> canonical signature).
+//!
+//! Architecture invariant: compiling a rule to RelPlan needs no schema and no
+//! DataFusion session: it is a pure function of the rule's definition, so a
+//! signature costs microseconds and a no-op build plans nothing.
+
+pub mod lower;
+
+use crate::error::{Diag, ErrorKind};
+use crate::workspace::{JoinHow, RuleBody, RuleDef, Step};
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, ExprWithAlias, Ident, ObjectNamePart, OrderByExpr, Query, Statement, TableFactor, Value,
+    Visit, Visitor, VisitorMut, VisitMut,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Token;
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+/// Version of the canonical serialization; bump when it changes.
+pub const RELPLAN_VERSION: &str = "relplan/v1";
+
+/// A compiled rule: the IR plus what it reads and which parameters it binds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RelPlan {
+    /// The relational tree.
+    pub root: RelNode,
+    /// Logical table names read (datasets or rules), sorted, CTE names excluded.
+    pub reads: Vec<String>,
+    /// Parameter names referenced (`$name`), sorted.
+    pub params: Vec<String>,
+    /// Canonical serialization (see [`RELPLAN_VERSION`]).
+    pub canonical: String,
+}
+
+/// The body of a RelPlan.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RelNode {
+    /// A SQL query (parsed).
+    Sql(Box<Statement>),
+    /// A pipeline of relational steps.
+    Pipeline {
+        /// First table.
+        from: String,
+        /// Steps in order.
+        steps: Vec<PStep>,
+    },
+}
+
+/// A parsed pipeline step.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PStep {
+    /// Join.
+    Join {
+        /// Table read.
+        table: String,
+        /// Alias.
+        alias: Option<String>,
+        /// Condition.
+        on: SqlExpr,
+        /// Kind.
+        how: JoinHow,
+    },
+    /// Filter.
+    Filter(SqlExpr),
+    /// Projection.
+    Select(Vec<ExprWithAlias>),
+    /// Aggregation.
+    Aggregate {
+        /// Group keys.
+        group_by: Vec<ExprWithAlias>,
+        /// Aggregates.
+        measures: Vec<ExprWithAlias>,
+    },
+    /// Union with another table.
+    Union {
+        /// Table read.
+        table: String,
+        /// Distinct.
+        distinct: bool,
+    },
+    /// Sort (made total at lowering).
+    Sort(Vec<OrderByExpr>),
+    /// Limit/offset.
+    Limit {
+        /// Rows.
+        n: u64,
+        /// Skip.
+        offset: u64,
+    },
+    /// Winner selection kernel.
+    Winner {
+        /// Partition keys.
+        partition_by: Vec<SqlExpr>,
+        /// Ordering (ties broken by every other column, ascending).
+        order_by: Vec<OrderByExpr>,
+    },
+}
+
+/// Where in the rule's source a compile error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SourcePos {
+    /// 1-based line/column inside the SQL text.
+    Sql { line: usize, col: usize },
+    /// Index of the pipeline step.
+    Step(usize),
+}
+
+/// A compile error plus where it happened inside the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    /// The diagnostic (no file location yet).
+    pub diag: Diag,
+    /// Position inside the rule.
+    pub pos: Option<SourcePos>,
+}
+
+fn dialect() -> GenericDialect {
+    GenericDialect {}
+}
+
+/// Extract `Line: X, Column: Y` from a sqlparser error.
+fn parser_error(e: ParserError) -> CompileError {
+    let msg = match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => "recursion limit exceeded".into(),
+    };
+    let pos = msg.rfind("Line: ").and_then(|i| {
+        let rest = &msg[i + 6..];
+        let (line, rest) = rest.split_once(',')?;
+        let col = rest.trim().strip_prefix("Column: ")?;
+        let col: String = col.chars().take_while(|c| c.is_ascii_digit()).collect();
+        Some(SourcePos::Sql { line: line.trim().parse().ok()?, col: col.parse().ok()? })
+    });
+    let clean = match msg.rfind(" at Line: ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    };
+    CompileError { diag: Diag::new(ErrorKind::SqlSyntax(clean)), pos }
+}
+
+fn parse_query(sql: &str) -> std::result::Result<Statement, CompileError> {
+    let mut stmts = Parser::parse_sql(&dialect(), sql).map_err(parser_error)?;
+    match stmts.len() {
+        0 => Err(CompileError { diag: Diag::new(ErrorKind::SqlSyntax("the rule has no SQL query".into())), pos: None }),
+        1 => {
+            let s = stmts.pop().unwrap();
+            match s {
+                Statement::Query(_) => Ok(s),
+                other => Err(CompileError {
+                    diag: Diag::new(ErrorKind::SqlSyntax(format!(
+                        "a rule is one query (SELECT/WITH/VALUES), not `{}`",
+                        other.to_string().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                    ))),
+                    pos: Some(SourcePos::Sql { line: 1, col: 1 }),
+                }),
+            }
+        }
+        n => Err(CompileError {
+            diag: Diag::new(ErrorKind::SqlSyntax(format!("a rule is one query, found {n} statements")))
+                .with_help("split the statements into separate rules"),
+            pos: None,
+        }),
+    }
+}
+
+fn parse_with<T>(text: &str, f: impl FnOnce(&mut Parser) -> std::result::Result<T, ParserError>) -> std::result::Result<T, String> {
+    let d = dialect();
+    let mut p = Parser::new(&d).try_with_sql(text).map_err(|e| e.to_string())?;
+    let v = f(&mut p).map_err(|e| e.to_string())?;
+    if p.peek_token().token != Token::EOF {
+        return Err(format!("unexpected `{}` after the expression in `{text}`", p.peek_token().token));
+    }
+    Ok(v)
+}
+
+/// Parse `expr [AS alias]`.
+pub fn parse_expr_alias(text: &str) -> std::result::Result<ExprWithAlias, String> {
+    parse_with(text, |p| p.parse_expr_with_alias())
+}
+/// Parse a bare expression.
+pub fn parse_expr(text: &str) -> std::result::Result<SqlExpr, String> {
+    parse_with(text, |p| p.parse_expr())
+}
+/// Parse `expr [ASC|DESC] [NULLS FIRST|LAST]`.
+pub fn parse_order(text: &str) -> std::result::Result<OrderByExpr, String> {
+    parse_with(text, |p| p.parse_order_by_expr())
+}
+
+/// Collects table reads (CTE-scoped) and parameter names.
+#[derive(Default)]
+struct ReadCollector {
+    cte_scopes: Vec<Vec<String>>,
+    reads: BTreeSet<String>,
+    first_spans: Vec<(String, usize, usize)>,
+    params: BTreeSet<String>,
+}
+
+impl Visitor for ReadCollector {
+    type Break = ();
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        let names = q
+            .with
+            .as_ref()
+            .map(|w| w.cte_tables.iter().map(|c| normalize_ident(&c.alias.name)).collect())
+            .unwrap_or_default();
+        self.cte_scopes.push(names);
+        ControlFlow::Continue(())
+    }
+    fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+        self.cte_scopes.pop();
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, args: None, .. } = t {
+            if let Some(ObjectNamePart::Identifier(last)) = name.0.last() {
+                let n = normalize_ident(last);
+                let shadowed = name.0.len() == 1 && self.cte_scopes.iter().any(|s| s.contains(&n));
+                if !shadowed && self.reads.insert(n.clone()) {
+                    let s = last.span.start;
+                    self.first_spans.push((n, s.line as usize, s.column as usize));
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_expr(&mut self, e: &SqlExpr) -> ControlFlow<()> {
+        if let SqlExpr::Value(v) = e {
+            if let Value::Placeholder(p) = &v.value {
+                self.params.insert(p.trim_start_matches(['$', ':', '@']).to_string());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Lowercases unquoted identifiers (DataFusion treats them case-insensitively).
+struct IdentNormalizer;
+impl VisitorMut for IdentNormalizer {
+    type Break = ();
+    fn pre_visit_expr(&mut self, e: &mut SqlExpr) -> ControlFlow<()> {
+        match e {
+            SqlExpr::Identifier(i) => lower_ident(i),
+            SqlExpr::CompoundIdentifier(is) => is.iter_mut().for_each(lower_ident),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_relation(&mut self, r: &mut datafusion::sql::sqlparser::ast::ObjectName) -> ControlFlow<()> {
+        for p in r.0.iter_mut() {
+            if let ObjectNamePart::Identifier(i) = p {
+                lower_ident(i)
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn lower_ident(i: &mut Ident) {
+    if i.quote_style.is_none() {
+        i.value = i.value.to_lowercase();
+    }
+}
+
+/// The name an identifier refers to (unquoted names are case-insensitive).
+pub fn normalize_ident(i: &Ident) -> String {
+    if i.quote_style.is_none() { i.value.to_lowercase() } else { i.value.clone() }
+}
+
+fn canonical_sql<T: VisitMut + Clone + std::fmt::Display>(node: &T) -> String {
+    let mut n = node.clone();
+    let _ = n.visit(&mut IdentNormalizer);
+    n.to_string()
+}
+
+/// Where a read table is first mentioned (for "unknown table" diagnostics).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadSite {
+    /// Table name.
+    pub name: String,
+    /// Position in the rule.
+    pub pos: Option<SourcePos>,
+}
+
+/// Compile a rule definition to RelPlan. Pure: needs no schema or session.
+pub fn compile(def: &RuleDef) -> std::result::Result<(RelPlan, Vec<ReadSite>), CompileError> {
+    let mut reads = ReadCollector::default();
+    let mut sites = Vec::new();
+    let mut canon = vec![RELPLAN_VERSION.to_string()];
+    let root = match &def.body {
+        RuleBody::Sql(sql) => {
+            let stmt = parse_query(sql)?;
+            let _ = stmt.visit(&mut reads);
+            for (n, line, col) in &reads.first_spans {
+                sites.push(ReadSite { name: n.clone(), pos: Some(SourcePos::Sql { line: *line, col: *col }) });
+            }
+            canon.push(format!("sql {}", canonical_sql(&stmt)));
+            RelNode::Sql(Box::new(stmt))
+        }
+        RuleBody::Pipeline { from, steps } => {
+            let from_n = from.to_lowercase();
+            reads.reads.insert(from_n.clone());
+            sites.push(ReadSite { name: from_n.clone(), pos: None });
+            canon.push(format!("from {from_n}"));
+            let mut psteps = Vec::new();
+            for (i, s) in steps.iter().enumerate() {
+                let err = |m: String| CompileError { diag: Diag::new(ErrorKind::SqlSyntax(m)), pos: Some(SourcePos::Step(i)) };
+                let exprs = |v: &[String]| -> std::result::Result<Vec<ExprWithAlias>, CompileError> {
+                    v.iter().map(|t| parse_expr_alias(t).map_err(err)).collect()
+                };
+                let orders = |v: &[String]| -> std::result::Result<Vec<OrderByExpr>, CompileError> {
+                    v.iter().map(|t| parse_order(t).map_err(err)).collect()
+                };
+                let ps = match s {
+                    Step::Join { table, alias, on, how } => {
+                        let t = table.to_lowercase();
+                        if reads.reads.insert(t.clone()) {
+                            sites.push(ReadSite { name: t.clone(), pos: Some(SourcePos::Step(i)) });
+                        }
+                        PStep::Join { table: t, alias: alias.clone(), on: parse_expr(on).map_err(err)?, how: *how }
+                    }
+                    Step::Filter(f) => PStep::Filter(parse_expr(f).map_err(err)?),
+                    Step::Select(v) => PStep::Select(exprs(v)?),
+                    Step::Aggregate { group_by, measures } => {
+                        PStep::Aggregate { group_by: exprs(group_by)?, measures: exprs(measures)? }
+                    }
+                    Step::Union { table, distinct } => {
+                        let t = table.to_lowercase();
+                        if reads.reads.insert(t.clone()) {
+                            sites.push(ReadSite { name: t.clone(), pos: Some(SourcePos::Step(i)) });
+                        }
+                        PStep::Union { table: t, distinct: *distinct }
+                    }
+                    Step::Sort(v) => PStep::Sort(orders(v)?),
+                    Step::Limit { n, offset } => PStep::Limit { n: *n, offset: *offset },
+                    Step::Winner { partition_by, order_by } => PStep::Winner {
+                        partition_by: partition_by.iter().map(|t| parse_expr(t).map_err(err)).collect::<std::result::Result<_, _>>()?,
+                        order_by: orders(order_by)?,
+                    },
+                };
+                canon.push(canonical_step(&ps));
+                psteps.push(ps);
+            }
+            for ps in &psteps {
+                visit_step(ps, &mut reads);
+            }
+            RelNode::Pipeline { from: from_n, steps: psteps }
+        }
+    };
+    let plan = RelPlan {
+        root,
+        reads: reads.reads.into_iter().collect(),
+        params: reads.params.into_iter().collect(),
+        canonical: canon.join("\n"),
+    };
+    Ok((plan, sites))
+}
+
+fn visit_step(s: &PStep, v: &mut ReadCollector) {
+    let mut e = |x: &SqlExpr| {
+        let _ = x.visit(v);
+    };
+    match s {
+        PStep::Join { on, .. } => e(on),
+        PStep::Filter(f) => e(f),
+        PStep::Select(xs) => xs.iter().for_each(|x| e(&x.expr)),
+        PStep::Aggregate { group_by, measures } => group_by.iter().chain(measures).for_each(|x| e(&x.expr)),
+        PStep::Sort(os) => os.iter().for_each(|o| e(&o.expr)),
+        PStep::Winner { partition_by, order_by } => {
+            partition_by.iter().for_each(&mut e);
+            order_by.iter().for_each(|o| e(&o.expr));
+        }
+        PStep::Union { .. } | PStep::Limit { .. } => {}
+    }
+}
+
+fn canonical_step(s: &PStep) -> String {
+    let list = |xs: &[ExprWithAlias]| xs.iter().map(canonical_sql).collect::<Vec<_>>().join(", ");
+    let orders = |os: &[OrderByExpr]| os.iter().map(canonical_sql).collect::<Vec<_>>().join(", ");
+    match s {
+        PStep::Join { table, alias, on, how } => {
+            format!("join {how:?} {table} as {} on {}", alias.as_deref().unwrap_or(table), canonical_sql(on))
+        }
+        PStep::Filter(f) => format!("filter {}", canonical_sql(f)),
+        PStep::Select(xs) => format!("select {}", list(xs)),
+        PStep::Aggregate { group_by, measures } => format!("aggregate by [{}] measures [{}]", list(group_by), list(measures)),
+        PStep::Union { table, distinct } => format!("union {table} distinct={distinct}"),
+        PStep::Sort(os) => format!("sort {}", orders(os)),
+        PStep::Limit { n, offset } => format!("limit {n} offset {offset}"),
+        PStep::Winner { partition_by, order_by } => format!(
+            "winner partition [{}] order [{}]",
+            partition_by.iter().map(canonical_sql).collect::<Vec<_>>().join(", "),
+            orders(order_by)
+        ),
+    }
+}
+
+/// blake3 of the canonical serialization: the plan signature.
+pub fn signature(plan: &RelPlan) -> String {
+    blake3::hash(plan.canonical.as_bytes()).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sql(s: &str) -> RuleDef {
+        RuleDef { body: RuleBody::Sql(s.into()), produces: None, tags: vec![], description: None }
+    }
+
+    #[test]
+    fn reads_respect_cte_scope() {
+        let (p, _) = compile(&sql("WITH a AS (SELECT * FROM b) SELECT * FROM a JOIN c AS b ON true")).unwrap();
+        assert_eq!(p.reads, vec!["b".to_string(), "c".to_string()]);
+        let (p, _) = compile(&sql("SELECT * FROM x WHERE id IN (SELECT id FROM y) AND v > $min")).unwrap();
+        assert_eq!(p.reads, vec!["x".to_string(), "y".to_string()]);
+        assert_eq!(p.params, vec!["min".to_string()]);
+    }
+
+    #[test]
+    fn signature_ignores_format_and_keyword_case() {
+        let a = compile(&sql("select  A, b from T -- c\n where x>1")).unwrap().0;
+        let b = compile(&sql("SELECT a,\n  b\nFROM t WHERE x > 1")).unwrap().0;
+        assert_eq!(signature(&a), signature(&b));
+        let c = compile(&sql("SELECT a, b FROM t WHERE x > 2")).unwrap().0;
+        assert_ne!(signature(&a), signature(&c));
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let e = compile(&sql("SELECT a,\nFROM WHERE")).unwrap_err();
+        assert!(matches!(e.pos, Some(SourcePos::Sql { line: 2, .. })), "{e:?}");
+    }
+}

@@ -1,0 +1,421 @@
+//! The content-addressed cache on disk.
+//!
+//! Layout under the cache dir:
+//! - `objects/<h[0..2]>/<h>.parquet`: materialized outputs, named by the blake3
+//!   of their bytes (identical outputs share one object);
+//! - `records/<k[0..2]>/<k>.json`: output key -> record (content hash, schema,
+//!   rows, signature, timings);
+//! - `stat-cache.json`: (path, size, mtime, inode) -> content hash of input files;
+//! - `published.json`: what was last published under the output dir;
+//! - `plans/<rule>.json`: the last plan snapshots of each rule;
+//! - `tmp/`: staging for atomic writes; `lock`: guards concurrent builds.
+//!
+//! Architecture invariant: every file is written to `tmp/` and renamed into
+//! place, object before record, so a killed build never leaves a record that
+//! points at a missing or partial object. Nothing in a key or a record is an
+//! absolute path or an mtime, so the cache is relocatable.
+
+use crate::error::{Diag, ErrorKind, Result};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The `created_by` written into every Parquet footer (fixed, so output bytes
+/// do not depend on the machine).
+pub const PARQUET_CREATED_BY: &str = concat!("relspec ", env!("CARGO_PKG_VERSION"), " (parquet 59)");
+
+/// Rows per Parquet write call; fixed so page boundaries never depend on the
+/// engine's batch size.
+const WRITE_CHUNK: usize = 8192;
+
+fn io(what: &str, p: &Path, e: std::io::Error) -> Diag {
+    Diag::new(ErrorKind::Store(format!("{what} {}: {e}", p.display())))
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A column of a materialized output, for records and reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnInfo {
+    /// Name.
+    pub name: String,
+    /// Arrow type, displayed.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Nullable.
+    pub nullable: bool,
+}
+
+/// What the store knows about one materialized output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Output key (hash of signature, input fingerprints, engine fingerprint).
+    pub key: String,
+    /// blake3 of the Parquet bytes.
+    pub content_hash: String,
+    /// Rule that produced it.
+    pub rule: String,
+    /// Plan signature.
+    pub signature: String,
+    /// Output schema.
+    pub schema: Vec<ColumnInfo>,
+    /// Row count.
+    pub rows: u64,
+    /// Size of the Parquet file.
+    pub bytes: u64,
+    /// Execution time in milliseconds when it was built.
+    pub elapsed_ms: u64,
+}
+
+/// The on-disk store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// An exclusive lock on the store, released on drop.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+impl Store {
+    /// Open (creating directories as needed) the store at `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        for sub in ["objects", "records", "tmp", "plans"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(|e| io("cannot create", &p, e))?;
+        }
+        Ok(Store { dir: dir.to_path_buf() })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Take the store's exclusive lock, waiting for another build to finish.
+    pub fn lock(&self) -> Result<StoreLock> {
+        let p = self.dir.join("lock");
+        let f = File::options().create(true).truncate(false).write(true).open(&p).map_err(|e| io("cannot open", &p, e))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                eprintln!("relspec: waiting for another build to release {}", p.display());
+                f.lock().map_err(|e| io("cannot lock", &p, e))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io("cannot lock", &p, e)),
+        }
+        Ok(StoreLock { _file: f })
+    }
+
+    /// A fresh staging path under `tmp/`.
+    pub fn tmp_path(&self, suffix: &str) -> PathBuf {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.dir.join("tmp").join(format!("{}-{n}{suffix}", std::process::id()))
+    }
+
+    fn record_path(&self, key: &str) -> PathBuf {
+        self.dir.join("records").join(&key[..2]).join(format!("{key}.json"))
+    }
+
+    /// Path of the object with this content hash.
+    pub fn object_path(&self, content_hash: &str) -> PathBuf {
+        self.dir.join("objects").join(&content_hash[..2]).join(format!("{content_hash}.parquet"))
+    }
+
+    /// The record for `key`, if present and its object is intact (size matches).
+    pub fn lookup(&self, key: &str) -> Option<Record> {
+        let text = fs::read(self.record_path(key)).ok()?;
+        let rec: Record = serde_json::from_slice(&text).ok()?;
+        let meta = fs::metadata(self.object_path(&rec.content_hash)).ok()?;
+        (meta.len() == rec.bytes && rec.key == key).then_some(rec)
+    }
+
+    /// Write `batches` as a deterministic Parquet object and record it under `key`.
+    pub fn put(&self, key: &str, rule: &str, signature: &str, schema: SchemaRef, batches: &[RecordBatch], elapsed_ms: u64) -> Result<Record> {
+        let tmp = self.tmp_path(".parquet");
+        let rows = write_parquet(&tmp, schema.clone(), batches)?;
+        let content_hash = hash_file(&tmp).map_err(|e| io("cannot hash", &tmp, e))?;
+        let bytes = fs::metadata(&tmp).map_err(|e| io("cannot stat", &tmp, e))?.len();
+        let obj = self.object_path(&content_hash);
+        if fs::metadata(&obj).map(|m| m.len() == bytes).unwrap_or(false) {
+            let _ = fs::remove_file(&tmp);
+        } else {
+            let parent = obj.parent().unwrap();
+            fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+            fs::rename(&tmp, &obj).map_err(|e| io("cannot move into place", &obj, e))?;
+        }
+        let rec = Record {
+            key: key.to_string(),
+            content_hash,
+            rule: rule.to_string(),
+            signature: signature.to_string(),
+            schema: schema
+                .fields()
+                .iter()
+                .map(|f| ColumnInfo { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
+                .collect(),
+            rows,
+            bytes,
+            elapsed_ms,
+        };
+        self.write_json(&self.record_path(key), &rec)?;
+        Ok(rec)
+    }
+
+    /// Atomically write a JSON document at `path`.
+    /// Skips the write when the file already holds exactly these bytes.
+    pub fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
+        if fs::read(path).is_ok_and(|old| old == bytes) {
+            return Ok(());
+        }
+        self.write_atomic(path, &bytes)
+    }
+
+    /// Atomically write bytes at `path` (temp file in the store, fsync, rename).
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = self.tmp_path(".tmp");
+        {
+            let mut f = File::create(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
+            f.write_all(bytes).map_err(|e| io("cannot write", &tmp, e))?;
+            f.sync_all().map_err(|e| io("cannot sync", &tmp, e))?;
+        }
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+        }
+        fs::rename(&tmp, path).map_err(|e| io("cannot move into place", path, e))
+    }
+
+    /// Publish the object of `rec` at `dest` (copy to a sibling temp file, then
+    /// rename), unless `dest` already holds exactly that content.
+    pub fn publish(&self, rec: &Record, dest: &Path, published: &mut Published, rel: &str) -> Result<bool> {
+        if let (Some(prev), Ok(meta)) = (published.entries.get(rel), fs::metadata(dest)) {
+            if prev.content_hash == rec.content_hash && prev.bytes == meta.len() && prev.mtime_ns == mtime_ns(&meta) {
+                return Ok(false);
+            }
+        }
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+        let tmp = parent.join(format!(".{}.relspec-tmp-{}", dest.file_name().unwrap().to_string_lossy(), std::process::id()));
+        fs::copy(self.object_path(&rec.content_hash), &tmp).map_err(|e| io("cannot copy to", &tmp, e))?;
+        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("cannot sync", &tmp, e))?;
+        fs::rename(&tmp, dest).map_err(|e| io("cannot publish", dest, e))?;
+        let meta = fs::metadata(dest).map_err(|e| io("cannot stat", dest, e))?;
+        published.entries.insert(
+            rel.to_string(),
+            PublishedEntry { content_hash: rec.content_hash.clone(), bytes: meta.len(), mtime_ns: mtime_ns(&meta) },
+        );
+        Ok(true)
+    }
+
+    /// Load the record of what is published.
+    pub fn load_published(&self) -> Published {
+        fs::read(self.dir.join("published.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    /// Save the record of what is published.
+    pub fn save_published(&self, p: &Published) -> Result<()> {
+        self.write_json(&self.dir.join("published.json"), p)
+    }
+
+    /// Every record in the store.
+    pub fn records(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for e in walkdir::WalkDir::new(self.dir.join("records")).into_iter().flatten() {
+            if e.file_type().is_file() {
+                if let Some(r) = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Remove records whose key is not in `live` and objects no live record uses.
+    /// Returns (records removed, objects removed, bytes freed).
+    pub fn gc(&self, live: &std::collections::HashSet<String>) -> Result<(usize, usize, u64)> {
+        let mut keep_objects = std::collections::HashSet::new();
+        let mut records_removed = 0;
+        for r in self.records() {
+            if live.contains(&r.key) {
+                keep_objects.insert(r.content_hash.clone());
+            } else {
+                let _ = fs::remove_file(self.record_path(&r.key));
+                records_removed += 1;
+            }
+        }
+        let (mut objects_removed, mut freed) = (0, 0);
+        for e in walkdir::WalkDir::new(self.dir.join("objects")).into_iter().flatten() {
+            if !e.file_type().is_file() {
+                continue;
+            }
+            let stem = e.path().file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            if !keep_objects.contains(&stem) {
+                freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                let _ = fs::remove_file(e.path());
+                objects_removed += 1;
+            }
+        }
+        let tmp = self.dir.join("tmp");
+        for e in fs::read_dir(&tmp).map_err(|e| io("cannot list", &tmp, e))?.flatten() {
+            let _ = fs::remove_file(e.path());
+        }
+        Ok((records_removed, objects_removed, freed))
+    }
+}
+
+/// What relspec last published under the output dir (to skip re-copying).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Published {
+    /// Path relative to the workspace root -> entry.
+    pub entries: BTreeMap<String, PublishedEntry>,
+}
+
+/// One published file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishedEntry {
+    /// Content hash of the object published.
+    pub content_hash: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its mtime after publishing (local only; never part of a key).
+    pub mtime_ns: u128,
+}
+
+/// Deterministic Parquet writer settings.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_created_by(PARQUET_CREATED_BY.to_string())
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build()
+}
+
+/// Write batches to `path` as Parquet, re-chunked to fixed-size slices so the
+/// bytes do not depend on how the engine batched the rows. Returns the row count.
+pub fn write_parquet(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
+    let err = |e: String| Diag::new(ErrorKind::Store(format!("cannot write {}: {e}", path.display())));
+    let all = concat_batches(&schema, batches).map_err(|e| err(e.to_string()))?;
+    let f = File::create(path).map_err(|e| io("cannot create", path, e))?;
+    let mut w = ArrowWriter::try_new(BufWriter::new(f), schema, Some(writer_properties())).map_err(|e| err(e.to_string()))?;
+    let mut off = 0;
+    while off < all.num_rows() {
+        let len = WRITE_CHUNK.min(all.num_rows() - off);
+        w.write(&all.slice(off, len)).map_err(|e| err(e.to_string()))?;
+        off += len;
+    }
+    let inner = w.into_inner().map_err(|e| err(e.to_string()))?;
+    let f = inner.into_inner().map_err(|e| err(e.to_string()))?;
+    f.sync_all().map_err(|e| io("cannot sync", path, e))?;
+    Ok(all.num_rows() as u64)
+}
+
+/// blake3 of a file's bytes (memory-mapped and multi-threaded for large files).
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let len = fs::metadata(path)?.len();
+    let mut h = blake3::Hasher::new();
+    if len > 1 << 20 {
+        h.update_mmap_rayon(path)?;
+    } else {
+        h.update(&fs::read(path)?);
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Modification time in nanoseconds since the epoch.
+pub fn mtime_ns(meta: &fs::Metadata) -> u128 {
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// One stat-cache entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct StatEntry {
+    size: u64,
+    mtime_ns: u128,
+    ino: u64,
+    hash: String,
+    hashed_at_ns: u128,
+}
+
+/// Input file hashes keyed by (path, size, mtime, inode), so a no-op build
+/// hashes nothing. Paths are relative to the workspace root.
+///
+/// Racily clean rule (as git's index): an entry is trusted only if the file's
+/// mtime is older than the moment it was hashed by more than the mtime
+/// granularity we assume (1 s); otherwise the file may have changed within the
+/// same timestamp, and it is hashed again.
+#[derive(Debug, Default)]
+pub struct StatCache {
+    entries: HashMap<String, StatEntry>,
+    dirty: bool,
+    /// Files hashed (not served from the cache) since load.
+    pub hashed: usize,
+}
+
+const RACY_WINDOW_NS: u128 = 1_000_000_000;
+
+impl StatCache {
+    /// Load from the store (empty if missing or unreadable).
+    pub fn load(store: &Store) -> StatCache {
+        let entries = fs::read(store.dir.join("stat-cache.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        StatCache { entries, dirty: false, hashed: 0 }
+    }
+
+    /// Save if anything changed.
+    pub fn save(&mut self, store: &Store) -> Result<()> {
+        if self.dirty {
+            store.write_json(&store.dir.join("stat-cache.json"), &self.entries)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Content hash of `abs` (keyed by `rel`), from the cache when the stat matches.
+    pub fn hash(&mut self, rel: &str, abs: &Path) -> std::io::Result<String> {
+        let meta = fs::metadata(abs)?;
+        let (size, mtime, ino) = (meta.len(), mtime_ns(&meta), inode(&meta));
+        if let Some(e) = self.entries.get(rel) {
+            if e.size == size && e.mtime_ns == mtime && e.ino == ino && mtime + RACY_WINDOW_NS < e.hashed_at_ns {
+                return Ok(e.hash.clone());
+            }
+        }
+        let hashed_at_ns = now_ns();
+        let hash = hash_file(abs)?;
+        self.hashed += 1;
+        let entry = StatEntry { size, mtime_ns: mtime, ino, hash: hash.clone(), hashed_at_ns };
+        if self.entries.get(rel) != Some(&entry) {
+            self.entries.insert(rel.to_string(), entry);
+            self.dirty = true;
+        }
+        Ok(hash)
+    }
+}
+
+#[cfg(unix)]
+fn inode(meta: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.ino()
+}
+#[cfg(not(unix))]
+fn inode(_meta: &fs::Metadata) -> u64 {
+    0
+}

@@ -1,0 +1,290 @@
+//! Watch mode: file events -> input changes -> rebuild what is stale.
+//!
+//! One process keeps one [`Project`] (one salsa database) alive. Directories
+//! are watched recursively (editors save by rename); events under the cache
+//! and output dirs and editor temp files are ignored. Events are debounced: a
+//! batch closes after a quiet window or at a latency cap. A batch re-syncs the
+//! inputs (setting only what changed) and runs a build. An event that arrives
+//! during a build cancels it (checked between record batches); the next batch
+//! then starts a new build.
+//!
+//! Architecture invariant: the watcher never publishes anything itself; it
+//! only calls `build`, so a bad edit or a cancelled build leaves the last
+//! good outputs in place.
+
+use crate::build::{self, BuildOptions, BuildReport, Progress, RuleReport, Status};
+use crate::error::{Diag, ErrorKind, Result};
+use crate::project::Project;
+use notify::{RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Options of `relspec watch`.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Quiet window that closes a batch of events.
+    pub quiet: Duration,
+    /// Longest time a batch stays open after its first event.
+    pub max_latency: Duration,
+    /// Exit after the first build.
+    pub once: bool,
+    /// Rules executing at once.
+    pub jobs: usize,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions { quiet: Duration::from_millis(30), max_latency: Duration::from_millis(300), once: false, jobs: 0 }
+    }
+}
+
+/// What the watcher reports.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum WatchEvent {
+    /// Watching started.
+    Watching {
+        /// Directories watched.
+        roots: Vec<String>,
+    },
+    /// A batch of file changes was seen.
+    Change {
+        /// Paths changed (relative to the root when inside it).
+        paths: Vec<String>,
+        /// Whether notify asked for a full rescan.
+        rescan: bool,
+    },
+    /// A rule finished (built, reused, failed, skipped).
+    Rule(RuleReport),
+    /// An error (with location).
+    Error {
+        /// The diagnostic as JSON.
+        diagnostic: serde_json::Value,
+        /// Rendered text.
+        #[serde(skip)]
+        rendered: String,
+    },
+    /// A build finished.
+    BuildDone {
+        /// Whether every rule succeeded.
+        ok: bool,
+        /// Rules executed.
+        built: usize,
+        /// Rules reused.
+        reused: usize,
+        /// Rules failed.
+        failed: usize,
+        /// Build time, ms.
+        elapsed_ms: f64,
+        /// From the first event of the batch to the end of publishing, ms.
+        latency_ms: Option<f64>,
+    },
+    /// A build was cancelled by a newer change.
+    Cancelled,
+}
+
+struct Forward<'a> {
+    sink: &'a (dyn Fn(WatchEvent) + Sync),
+}
+
+impl Progress for Forward<'_> {
+    fn finished(&self, r: &RuleReport) {
+        (self.sink)(WatchEvent::Rule(r.clone()));
+    }
+}
+
+fn ignored(path: &Path, ignore_dirs: &[PathBuf]) -> bool {
+    if ignore_dirs.iter().any(|d| path.starts_with(d)) {
+        return true;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name.ends_with(".tmp")
+        || name.starts_with(".#")
+        || name == "4913"
+        || name.contains(".relspec-tmp-")
+        || path.components().any(|c| c.as_os_str() == ".git" || c.as_os_str() == "target")
+}
+
+/// Run the watch loop on the workspace at `manifest`, reporting to `sink`.
+/// Returns after the first build with `once`, else runs until the channel closes.
+pub fn watch(manifest: &Path, opts: &WatchOptions, sink: &(dyn Fn(WatchEvent) + Sync)) -> Result<bool> {
+    let mut p = Project::open(manifest)?;
+    let root = std::fs::canonicalize(&p.root).map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", p.root.display()))))?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let building = Arc::new(AtomicBool::new(false));
+    let ok = run_build(&mut p, opts, &cancel, None, sink);
+    if opts.once {
+        return Ok(ok);
+    }
+    let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+    let (c2, b2) = (cancel.clone(), building.clone());
+    let ignore = ignore_dirs(&p, &root);
+    let ignore2 = ignore.clone();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(e) = &ev {
+            let relevant = e.need_rescan() || e.paths.iter().any(|p| !ignored(p, &ignore2));
+            if relevant && b2.load(Ordering::Relaxed) && !e.kind.is_access() {
+                c2.store(true, Ordering::Relaxed);
+            }
+        }
+        let _ = tx.send(ev);
+    })
+    .map_err(|e| Diag::new(ErrorKind::Io(format!("cannot start the file watcher: {e}"))))?;
+    let mut roots = vec![root.clone()];
+    for extra in dataset_dirs_outside(&p, &root) {
+        roots.push(extra);
+    }
+    for r in &roots {
+        watcher
+            .watch(r, RecursiveMode::Recursive)
+            .map_err(|e| Diag::new(ErrorKind::Io(format!("cannot watch {}: {e}", r.display()))))?;
+    }
+    sink(WatchEvent::Watching { roots: roots.iter().map(|r| r.display().to_string()).collect() });
+    loop {
+        // Wait for the first relevant event of a batch.
+        let mut paths = std::collections::BTreeSet::new();
+        let mut rescan = false;
+        let first = loop {
+            let Ok(ev) = rx.recv() else { return Ok(ok) };
+            if take(ev, &ignore, &root, &mut paths, &mut rescan) {
+                break Instant::now();
+            }
+        };
+        // Debounce: close after a quiet window, or at the latency cap.
+        loop {
+            let left = opts.max_latency.saturating_sub(first.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(opts.quiet.min(left)) {
+                Ok(ev) => {
+                    take(ev, &ignore, &root, &mut paths, &mut rescan);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(ok),
+            }
+        }
+        sink(WatchEvent::Change { paths: paths.into_iter().collect(), rescan });
+        cancel.store(false, Ordering::Relaxed);
+        building.store(true, Ordering::Relaxed);
+        let spec_before = p.spec().ok().map(|s| s.profile.clone());
+        let _ = p.refresh();
+        if p.spec().ok().map(|s| s.profile.clone()) != spec_before {
+            p.reset_engine();
+        }
+        run_build(&mut p, opts, &cancel, Some(first), sink);
+        building.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Record one notify event into the batch; true if it is relevant.
+fn take(
+    ev: notify::Result<notify::Event>,
+    ignore: &[PathBuf],
+    root: &Path,
+    paths: &mut std::collections::BTreeSet<String>,
+    rescan: &mut bool,
+) -> bool {
+    let Ok(ev) = ev else {
+        *rescan = true;
+        return true;
+    };
+    if ev.kind.is_access() {
+        return false;
+    }
+    if ev.need_rescan() {
+        *rescan = true;
+        return true;
+    }
+    let mut relevant = false;
+    for p in &ev.paths {
+        if !ignored(p, ignore) {
+            relevant = true;
+            paths.insert(p.strip_prefix(root).unwrap_or(p).display().to_string());
+        }
+    }
+    relevant
+}
+
+fn ignore_dirs(p: &Project, root: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(spec) = p.spec() {
+        dirs.push(root.join(&spec.cache_dir));
+        dirs.push(root.join(&spec.output_dir));
+    } else {
+        dirs.push(root.join("cache"));
+        dirs.push(root.join("out"));
+    }
+    dirs
+}
+
+/// Dataset directories that live outside the workspace root (watched too).
+fn dataset_dirs_outside(p: &Project, root: &Path) -> Vec<PathBuf> {
+    let Ok(spec) = p.spec() else { return vec![] };
+    let mut out = Vec::new();
+    for ds in spec.datasets.values() {
+        let prefix: String = ds.path.chars().take_while(|c| !matches!(c, '*' | '?' | '[' | '{')).collect();
+        let abs = root.join(&prefix);
+        let dir = if abs.is_dir() { abs } else { abs.parent().map(Path::to_path_buf).unwrap_or(abs) };
+        if let Ok(dir) = std::fs::canonicalize(&dir) {
+            if !dir.starts_with(root) && !out.contains(&dir) {
+                out.push(dir);
+            }
+        }
+    }
+    out
+}
+
+fn run_build(p: &mut Project, opts: &WatchOptions, cancel: &Arc<AtomicBool>, first: Option<Instant>, sink: &(dyn Fn(WatchEvent) + Sync)) -> bool {
+    let bopts = BuildOptions { jobs: opts.jobs, cancel: Some(cancel.clone()), ..Default::default() };
+    let forward = Forward { sink };
+    match build::build(p, &bopts, &forward) {
+        Ok(report) => {
+            if cancel.load(Ordering::Relaxed) {
+                sink(WatchEvent::Cancelled);
+                return false;
+            }
+            for e in &report.errors {
+                emit_error(p, e, sink);
+            }
+            done(&report, first, sink);
+            report.ok()
+        }
+        Err(errs) => {
+            for e in &errs {
+                emit_error(p, e, sink);
+            }
+            sink(WatchEvent::BuildDone {
+                ok: false,
+                built: 0,
+                reused: 0,
+                failed: errs.len(),
+                elapsed_ms: 0.0,
+                latency_ms: first.map(|f| f.elapsed().as_secs_f64() * 1000.0),
+            });
+            false
+        }
+    }
+}
+
+fn emit_error(p: &Project, e: &Diag, sink: &(dyn Fn(WatchEvent) + Sync)) {
+    let text = e.location.as_ref().and_then(|l| p.file_text(&l.file));
+    sink(WatchEvent::Error { diagnostic: e.to_json(text.as_deref()), rendered: format!("{:?}", e.to_report(text)) });
+}
+
+fn done(r: &BuildReport, first: Option<Instant>, sink: &(dyn Fn(WatchEvent) + Sync)) {
+    sink(WatchEvent::BuildDone {
+        ok: r.ok(),
+        built: r.count(Status::Built),
+        reused: r.count(Status::Reused),
+        failed: r.count(Status::Failed),
+        elapsed_ms: r.elapsed_ms,
+        latency_ms: first.map(|f| f.elapsed().as_secs_f64() * 1000.0),
+    });
+}

@@ -1,0 +1,525 @@
+//! TOML -> [`WorkspaceSpec`] / [`RuleDecl`]s, with byte spans for diagnostics.
+
+use super::*;
+use crate::error::{Diag, ErrorKind, Result};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use std::path::Path;
+use toml::Spanned;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ManifestToml {
+    #[serde(default)]
+    workspace: WorkspaceToml,
+    #[serde(default)]
+    profile: ProfileToml,
+    #[serde(default)]
+    params: IndexMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    datasets: IndexMap<String, Spanned<DatasetToml>>,
+    #[serde(default)]
+    contracts: IndexMap<String, Spanned<ContractToml>>,
+    #[serde(default)]
+    rules: IndexMap<String, Spanned<RuleToml>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WorkspaceToml {
+    name: Option<String>,
+    version: Option<Spanned<u32>>,
+    output_dir: Option<String>,
+    cache_dir: Option<String>,
+    #[serde(default)]
+    include: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProfileToml {
+    target_partitions: Option<usize>,
+    batch_size: Option<usize>,
+    memory_limit: Option<Spanned<toml::Value>>,
+    memory_pool: Option<MemoryPoolKind>,
+    spill_dir: Option<String>,
+    catalog: Option<String>,
+    schema: Option<String>,
+    information_schema: Option<bool>,
+    time_zone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetToml {
+    path: String,
+    format: Option<DataFormat>,
+    #[serde(default)]
+    scan: ScanToml,
+    schema: Option<IndexMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ScanToml {
+    #[serde(default)]
+    partition_cols: IndexMap<String, String>,
+    #[serde(default)]
+    file_sort_order: Vec<String>,
+    parquet_pruning: Option<bool>,
+    skip_metadata: Option<bool>,
+    has_header: Option<bool>,
+    delimiter: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContractToml {
+    columns: ContractColumnsToml,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ContractColumnsToml {
+    Map(IndexMap<String, String>),
+    List(Vec<ContractColumnToml>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContractColumnToml {
+    name: String,
+    #[serde(rename = "type")]
+    data_type: String,
+    nullable: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleToml {
+    from: Option<String>,
+    steps: Option<Vec<Spanned<StepToml>>>,
+    sql: Option<Spanned<String>>,
+    produces: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepToml {
+    join: Option<String>,
+    #[serde(rename = "as")]
+    alias: Option<String>,
+    on: Option<String>,
+    how: Option<JoinHow>,
+    filter: Option<String>,
+    select: Option<Vec<String>>,
+    aggregate: Option<AggregateToml>,
+    union: Option<String>,
+    distinct: Option<bool>,
+    sort: Option<Vec<String>>,
+    limit: Option<u64>,
+    offset: Option<u64>,
+    winner: Option<WinnerToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggregateToml {
+    #[serde(default)]
+    group_by: Vec<String>,
+    #[serde(default)]
+    measures: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WinnerToml {
+    partition_by: Vec<String>,
+    order_by: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFileToml {
+    #[serde(default)]
+    rules: IndexMap<String, Spanned<RuleToml>>,
+}
+
+fn span_of<T>(s: &Spanned<T>) -> Option<(usize, usize)> {
+    let r = s.span();
+    Some((r.start, r.end - r.start))
+}
+
+fn toml_error(file: &Path, e: toml::de::Error) -> Diag {
+    let span = e.span().map(|r| (r.start, r.end.saturating_sub(r.start)));
+    Diag::new(ErrorKind::Toml(e.message().trim().to_string())).at(file, span)
+}
+
+fn invalid(file: &Path, span: Option<(usize, usize)>, msg: impl Into<String>) -> Diag {
+    Diag::new(ErrorKind::Invalid(msg.into())).at(file, span)
+}
+
+/// Parse a byte size: an integer, or a string like `"512MiB"`, `"2GB"`, `"1g"`.
+pub fn parse_bytes(v: &toml::Value) -> std::result::Result<u64, String> {
+    match v {
+        toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
+        toml::Value::String(s) => {
+            let t = s.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let num: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
+            let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1.0,
+                "k" | "kb" => 1e3,
+                "kib" => 1024.0,
+                "m" | "mb" => 1e6,
+                "mib" => 1024.0 * 1024.0,
+                "g" | "gb" => 1e9,
+                "gib" => 1024.0 * 1024.0 * 1024.0,
+                other => return Err(format!("unknown size unit `{other}` in `{s}`")),
+            };
+            Ok((num * mult) as u64)
+        }
+        _ => Err("expected a byte count or a string like \"1GiB\"".into()),
+    }
+}
+
+/// Parse `workspace.toml` text. `file` is the path shown in diagnostics.
+pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
+    let m: ManifestToml = toml::from_str(text).map_err(|e| toml_error(file, e))?;
+    if let Some(v) = &m.workspace.version {
+        if *v.get_ref() != FORMAT_VERSION {
+            return Err(invalid(
+                file,
+                span_of(v),
+                format!("workspace format version {} is not supported (this relspec reads version {FORMAT_VERSION})", v.get_ref()),
+            ));
+        }
+    }
+    let p = m.profile;
+    let memory_limit = match &p.memory_limit {
+        Some(v) => Some(parse_bytes(v.get_ref()).map_err(|e| invalid(file, span_of(v), e))?),
+        None => None,
+    };
+    let defaults = Profile::default();
+    let profile = Profile {
+        target_partitions: p.target_partitions,
+        batch_size: p.batch_size,
+        memory_limit,
+        memory_pool: p.memory_pool.unwrap_or(defaults.memory_pool),
+        spill_dir: p.spill_dir,
+        catalog: p.catalog.unwrap_or(defaults.catalog),
+        schema: p.schema.unwrap_or(defaults.schema),
+        information_schema: p.information_schema.unwrap_or(false),
+        time_zone: p.time_zone,
+    };
+
+    let mut params = BTreeMap::new();
+    for (name, v) in m.params {
+        let pv = match v.get_ref() {
+            toml::Value::Integer(i) => ParamValue::Int(*i),
+            toml::Value::Float(f) => ParamValue::Float(f.to_bits()),
+            toml::Value::Boolean(b) => ParamValue::Bool(*b),
+            toml::Value::String(s) => ParamValue::Str(s.clone()),
+            _ => {
+                return Err(invalid(
+                    file,
+                    span_of(&v),
+                    format!("parameter `{name}` must be an integer, float, boolean or string"),
+                ));
+            }
+        };
+        params.insert(name, pv);
+    }
+
+    let mut datasets = BTreeMap::new();
+    for (name, d) in m.datasets {
+        let span = span_of(&d);
+        let d = d.into_inner();
+        let format = match d.format {
+            Some(f) => f,
+            None => infer_format(&d.path).ok_or_else(|| {
+                invalid(file, span, format!("dataset `{name}`: cannot infer the format of `{}`", d.path))
+                    .with_help("add `format = \"parquet\"` (or \"csv\", \"json\")")
+            })?,
+        };
+        let delimiter = match d.scan.delimiter.as_deref() {
+            None => None,
+            Some(s) if s.chars().count() == 1 && s.is_ascii() => s.chars().next(),
+            Some(s) => return Err(invalid(file, span, format!("dataset `{name}`: delimiter `{s}` must be one ASCII character"))),
+        };
+        for (col, ty) in d.scan.partition_cols.iter().chain(d.schema.iter().flatten()) {
+            types::parse_type(ty).map_err(|e| invalid(file, span, format!("dataset `{name}`, column `{col}`: {e}")))?;
+        }
+        datasets.insert(
+            name.clone(),
+            DatasetSpec {
+                name,
+                path: d.path,
+                format,
+                scan: ScanOptions {
+                    partition_cols: d.scan.partition_cols.into_iter().collect(),
+                    file_sort_order: d.scan.file_sort_order,
+                    parquet_pruning: d.scan.parquet_pruning,
+                    skip_metadata: d.scan.skip_metadata,
+                    has_header: d.scan.has_header,
+                    delimiter,
+                },
+                schema: d.schema.map(|s| s.into_iter().collect()),
+                file: file.to_path_buf(),
+                span,
+            },
+        );
+    }
+
+    let mut contracts = BTreeMap::new();
+    for (name, c) in m.contracts {
+        let span = span_of(&c);
+        let columns: Vec<ContractColumn> = match c.into_inner().columns {
+            ContractColumnsToml::Map(m) => m
+                .into_iter()
+                .map(|(name, data_type)| ContractColumn { name, data_type, nullable: None })
+                .collect(),
+            ContractColumnsToml::List(l) => l
+                .into_iter()
+                .map(|c| ContractColumn { name: c.name, data_type: c.data_type, nullable: c.nullable })
+                .collect(),
+        };
+        for col in &columns {
+            types::parse_type(&col.data_type)
+                .map_err(|e| invalid(file, span, format!("contract `{name}`, column `{}`: {e}", col.name)))?;
+        }
+        contracts.insert(name.clone(), ContractSpec { name, columns, file: file.to_path_buf(), span });
+    }
+
+    let rules = convert_rules(file, text, m.rules)?;
+    Ok(WorkspaceSpec {
+        name: m.workspace.name.unwrap_or_else(|| "workspace".into()),
+        output_dir: m.workspace.output_dir.unwrap_or_else(|| "out".into()),
+        cache_dir: m.workspace.cache_dir.unwrap_or_else(|| "cache".into()),
+        include: m.workspace.include,
+        profile,
+        params,
+        datasets,
+        contracts,
+        rules,
+    })
+}
+
+fn infer_format(path: &str) -> Option<DataFormat> {
+    let p = path.trim_end_matches('/');
+    if p.ends_with(".parquet") {
+        Some(DataFormat::Parquet)
+    } else if p.ends_with(".csv") {
+        Some(DataFormat::Csv)
+    } else if p.ends_with(".json") || p.ends_with(".jsonl") || p.ends_with(".ndjson") {
+        Some(DataFormat::Json)
+    } else {
+        None
+    }
+}
+
+/// Parse an included rule file: a `.toml` file with `[rules.NAME]` tables,
+/// or a `.sql` file holding one rule named by the file stem. Leading comment
+/// lines `-- produces: NAME` and `-- tags: a, b` set the rule's contract and tags.
+pub fn parse_rule_file(file: &Path, text: &str) -> Result<Vec<RuleDecl>> {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("sql") => {
+            let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            if !valid_name(&name) {
+                return Err(invalid(file, None, format!("rule file name `{name}` is not a valid rule name (letters, digits, `_`)")));
+            }
+            let mut produces = None;
+            let mut tags = Vec::new();
+            let mut description = None;
+            for line in text.lines() {
+                let Some(c) = line.trim().strip_prefix("--") else {
+                    if line.trim().is_empty() { continue } else { break }
+                };
+                let c = c.trim();
+                if let Some(v) = c.strip_prefix("produces:") {
+                    produces = Some(v.trim().to_string());
+                } else if let Some(v) = c.strip_prefix("tags:") {
+                    tags = v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+                } else if let Some(v) = c.strip_prefix("description:") {
+                    description = Some(v.trim().to_string());
+                }
+            }
+            Ok(vec![RuleDecl {
+                name,
+                def: RuleDef { body: RuleBody::Sql(text.to_string()), produces, tags, description },
+                origin: RuleOrigin { file: file.to_path_buf(), span: Some((0, text.len())), sql_offset: Some(0), step_spans: vec![] },
+            }])
+        }
+        Some("toml") => {
+            let m: RuleFileToml = toml::from_str(text).map_err(|e| toml_error(file, e))?;
+            convert_rules(file, text, m.rules)
+        }
+        _ => Err(invalid(file, None, "included rule files must end in .toml or .sql")),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Offset where the content of a TOML string literal spanning `span` starts.
+fn string_content_offset(text: &str, span: std::ops::Range<usize>) -> usize {
+    let lit = &text[span.clone()];
+    if lit.starts_with("\"\"\"") || lit.starts_with("'''") {
+        let after = span.start + 3;
+        if text[after..].starts_with("\r\n") {
+            after + 2
+        } else if text[after..].starts_with('\n') {
+            after + 1
+        } else {
+            after
+        }
+    } else {
+        span.start + 1
+    }
+}
+
+fn convert_rules(file: &Path, text: &str, rules: IndexMap<String, Spanned<RuleToml>>) -> Result<Vec<RuleDecl>> {
+    let mut out = Vec::new();
+    for (name, r) in rules {
+        let span = span_of(&r);
+        if !valid_name(&name) {
+            return Err(invalid(file, span, format!("`{name}` is not a valid rule name (letters, digits, `_`; not starting with a digit)")));
+        }
+        let r = r.into_inner();
+        let err = |msg: String| invalid(file, span, msg).in_rule(name.clone());
+        let mut origin = RuleOrigin { file: file.to_path_buf(), span, sql_offset: None, step_spans: vec![] };
+        let body = match (r.sql, r.from, r.steps) {
+            (Some(sql), None, None) => {
+                origin.sql_offset = Some(string_content_offset(text, sql.span()));
+                RuleBody::Sql(sql.into_inner())
+            }
+            (None, Some(from), steps) => {
+                let mut out_steps = Vec::new();
+                for s in steps.unwrap_or_default() {
+                    let sspan = s.span();
+                    origin.step_spans.push((sspan.start, sspan.end - sspan.start));
+                    let step = convert_step(s.into_inner()).map_err(|m| {
+                        invalid(file, Some((sspan.start, sspan.end - sspan.start)), m).in_rule(name.clone())
+                    })?;
+                    out_steps.push(step);
+                }
+                RuleBody::Pipeline { from, steps: out_steps }
+            }
+            (Some(_), _, _) => return Err(err("a rule has either `sql` or `from` + `steps`, not both".into())),
+            (None, None, Some(_)) => return Err(err("a pipeline rule needs `from`".into())),
+            (None, None, None) => {
+                return Err(err("a rule needs `sql = \"...\"` or `from = \"table\"` with `steps`".into()));
+            }
+        };
+        out.push(RuleDecl {
+            name,
+            def: RuleDef { body, produces: r.produces, tags: r.tags, description: r.description },
+            origin,
+        });
+    }
+    Ok(out)
+}
+
+fn convert_step(s: StepToml) -> std::result::Result<Step, String> {
+    let ops = [
+        s.join.is_some(),
+        s.filter.is_some(),
+        s.select.is_some(),
+        s.aggregate.is_some(),
+        s.union.is_some(),
+        s.sort.is_some(),
+        s.limit.is_some(),
+        s.winner.is_some(),
+    ];
+    if ops.iter().filter(|b| **b).count() != 1 {
+        return Err("each step has exactly one of join, filter, select, aggregate, union, sort, limit, winner".into());
+    }
+    let step = if let Some(table) = s.join {
+        let on = s.on.ok_or("a join step needs `on = \"...\"`")?;
+        Step::Join { table, alias: s.alias, on, how: s.how.unwrap_or(JoinHow::Inner) }
+    } else if let Some(f) = s.filter {
+        Step::Filter(f)
+    } else if let Some(sel) = s.select {
+        if sel.is_empty() {
+            return Err("a select step needs at least one expression".into());
+        }
+        Step::Select(sel)
+    } else if let Some(a) = s.aggregate {
+        if a.measures.is_empty() && a.group_by.is_empty() {
+            return Err("an aggregate step needs `group_by` or `measures`".into());
+        }
+        Step::Aggregate { group_by: a.group_by, measures: a.measures }
+    } else if let Some(table) = s.union {
+        Step::Union { table, distinct: s.distinct.unwrap_or(false) }
+    } else if let Some(keys) = s.sort {
+        Step::Sort(keys)
+    } else if let Some(n) = s.limit {
+        Step::Limit { n, offset: s.offset.unwrap_or(0) }
+    } else if let Some(w) = s.winner {
+        if w.partition_by.is_empty() || w.order_by.is_empty() {
+            return Err("a winner step needs non-empty `partition_by` and `order_by`".into());
+        }
+        Step::Winner { partition_by: w.partition_by, order_by: w.order_by }
+    } else {
+        unreachable!()
+    };
+    Ok(step)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rules_with_spans() {
+        let text = r#"
+[params]
+min = 2
+
+[datasets.a]
+path = "data/a.csv"
+
+[rules.r1]
+sql = """
+SELECT * FROM a"""
+
+[rules.r2]
+from = "r1"
+steps = [ { filter = "x > $min" }, { limit = 3 } ]
+"#;
+        let ws = parse_manifest(Path::new("workspace.toml"), text).unwrap();
+        assert_eq!(ws.datasets["a"].format, DataFormat::Csv);
+        assert_eq!(ws.rules.len(), 2);
+        let r1 = &ws.rules[0];
+        let off = r1.origin.sql_offset.unwrap();
+        assert!(text[off..].starts_with("SELECT"));
+        assert_eq!(ws.rules[1].origin.step_spans.len(), 2);
+        assert_eq!(ws.params["min"], ParamValue::Int(2));
+    }
+
+    #[test]
+    fn reports_toml_errors_with_span() {
+        let e = parse_manifest(Path::new("w.toml"), "[rules.x]\nsql = ").unwrap_err();
+        assert!(matches!(e.kind, ErrorKind::Toml(_)));
+        assert!(e.location.unwrap().span.is_some());
+    }
+
+    #[test]
+    fn step_needs_one_op() {
+        let e = parse_manifest(Path::new("w.toml"), "[rules.x]\nfrom='a'\nsteps=[{filter='a', limit=1}]").unwrap_err();
+        assert_eq!(e.rule.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes(&toml::Value::String("1GiB".into())).unwrap(), 1 << 30);
+        assert_eq!(parse_bytes(&toml::Value::Integer(10)).unwrap(), 10);
+    }
+}

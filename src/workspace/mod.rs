@@ -1,0 +1,328 @@
+//! The workspace format: `workspace.toml`, included rule files, and the
+//! validated spec they parse into.
+//!
+//! Architecture invariant: nothing here touches DataFusion or the disk except
+//! reading text handed in by the caller; parsing is a pure function of text,
+//! so salsa can memoize it.
+
+pub mod manifest;
+pub mod scaffold;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use manifest::{parse_manifest, parse_rule_file};
+
+/// Format version of `workspace.toml` this build understands.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The parsed `workspace.toml` (rules from included files are separate).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkspaceSpec {
+    /// Workspace name.
+    pub name: String,
+    /// Output directory, relative to the workspace root.
+    pub output_dir: String,
+    /// Cache directory, relative to the workspace root.
+    pub cache_dir: String,
+    /// Globs of included rule files (`.toml` or `.sql`), relative to the root.
+    pub include: Vec<String>,
+    /// The runtime profile.
+    pub profile: Profile,
+    /// Named parameters, bound into rules as values.
+    pub params: BTreeMap<String, ParamValue>,
+    /// Datasets by name.
+    pub datasets: BTreeMap<String, DatasetSpec>,
+    /// Contracts by name.
+    pub contracts: BTreeMap<String, ContractSpec>,
+    /// Rules declared inline in `workspace.toml`.
+    pub rules: Vec<RuleDecl>,
+}
+
+/// The typed runtime profile (`[profile]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Profile {
+    /// Parallelism of plans; tuning only (not in cache keys).
+    pub target_partitions: Option<usize>,
+    /// Record batch size; tuning only.
+    pub batch_size: Option<usize>,
+    /// Memory limit in bytes for the memory pool; tuning only.
+    pub memory_limit: Option<u64>,
+    /// Memory pool kind; tuning only.
+    pub memory_pool: MemoryPoolKind,
+    /// Directory for spill files, relative to the root; tuning only.
+    pub spill_dir: Option<String>,
+    /// Catalog datasets and rules are registered in (semantic).
+    pub catalog: String,
+    /// Schema datasets and rules are registered in (semantic).
+    pub schema: String,
+    /// Whether `information_schema` tables are available to rules (semantic).
+    pub information_schema: bool,
+    /// Session time zone, if set (semantic).
+    pub time_zone: Option<String>,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile {
+            target_partitions: None,
+            batch_size: None,
+            memory_limit: None,
+            memory_pool: MemoryPoolKind::Fair,
+            spill_dir: None,
+            catalog: "relspec".into(),
+            schema: "public".into(),
+            information_schema: false,
+            time_zone: None,
+        }
+    }
+}
+
+/// Which DataFusion memory pool to use under a memory limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryPoolKind {
+    /// First come, first served.
+    Greedy,
+    /// Fair share among spilling operators.
+    Fair,
+}
+
+/// A parameter value from `[params]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ParamValue {
+    /// 64-bit integer.
+    Int(i64),
+    /// 64-bit float, stored as its bits so the type is `Eq`.
+    Float(u64),
+    /// Boolean.
+    Bool(bool),
+    /// String.
+    Str(String),
+}
+
+impl ParamValue {
+    /// Canonical text used in signatures and keys.
+    pub fn canonical(&self) -> String {
+        match self {
+            ParamValue::Int(i) => format!("int:{i}"),
+            ParamValue::Float(b) => format!("float:{}", f64::from_bits(*b)),
+            ParamValue::Bool(b) => format!("bool:{b}"),
+            ParamValue::Str(s) => format!("str:{s:?}"),
+        }
+    }
+}
+
+/// Storage format of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Comma (or other delimiter) separated values.
+    Csv,
+    /// Newline-delimited JSON.
+    Json,
+}
+
+impl DataFormat {
+    /// The file extension listing tables filter on.
+    pub fn extension(self) -> &'static str {
+        match self {
+            DataFormat::Parquet => ".parquet",
+            DataFormat::Csv => ".csv",
+            DataFormat::Json => ".json",
+        }
+    }
+}
+
+/// A declared dataset (`[datasets.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DatasetSpec {
+    /// Logical name.
+    pub name: String,
+    /// Location as written: a file, a directory or a glob, relative to the root.
+    pub path: String,
+    /// File format.
+    pub format: DataFormat,
+    /// Typed scan options.
+    pub scan: ScanOptions,
+    /// Optional schema hint: ordered (column, type name).
+    pub schema: Option<Vec<(String, String)>>,
+    /// Where it is declared.
+    pub file: PathBuf,
+    /// Byte span of its table in `file`.
+    pub span: Option<(usize, usize)>,
+}
+
+/// Typed scan options (`[datasets.NAME.scan]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize)]
+pub struct ScanOptions {
+    /// Hive-style partition columns (`dir/col=value/`) with their types.
+    pub partition_cols: Vec<(String, String)>,
+    /// Declared sort order of every file, as SQL order items (`"a ASC"`).
+    pub file_sort_order: Vec<String>,
+    /// Parquet: prune row groups with statistics (default true).
+    pub parquet_pruning: Option<bool>,
+    /// Parquet: skip embedded metadata when inferring schema (default true).
+    pub skip_metadata: Option<bool>,
+    /// CSV: first line is a header (default true).
+    pub has_header: Option<bool>,
+    /// CSV: field delimiter (default `,`).
+    pub delimiter: Option<char>,
+}
+
+/// A schema contract (`[contracts.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContractSpec {
+    /// Contract name.
+    pub name: String,
+    /// Required columns.
+    pub columns: Vec<ContractColumn>,
+    /// Where it is declared.
+    pub file: PathBuf,
+    /// Byte span of its table.
+    pub span: Option<(usize, usize)>,
+}
+
+/// One required column of a contract.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContractColumn {
+    /// Column name.
+    pub name: String,
+    /// Required type name (see [`types::parse_type`]).
+    pub data_type: String,
+    /// If `Some(false)`, the column must be non-nullable.
+    pub nullable: Option<bool>,
+}
+
+/// A rule as declared, with where it was declared.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuleDecl {
+    /// Rule name (also the name of its output table).
+    pub name: String,
+    /// What the rule computes; the only part that reaches the compiler.
+    pub def: RuleDef,
+    /// Where it is declared.
+    pub origin: RuleOrigin,
+}
+
+/// Where a rule lives in the sources; used only for diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuleOrigin {
+    /// File that declares the rule.
+    pub file: PathBuf,
+    /// Byte span of the rule's table (or the whole `.sql` file).
+    pub span: Option<(usize, usize)>,
+    /// Byte offset in `file` where the SQL text starts (SQL rules).
+    pub sql_offset: Option<usize>,
+    /// Byte spans of each pipeline step.
+    pub step_spans: Vec<(usize, usize)>,
+}
+
+/// The meaning of a rule, free of source positions.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuleDef {
+    /// The body.
+    pub body: RuleBody,
+    /// Contract the output must satisfy.
+    pub produces: Option<String>,
+    /// Tags for selection.
+    pub tags: Vec<String>,
+    /// Free text.
+    pub description: Option<String>,
+}
+
+/// A rule body: SQL text or a pipeline of steps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RuleBody {
+    /// One SQL query over logical names.
+    Sql(String),
+    /// A pipeline starting from a table.
+    Pipeline {
+        /// First table.
+        from: String,
+        /// Steps in order.
+        steps: Vec<Step>,
+    },
+}
+
+/// Join kind of a pipeline join step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinHow {
+    /// Inner join.
+    Inner,
+    /// Left outer join.
+    Left,
+    /// Right outer join.
+    Right,
+    /// Full outer join.
+    Full,
+    /// Left semi join (rows of the left with a match).
+    Semi,
+    /// Left anti join (rows of the left without a match).
+    Anti,
+}
+
+/// One pipeline step. Expressions are SQL expression text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Join another table.
+    Join {
+        /// Table name.
+        table: String,
+        /// Optional alias for the joined table.
+        alias: Option<String>,
+        /// Join condition.
+        on: String,
+        /// Join kind.
+        how: JoinHow,
+    },
+    /// Keep rows where the predicate holds.
+    Filter(String),
+    /// Project expressions (`expr [AS name]`).
+    Select(Vec<String>),
+    /// Group and aggregate.
+    Aggregate {
+        /// Grouping expressions.
+        group_by: Vec<String>,
+        /// Aggregate expressions (`count(*) AS n`).
+        measures: Vec<String>,
+    },
+    /// Append the rows of another table (by position).
+    Union {
+        /// Table name.
+        table: String,
+        /// Remove duplicate rows.
+        distinct: bool,
+    },
+    /// Order rows (`expr [ASC|DESC] [NULLS FIRST|LAST]`).
+    Sort(Vec<String>),
+    /// Keep at most `n` rows after skipping `offset`.
+    Limit {
+        /// Row count.
+        n: u64,
+        /// Rows to skip.
+        offset: u64,
+    },
+    /// Keep one row per partition: the first by `order_by`.
+    Winner {
+        /// Partition keys.
+        partition_by: Vec<String>,
+        /// Ordering; ties are broken by all remaining columns ascending.
+        order_by: Vec<String>,
+    },
+}
+
+impl WorkspaceSpec {
+    /// Absolute path of the output directory.
+    pub fn output_path(&self, root: &std::path::Path) -> PathBuf {
+        root.join(&self.output_dir)
+    }
+    /// Absolute path of the cache directory.
+    pub fn cache_path(&self, root: &std::path::Path) -> PathBuf {
+        root.join(&self.cache_dir)
+    }
+}

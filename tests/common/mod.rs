@@ -1,0 +1,118 @@
+//! Helpers shared by the integration tests: temp workspaces, running the real
+//! binary, reading Parquet outputs back.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use relspec::datafusion::arrow::array::RecordBatch;
+use relspec::datafusion::arrow::util::display::array_value_to_string;
+use relspec::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::path::{Path, PathBuf};
+
+/// A temp dir holding a copy of the default workspace.
+pub fn default_workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    relspec::workspace::scaffold::init(dir.path()).unwrap();
+    dir
+}
+
+/// An empty temp workspace with the given files.
+pub fn workspace_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (rel, text) in files {
+        write(dir.path(), rel, text);
+    }
+    dir
+}
+
+/// Write a file, creating parent dirs.
+pub fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// The relspec binary, run in `root`.
+pub fn relspec(root: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_relspec"));
+    c.current_dir(root).env("NO_COLOR", "1").env_remove("RELSPEC_LOG");
+    c
+}
+
+/// Run a subcommand; return (exit code, stdout, stderr).
+pub fn run(root: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = relspec(root).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Run and require success.
+pub fn ok(root: &Path, args: &[&str]) -> String {
+    let (code, out, err) = run(root, args);
+    assert_eq!(code, 0, "relspec {args:?} failed\nstdout:\n{out}\nstderr:\n{err}");
+    out
+}
+
+/// Run and require failure; returns stderr (+ stdout).
+pub fn fails(root: &Path, args: &[&str]) -> String {
+    let (code, out, err) = run(root, args);
+    assert_ne!(code, 0, "relspec {args:?} unexpectedly succeeded\nstdout:\n{out}");
+    format!("{err}{out}")
+}
+
+/// Read a Parquet file's batches.
+pub fn read_batches(path: &Path) -> Vec<RecordBatch> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap().map(|b| b.unwrap()).collect()
+}
+
+/// Read a Parquet file as rows of display strings, in file order.
+pub fn read_rows(path: &Path) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for b in read_batches(path) {
+        for i in 0..b.num_rows() {
+            rows.push(b.columns().iter().map(|c| array_value_to_string(c, i).unwrap()).collect());
+        }
+    }
+    rows
+}
+
+/// Column names of a Parquet file.
+pub fn column_names(path: &Path) -> Vec<String> {
+    let f = std::fs::File::open(path).unwrap();
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    b.schema().fields().iter().map(|f| f.name().clone()).collect()
+}
+
+/// Output path of a rule.
+pub fn out(root: &Path, rule: &str) -> PathBuf {
+    root.join("out").join(format!("{rule}.parquet"))
+}
+
+/// Parse a simple CSV (no quoting) into rows of fields, skipping the header.
+pub fn csv(path: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(path).unwrap().lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect()
+}
+
+/// Snapshot of every file's bytes under a directory (relative path -> bytes).
+pub fn tree_bytes(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut m = std::collections::BTreeMap::new();
+    if dir.exists() {
+        for e in walkdir::WalkDir::new(dir) {
+            let e = e.unwrap();
+            if e.file_type().is_file() {
+                m.insert(e.path().strip_prefix(dir).unwrap().display().to_string(), std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    m
+}
+
+/// The relspec binary as a plain `std::process::Command` (for spawning).
+pub fn relspec_process(root: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_relspec"));
+    c.current_dir(root).env("NO_COLOR", "1").env_remove("RELSPEC_LOG");
+    c
+}

@@ -1,0 +1,175 @@
+//! Bad input: each class gets a clear error naming file and line or rule, a
+//! non-zero exit, and leaves published outputs and the cache untouched.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+/// Build the default workspace, apply `edit`, build again: it must fail with
+/// every `needles` in its output, leaving `out/` and cache records untouched.
+fn breaks(edit: impl FnOnce(&Path), needles: &[&str]) -> String {
+    let ws = default_workspace();
+    let root = ws.path();
+    ok(root, &["build"]);
+    let out_before = tree_bytes(&root.join("out"));
+    let records_before = tree_bytes(&root.join("cache/records"));
+    let objects_before = tree_bytes(&root.join("cache/objects"));
+    edit(root);
+    let msg = fails(root, &["build"]);
+    for n in needles {
+        assert!(msg.contains(n), "expected `{n}` in:\n{msg}");
+    }
+    assert_eq!(out_before, tree_bytes(&root.join("out")), "published outputs changed");
+    assert_eq!(records_before, tree_bytes(&root.join("cache/records")), "cache records changed");
+    for (k, v) in &objects_before {
+        assert_eq!(Some(v), tree_bytes(&root.join("cache/objects")).get(k), "cache object {k} changed");
+    }
+    msg
+}
+
+fn edit_file(root: &Path, rel: &str, from: &str, to: &str) {
+    let p = root.join(rel);
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains(from), "{from} not in {rel}");
+    std::fs::write(p, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn malformed_toml() {
+    let msg = breaks(|r| edit_file(r, "workspace.toml", "[params]", "[params\n"), &["workspace.toml:", "invalid TOML"]);
+    assert!(msg.contains("workspace.toml:21:") || msg.contains("workspace.toml:22:"), "{msg}");
+}
+
+#[test]
+fn unknown_table_in_sql_rule() {
+    breaks(
+        |r| edit_file(r, "rules/edges.sql", "FROM cst_defs AS d", "FROM cst_deffs AS d"),
+        &["rules/edges.sql:16:6", "rule `edges`", "unknown table `cst_deffs`", "did you mean `cst_defs`?"],
+    );
+}
+
+#[test]
+fn unknown_table_in_pipeline_rule() {
+    breaks(
+        |r| edit_file(r, "rules/stats.toml", "join = \"cst_defs\"", "join = \"cst_def\""),
+        &["rules/stats.toml:5:", "rule `callee_counts`", "unknown table `cst_def`"],
+    );
+}
+
+#[test]
+fn cyclic_rules() {
+    breaks(
+        |r| {
+            let mut t = std::fs::read_to_string(r.join("workspace.toml")).unwrap();
+            t.push_str("\n[rules.a]\nsql = \"SELECT * FROM b\"\n\n[rules.b]\nsql = \"SELECT * FROM a\"\n");
+            std::fs::write(r.join("workspace.toml"), t).unwrap();
+        },
+        &["rule dependency cycle: a -> b -> a", "workspace.toml:"],
+    );
+}
+
+#[test]
+fn sql_syntax_error() {
+    breaks(
+        |r| edit_file(r, "rules/edges.sql", "SELECT calls.src,", "SELECT calls.src,,"),
+        &["rules/edges.sql:10:", "rule `edges`", "SQL syntax error"],
+    );
+}
+
+#[test]
+fn sql_syntax_error_inline_points_into_toml() {
+    breaks(
+        |r| edit_file(r, "workspace.toml", "JOIN scip_occurrences AS o", "JOIN JOIN scip_occurrences AS o"),
+        &["workspace.toml:79:", "rule `scip_candidates`", "SQL syntax error"],
+    );
+}
+
+#[test]
+fn unknown_column_is_a_plan_error_with_rule() {
+    breaks(
+        |r| edit_file(r, "rules/edges.sql", "calls.dst,", "calls.dest,"),
+        &["rule `edges`", "rules/edges.sql:", "dest"],
+    );
+}
+
+#[test]
+fn missing_data_file() {
+    breaks(
+        |r| std::fs::remove_file(r.join("data/files.csv")).unwrap(),
+        &["dataset `files`: no file matches `data/files.csv`", "workspace.toml:"],
+    );
+}
+
+#[test]
+fn contract_type_mismatch() {
+    breaks(
+        |r| edit_file(r, "workspace.toml", "columns = { src = \"bigint\"", "columns = { src = \"string\""),
+        &["rule `edges`", "contract `edges` violated", "column `src` has type Int64, the contract requires Utf8"],
+    );
+}
+
+#[test]
+fn contract_missing_column() {
+    breaks(
+        |r| edit_file(r, "workspace.toml", "kind = \"string\", src_file", "knd = \"string\", src_file"),
+        &["rule `edges`", "missing column `knd`", "did you mean `kind`?"],
+    );
+}
+
+#[test]
+fn unknown_param() {
+    breaks(
+        |r| edit_file(r, "workspace.toml", ">= $min_file", ">= $min_fil"),
+        &["rule `callsite_candidates`", "unknown parameter `$min_fil`", "did you mean `$min_file`?"],
+    );
+}
+
+#[test]
+fn corrupt_parquet_input() {
+    breaks(
+        |r| {
+            write(r, "data/symbols.parquet", "PAR1 this is not really parquet PAR1");
+            let mut t = std::fs::read_to_string(r.join("workspace.toml")).unwrap();
+            t.push_str("\n[datasets.symbols]\npath = \"data/symbols.parquet\"\n\n[rules.symbol_count]\nsql = \"SELECT count(*) AS n FROM symbols\"\n");
+            std::fs::write(r.join("workspace.toml"), t).unwrap();
+        },
+        &["dataset `symbols`", "workspace.toml:"],
+    );
+}
+
+#[test]
+fn many_errors_are_all_reported() {
+    let ws = default_workspace();
+    let root = ws.path();
+    let mut t = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    for i in 0..5 {
+        t.push_str(&format!("\n[rules.bad{i}]\nsql = \"SELECT * FROM nope{i}\"\n"));
+    }
+    std::fs::write(root.join("workspace.toml"), t).unwrap();
+    let (code, out, _) = run(root, &["check", "--json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let errs = v["errors"].as_array().unwrap();
+    assert_eq!(errs.len(), 5, "{v}");
+    for (i, e) in errs.iter().enumerate() {
+        assert_eq!(e["rule"], format!("bad{i}"));
+        assert_eq!(e["code"], "relspec::unknown_table");
+        assert_eq!(e["file"], "workspace.toml");
+        assert!(e["line"].as_u64().unwrap() > 100);
+    }
+}
+
+#[test]
+fn failing_rule_keeps_last_good_output_and_others_still_publish() {
+    let ws = default_workspace();
+    let root = ws.path();
+    ok(root, &["build"]);
+    let edges_before = std::fs::read(out(root, "edges")).unwrap();
+    // A runtime failure in edges (cast error) while callee_counts changes and builds.
+    edit_file(root, "rules/edges.sql", "'CALLS' AS kind", "CAST(CAST('x' AS VARCHAR) AS BIGINT) * 0 || 'CALLS' AS kind");
+    edit_file(root, "rules/stats.toml", "count(*) AS calls", "count(*) + 0 AS calls");
+    let msg = fails(root, &["build"]);
+    assert!(msg.contains("rule `edges`"), "{msg}");
+    assert_eq!(edges_before, std::fs::read(out(root, "edges")).unwrap());
+    assert!(msg.contains("built   callee_counts") || msg.contains("callee_counts"), "{msg}");
+}

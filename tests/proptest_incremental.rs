@@ -1,0 +1,177 @@
+//! Property: after any sequence of edits, an incremental build publishes
+//! exactly what a clean build publishes, byte for byte, and reruns exactly the
+//! rules that had to rerun (their meaning, contract, params or input data
+//! changed, or an upstream output's bytes changed).
+
+mod common;
+use common::tree_bytes;
+use proptest::prelude::*;
+use relspec::build::{self, BuildOptions, NoProgress, Status};
+use relspec::project::Project;
+use relspec::synth;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+const N: usize = 20;
+
+#[derive(Debug, Clone)]
+enum Edit {
+    RewriteData(usize),
+    ChangeRule(usize, usize),
+    ReformatRule(usize),
+    ChangeParam(i64),
+    AddDataFile,
+    DeleteDataFile,
+    ToggleContract,
+}
+
+fn edit_strategy() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (1usize..4).prop_map(Edit::RewriteData),
+        (0..N, 0usize..3).prop_map(|(i, v)| Edit::ChangeRule(i, v)),
+        (0..N).prop_map(Edit::ReformatRule),
+        (0i64..3).prop_map(Edit::ChangeParam),
+        Just(Edit::AddDataFile),
+        Just(Edit::DeleteDataFile),
+        Just(Edit::ToggleContract),
+    ]
+}
+
+/// The workspace as the model sees it.
+struct Model {
+    variants: Vec<usize>,
+    bias: i64,
+    data_files: Vec<(String, usize)>,
+    contract_label: bool,
+    reformats: usize,
+}
+
+/// Apply an edit to the files; return the rules whose own inputs changed.
+fn apply(root: &Path, m: &mut Model, e: &Edit) -> BTreeSet<String> {
+    let heads: BTreeSet<String> = (0..N).filter(|i| i % 10 == 0).map(synth::rule_name).collect();
+    let links: BTreeSet<String> = (0..N).filter(|i| i % 10 != 0).map(synth::rule_name).collect();
+    let write_rule = |m: &Model, i: usize| {
+        let mut sql = synth::rule_sql(i, m.variants[i]);
+        for _ in 0..m.reformats {
+            sql = format!("{}\n  -- reformatted\n", sql.replace("SELECT", "select  "));
+        }
+        std::fs::write(root.join("rules").join(format!("{}.sql", synth::rule_name(i))), sql).unwrap();
+    };
+    match e {
+        Edit::RewriteData(seed) => {
+            let (name, old) = m.data_files[0].clone();
+            std::fs::write(root.join("data/events").join(&name), synth::events_csv(0, 200, *seed)).unwrap();
+            m.data_files[0].1 = *seed;
+            if old != *seed { heads } else { BTreeSet::new() }
+        }
+        Edit::ChangeRule(i, v) => {
+            let changed = m.variants[*i] != *v;
+            m.variants[*i] = *v;
+            write_rule(m, *i);
+            if changed { [synth::rule_name(*i)].into() } else { BTreeSet::new() }
+        }
+        Edit::ReformatRule(i) => {
+            m.reformats += 1;
+            write_rule(m, *i);
+            m.reformats -= 1;
+            BTreeSet::new()
+        }
+        Edit::ChangeParam(b) => {
+            let changed = m.bias != *b;
+            m.bias = *b;
+            let t = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+            let t = t.lines().map(|l| if l.starts_with("bias = ") { format!("bias = {b}") } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+            std::fs::write(root.join("workspace.toml"), t + "\n").unwrap();
+            if changed { links } else { BTreeSet::new() }
+        }
+        Edit::AddDataFile => {
+            let name = format!("part-{}.csv", m.data_files.len() + 100);
+            std::fs::write(root.join("data/events").join(&name), synth::events_csv(1000 * m.data_files.len(), 50, 0)).unwrap();
+            m.data_files.push((name, 0));
+            heads
+        }
+        Edit::DeleteDataFile => {
+            if m.data_files.len() < 2 {
+                return BTreeSet::new();
+            }
+            let (name, _) = m.data_files.pop().unwrap();
+            std::fs::remove_file(root.join("data/events").join(name)).unwrap();
+            heads
+        }
+        Edit::ToggleContract => {
+            m.contract_label = !m.contract_label;
+            let t = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+            let (a, b) = ("columns = { kind = \"bigint\", n = \"bigint\" }", "columns = { kind = \"bigint\", n = \"bigint\", label = \"string\" }");
+            let t = if m.contract_label { t.replace(a, b) } else { t.replace(b, a) };
+            std::fs::write(root.join("workspace.toml"), t).unwrap();
+            [synth::rule_name(0)].into()
+        }
+    }
+}
+
+fn outputs(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree_bytes(&root.join("out")).into_iter().map(|(k, v)| (k.trim_end_matches(".parquet").to_string(), v)).collect()
+}
+
+/// A clean build of a copy of `root` (sources and data only).
+fn clean_build(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap();
+        if rel.starts_with("cache") || rel.starts_with("out") {
+            continue;
+        }
+        let dest = dir.path().join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+    let mut p = Project::open(&dir.path().join("workspace.toml")).unwrap();
+    let r = build::build(&mut p, &BuildOptions::default(), &NoProgress).unwrap();
+    assert!(r.ok(), "{:?}", r.errors);
+    outputs(dir.path())
+}
+
+fn upstream_of(i: usize) -> Option<String> {
+    (i % 10 != 0).then(|| synth::rule_name(i - 1))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, max_shrink_iters: 20, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_equals_clean(edits in prop::collection::vec(edit_strategy(), 1..6)) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        synth::write_workspace(root, N, 200).unwrap();
+        let mut m = Model { variants: vec![0; N], bias: 1, data_files: vec![("part-0.csv".into(), 0)], contract_label: false, reformats: 0 };
+        // One long-lived project, as the watch loop keeps it.
+        let mut p = Project::open(&root.join("workspace.toml")).unwrap();
+        let first = build::build(&mut p, &BuildOptions::default(), &NoProgress).unwrap();
+        prop_assert_eq!(first.count(Status::Built), N);
+        let mut prev_clean = outputs(root);
+        for e in &edits {
+            let direct = apply(root, &mut m, e);
+            // mtimes may not move within the racy window; the stat cache must still see the change.
+            let r = build::build(&mut p, &BuildOptions::default(), &NoProgress).unwrap();
+            prop_assert!(r.ok(), "{:?}", r.errors);
+            let clean = clean_build(root);
+            prop_assert_eq!(&outputs(root), &clean, "after {:?}", e);
+            // Which rules had to rerun: own inputs changed, or an upstream's bytes changed.
+            let mut expected = direct.clone();
+            for i in 0..N {
+                if let Some(u) = upstream_of(i) {
+                    if prev_clean.get(&u) != clean.get(&u) {
+                        expected.insert(synth::rule_name(i));
+                    }
+                }
+            }
+            let rebuilt: BTreeSet<String> = r.rules.iter().filter(|x| x.status == Status::Built).map(|x| x.rule.clone()).collect();
+            prop_assert_eq!(rebuilt, expected, "after {:?}", e);
+            prev_clean = clean;
+        }
+    }
+}

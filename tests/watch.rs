@@ -1,0 +1,171 @@
+//! The real `relspec watch` on temp workspaces: editor-style writes, only the
+//! affected rules rebuild, bad edits keep the last good outputs, outputs match
+//! a clean build.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Watcher {
+    child: Child,
+    rx: mpsc::Receiver<serde_json::Value>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Watcher {
+    fn start(root: &Path) -> Watcher {
+        let mut child = relspec_process(root).args(["watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut w = Watcher { child, rx };
+        w.until(|e| e["event"] == "watching");
+        w
+    }
+
+    /// Events up to and including the first one matching `pred`.
+    fn until(&mut self, pred: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+        let mut seen = Vec::new();
+        loop {
+            let e = self.rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("timed out; events so far: {seen:#?}"));
+            let stop = pred(&e);
+            seen.push(e);
+            if stop {
+                return seen;
+            }
+        }
+    }
+
+    /// Events of the next completed build.
+    fn next_build(&mut self) -> Vec<serde_json::Value> {
+        self.until(|e| e["event"] == "build_done")
+    }
+}
+
+fn built(events: &[serde_json::Value]) -> Vec<String> {
+    let mut v: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "rule" && e["status"] == "built")
+        .map(|e| e["rule"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn done(events: &[serde_json::Value]) -> &serde_json::Value {
+    events.last().unwrap()
+}
+
+/// Write like an editor that saves via a temp file and rename.
+fn save_by_rename(root: &Path, rel: &str, text: &str) {
+    let tmp = root.join(format!("{rel}.tmp~"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, root.join(rel)).unwrap();
+}
+
+fn clean_outputs(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap();
+        if rel.starts_with("cache") || rel.starts_with("out") {
+            continue;
+        }
+        let dest = dir.path().join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+    ok(dir.path(), &["build"]);
+    tree_bytes(&dir.path().join("out"))
+}
+
+#[test]
+fn watch_rebuilds_only_what_changes_invalidate() {
+    let ws = default_workspace();
+    let root = ws.path();
+    let mut w = Watcher::start(root);
+    assert!(out(root, "edges").is_file(), "initial build published");
+
+    // In-place write of one rule file: only that rule rebuilds.
+    let stats = std::fs::read_to_string(root.join("rules/stats.toml")).unwrap();
+    std::fs::write(root.join("rules/stats.toml"), stats.replace("count(*) AS calls", "count(*) * 10 AS calls")).unwrap();
+    let ev = w.next_build();
+    assert_eq!(built(&ev), ["callee_counts"], "{ev:#?}");
+    assert_eq!(done(&ev)["ok"], true);
+    assert!(done(&ev)["latency_ms"].as_f64().unwrap() > 0.0);
+
+    // Save by temp file + rename.
+    let edges = std::fs::read_to_string(root.join("rules/edges.sql")).unwrap();
+    save_by_rename(root, "rules/edges.sql", &edges.replace("'CALLS' AS kind", "'CALL' AS kind"));
+    let ev = w.next_build();
+    assert_eq!(built(&ev), ["edges"], "{ev:#?}");
+
+    // A bad edit: the diagnostic is reported, the last good output stays.
+    let good_edges = std::fs::read(out(root, "edges")).unwrap();
+    save_by_rename(root, "rules/edges.sql", "SELECT FROM WHERE");
+    let ev = w.next_build();
+    assert_eq!(done(&ev)["ok"], false);
+    let err = ev.iter().find(|e| e["event"] == "error").expect("an error event");
+    assert_eq!(err["diagnostic"]["file"], "rules/edges.sql");
+    assert_eq!(good_edges, std::fs::read(out(root, "edges")).unwrap());
+
+    // Fixing it recovers.
+    save_by_rename(root, "rules/edges.sql", &edges);
+    let ev = w.next_build();
+    assert_eq!(done(&ev)["ok"], true, "{ev:#?}");
+    assert_eq!(built(&ev), Vec::<String>::new(), "the original edges output is still cached: {ev:#?}");
+
+    // A new file in a partitioned dataset directory.
+    write(root, "data/cst/callsites/lang=go/part-0.csv", "callsite_id,file_id,callee,line\n300,4,run,7\n");
+    let ev = w.next_build();
+    let b = built(&ev);
+    assert!(b.contains(&"callsite_candidates".to_string()) && b.contains(&"edges".to_string()), "{ev:#?}");
+
+    // Deleting a dataset file a rule needs is reported; outputs stay.
+    let files_csv = std::fs::read_to_string(root.join("data/files.csv")).unwrap();
+    let before = tree_bytes(&root.join("out"));
+    std::fs::remove_file(root.join("data/files.csv")).unwrap();
+    let ev = w.next_build();
+    assert_eq!(done(&ev)["ok"], false);
+    assert!(ev.iter().any(|e| e["event"] == "error" && e["diagnostic"]["message"].as_str().unwrap().contains("dataset `files`")), "{ev:#?}");
+    assert_eq!(before, tree_bytes(&root.join("out")));
+    std::fs::write(root.join("data/files.csv"), files_csv).unwrap();
+    let ev = w.next_build();
+    assert_eq!(done(&ev)["ok"], true);
+
+    // The watched outputs equal a clean build of the same sources.
+    let published: std::collections::BTreeMap<_, _> = tree_bytes(&root.join("out")).into_iter().collect();
+    assert_eq!(published, clean_outputs(root));
+}
+
+#[test]
+fn watch_once_exits_after_the_first_build() {
+    let ws = default_workspace();
+    let root = ws.path();
+    let out_text = ok(root, &["watch", "--once", "--json"]);
+    let events: Vec<serde_json::Value> = out_text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.last().unwrap()["event"], "build_done");
+    assert_eq!(events.iter().filter(|e| e["event"] == "rule" && e["status"] == "built").count(), 5);
+}
