@@ -122,7 +122,10 @@ struct LastBuilt {
 }
 
 fn load_last(store: &Store) -> LastBuilt {
-    std::fs::read(store.dir().join("last-built.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    std::fs::read(store.dir().join("last-built.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
 }
 
 /// Result of executing one rule.
@@ -134,7 +137,11 @@ struct Executed {
 
 /// Build the workspace: execute what is stale, reuse what is cached, publish.
 /// Static errors (parse, names, cycles) fail before anything is touched.
-pub fn build(p: &mut Project, opts: &BuildOptions, progress: &dyn Progress) -> std::result::Result<BuildReport, Vec<Diag>> {
+pub fn build(
+    p: &mut Project,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> std::result::Result<BuildReport, Vec<Diag>> {
     let t0 = Instant::now();
     p.refresh().map_err(|e| vec![e])?;
     let errs = p.static_errors();
@@ -158,7 +165,8 @@ pub fn build(p: &mut Project, opts: &BuildOptions, progress: &dyn Progress) -> s
         p.stat.save(&store).map_err(|e| vec![e])?;
     }
 
-    let parallel = if opts.jobs == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.jobs };
+    let parallel =
+        if opts.jobs == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { opts.jobs };
     let mut reports: HashMap<String, RuleReport> = HashMap::new();
     let mut records: HashMap<String, Record> = HashMap::new();
     let mut errors = Vec::new();
@@ -172,7 +180,9 @@ pub fn build(p: &mut Project, opts: &BuildOptions, progress: &dyn Progress) -> s
     let mut remaining: Vec<String> = order.clone();
     let mut running: HashSet<String> = HashSet::new();
     let mut started_at: HashMap<String, Instant> = HashMap::new();
-    let mut tasks: tokio::task::JoinSet<(String, std::result::Result<Executed, LowerError>)> = tokio::task::JoinSet::new();
+    let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut tasks: tokio::task::JoinSet<(String, std::result::Result<Executed, LowerError>)> =
+        tokio::task::JoinSet::new();
 
     loop {
         if opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -189,9 +199,14 @@ pub fn build(p: &mut Project, opts: &BuildOptions, progress: &dyn Progress) -> s
             while i < remaining.len() {
                 let name = remaining[i].clone();
                 let job = &job_by_name[&name];
-                let ups: Vec<&String> = job.deps.iter().filter_map(|d| if let Dep::Rule(u) = d { Some(u) } else { None }).collect();
-                if ups.iter().any(|u| matches!(reports.get(*u).map(|r| r.status), Some(Status::Failed | Status::Skipped))) {
-                    let failed_up = ups.iter().find(|u| reports.contains_key(**u)).map(|u| u.to_string()).unwrap_or_default();
+                let ups: Vec<&String> =
+                    job.deps.iter().filter_map(|d| if let Dep::Rule(u) = d { Some(u) } else { None }).collect();
+                if ups
+                    .iter()
+                    .any(|u| matches!(reports.get(*u).map(|r| r.status), Some(Status::Failed | Status::Skipped)))
+                {
+                    let failed_up =
+                        ups.iter().find(|u| reports.contains_key(**u)).map(|u| u.to_string()).unwrap_or_default();
                     let r = skipped(&name, format!("upstream `{failed_up}` failed"));
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
@@ -199,9 +214,15 @@ pub fn build(p: &mut Project, opts: &BuildOptions, progress: &dyn Progress) -> s
                     progressed = true;
                     continue;
                 }
-                if opts.dry_run && ups.iter().any(|u| matches!(reports.get(*u).map(|r| r.status), Some(Status::Stale))) {
-                    let up = ups.iter().find(|u| matches!(reports.get(**u).map(|r| r.status), Some(Status::Stale))).unwrap();
-                    let r = RuleReport { status: Status::Stale, reasons: vec![format!("upstream `{up}` is stale")], ..skipped(&name, String::new()) };
+                if opts.dry_run && ups.iter().any(|u| matches!(reports.get(*u).map(|r| r.status), Some(Status::Stale)))
+                {
+                    let up =
+                        ups.iter().find(|u| matches!(reports.get(**u).map(|r| r.status), Some(Status::Stale))).unwrap();
+                    let r = RuleReport {
+                        status: Status::Stale,
+                        reasons: vec![format!("upstream `{up}` is stale")],
+                        ..skipped(&name, String::new())
+                    };
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
                     remaining.remove(i);
@@ -247,7 +268,8 @@ pub fn build(p: &mut Project, opts: &BuildOptions, progress: &dyn Progress) -> s
                     None => vec!["not built before".to_string()],
                 };
                 if opts.dry_run {
-                    let r = RuleReport { status: Status::Stale, reasons, key: Some(key), ..skipped(&name, String::new()) };
+                    let r =
+                        RuleReport { status: Status::Stale, reasons, key: Some(key), ..skipped(&name, String::new()) };
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
                     remaining.remove(i);
@@ -291,7 +313,13 @@ pub fn build(p: &mut Project, opts: &BuildOptions, progress: &dyn Progress) -> s
                     }
                 }
                 if let Some(e) = reg_err {
-                    let r = RuleReport { status: Status::Failed, reasons, error: Some(e.to_string()), key: Some(key), ..skipped(&name, String::new()) };
+                    let r = RuleReport {
+                        status: Status::Failed,
+                        reasons,
+                        error: Some(e.to_string()),
+                        key: Some(key),
+                        ..skipped(&name, String::new())
+                    };
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
                     errors.push(e.in_rule(name.clone()));
@@ -309,13 +337,15 @@ pub fn build(p: &mut Project, opts: &BuildOptions, progress: &dyn Progress) -> s
                 let (ctx2, params, store2, rule, cancel) =
                     (ctx.clone(), spec.params.clone(), store.clone(), name.clone(), opts.cancel.clone());
                 let sig = parts.signature.clone();
-                tasks.spawn_on(
+                let handle = tasks.spawn_on(
                     async move {
-                        let res = execute(&ctx2, &rule, &plan, &params, contract.as_ref(), &store2, &key, &sig, cancel).await;
+                        let res =
+                            execute(&ctx2, &rule, &plan, &params, contract.as_ref(), &store2, &key, &sig, cancel).await;
                         (rule, res)
                     },
                     &engine.handle(),
                 );
+                task_names.insert(handle.id(), name.clone());
                 // Remember the parts for the report of this rule.
                 reports.insert(
                     name.clone(),
@@ -335,7 +365,11 @@ pub fn build(p: &mut Project, opts: &BuildOptions, progress: &dyn Progress) -> s
         let Some(joined) = joined else { break };
         let (name, res) = match joined {
             Ok(v) => v,
-            Err(e) => return Err(vec![Diag::new(ErrorKind::Execution(format!("a build task panicked: {e}")))]),
+            Err(e) => {
+                let name = task_names.get(&e.id()).cloned().unwrap_or_default();
+                let diag = Diag::new(ErrorKind::Execution(format!("the engine failed on this rule: {e}")));
+                (name, Err(LowerError { diag, pos: None }))
+            }
         };
         running.remove(&name);
         let elapsed = started_at[&name].elapsed().as_secs_f64() * 1000.0;
@@ -434,7 +468,11 @@ async fn execute(
         lower::check_contract(lowered.df.schema(), c).map_err(|diag| LowerError { diag, pos: None })?;
     }
     let mut snaps = snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
-    let physical = ctx.state().create_physical_plan(lowered.df.logical_plan()).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+    let physical = ctx
+        .state()
+        .create_physical_plan(lowered.df.logical_plan())
+        .await
+        .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
     let schema = physical.schema();
     let mut stream = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())
         .map_err(|e| lower::df_error(e, ErrorKind::Execution))?;

@@ -11,8 +11,8 @@
 //! here, so a no-op build never plans.
 
 use crate::error::{Diag, ErrorKind, line_col, offset_of};
-use crate::relplan::{self, CompileError, ReadSite, RelPlan, SourcePos};
 use crate::relplan::lower::suggest;
+use crate::relplan::{self, CompileError, ReadSite, RelPlan, SourcePos};
 use crate::store::StatCache;
 use crate::workspace::{self, RuleDecl, RuleDef, RuleOrigin, WorkspaceSpec};
 use salsa::Setter;
@@ -211,9 +211,13 @@ pub fn rule_index(db: &dyn Db, ws: Workspace) -> RuleIndex {
     for d in all {
         if let Some(prev) = idx.decls.get(&d.name) {
             idx.errors.push(
-                Diag::new(ErrorKind::Invalid(format!("rule `{}` is defined twice (also in {})", d.name, prev.origin.file.display())))
-                    .at(&d.origin.file, d.origin.span)
-                    .in_rule(d.name.clone()),
+                Diag::new(ErrorKind::Invalid(format!(
+                    "rule `{}` is defined twice (also in {})",
+                    d.name,
+                    prev.origin.file.display()
+                )))
+                .at(&d.origin.file, d.origin.span)
+                .in_rule(d.name.clone()),
             );
             continue;
         }
@@ -246,23 +250,38 @@ pub type Compiled = Result<Arc<(RelPlan, Vec<ReadSite>)>, CompileError>;
 pub fn compile_rule<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Compiled {
     match rule_def(db, ws, name) {
         Some(def) => relplan::compile(&def).map(Arc::new),
-        None => Err(CompileError { diag: Diag::new(ErrorKind::Usage(format!("no rule named `{}`", name.text(db)))), pos: None }),
+        None => Err(CompileError {
+            diag: Diag::new(ErrorKind::Usage(format!("no rule named `{}`", name.text(db)))),
+            pos: None,
+        }),
     }
 }
 
 /// A rule's reads, params and signature, from the summary memo when its
 /// definition was compiled before (by any process), else by compiling it.
 #[salsa::tracked(returns(ref))]
-pub fn rule_summary<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Result<Arc<RuleSummary>, CompileError> {
+pub fn rule_summary<'db>(
+    db: &'db dyn Db,
+    ws: Workspace,
+    name: RuleName<'db>,
+) -> Result<Arc<RuleSummary>, CompileError> {
     let Some(def) = rule_def(db, ws, name) else {
-        return Err(CompileError { diag: Diag::new(ErrorKind::Usage(format!("no rule named `{}`", name.text(db)))), pos: None });
+        return Err(CompileError {
+            diag: Diag::new(ErrorKind::Usage(format!("no rule named `{}`", name.text(db)))),
+            pos: None,
+        });
     };
     let key = blake3::hash(format!("{}\n{:?}", relplan::RELPLAN_VERSION, def.body).as_bytes()).to_hex().to_string();
     if let Some(s) = db.summaries().get(&key) {
         return Ok(Arc::new(s));
     }
     let c = compile_rule(db, ws, name).clone()?;
-    let s = RuleSummary { reads: c.0.reads.clone(), params: c.0.params.clone(), signature: relplan::signature(&c.0), sites: c.1.clone() };
+    let s = RuleSummary {
+        reads: c.0.reads.clone(),
+        params: c.0.params.clone(),
+        signature: relplan::signature(&c.0),
+        sites: c.1.clone(),
+    };
     db.summaries().insert(key, s.clone());
     Ok(Arc::new(s))
 }
@@ -277,7 +296,8 @@ pub fn dataset_fingerprints(db: &dyn Db, ws: Workspace) -> BTreeMap<String, Resu
         .map(|(name, ds)| {
             let fp = match files.get(name) {
                 Some(Ok(fs)) => {
-                    let pairs: Vec<(String, String)> = fs.iter().map(|f| (f.path(db).clone(), f.hash(db).clone())).collect();
+                    let pairs: Vec<(String, String)> =
+                        fs.iter().map(|f| (f.path(db).clone(), f.hash(db).clone())).collect();
                     Ok(crate::registry::fingerprint(ds, &pairs))
                 }
                 Some(Err(e)) => Err(e.clone()),
@@ -318,7 +338,13 @@ pub struct Graph {
 }
 
 /// Byte span in the rule's file for a position inside the rule.
-pub fn locate(origin: &RuleOrigin, text: &str, sql: Option<&str>, pos: Option<SourcePos>, len: usize) -> Option<(usize, usize)> {
+pub fn locate(
+    origin: &RuleOrigin,
+    text: &str,
+    sql: Option<&str>,
+    pos: Option<SourcePos>,
+    len: usize,
+) -> Option<(usize, usize)> {
     match pos {
         Some(SourcePos::Sql { line, col }) => {
             let base = origin.sql_offset?;
@@ -342,7 +368,14 @@ pub fn file_text<'a>(db: &'a dyn Db, ws: Workspace, path: &Path) -> Option<&'a s
 }
 
 /// Attach a rule-relative position to a diagnostic.
-pub fn diag_in_rule(db: &dyn Db, ws: Workspace, decl: &RuleDecl, mut d: Diag, pos: Option<SourcePos>, len: usize) -> Diag {
+pub fn diag_in_rule(
+    db: &dyn Db,
+    ws: Workspace,
+    decl: &RuleDecl,
+    mut d: Diag,
+    pos: Option<SourcePos>,
+    len: usize,
+) -> Diag {
     let text = file_text(db, ws, &decl.origin.file).unwrap_or_default();
     let sql = match &decl.def.body {
         workspace::RuleBody::Sql(s) => Some(s.as_str()),
@@ -377,7 +410,8 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
             let _ = name;
         }
     }
-    let known: Vec<&str> = spec.datasets.keys().map(String::as_str).chain(idx.decls.keys().map(String::as_str)).collect();
+    let known: Vec<&str> =
+        spec.datasets.keys().map(String::as_str).chain(idx.decls.keys().map(String::as_str)).collect();
     for (name, decl) in &idx.decls {
         let rn = RuleName::new(db, name.clone());
         let (plan, sites) = match rule_summary(db, ws, rn) {
@@ -567,7 +601,8 @@ pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> O
     let def = rule_def(db, ws, name).as_ref()?;
     if let Some(cn) = &def.produces {
         let c = spec.contracts.get(cn)?;
-        let cols: Vec<String> = c.columns.iter().map(|c| format!("{}:{}:{:?}", c.name, c.data_type, c.nullable)).collect();
+        let cols: Vec<String> =
+            c.columns.iter().map(|c| format!("{}:{}:{:?}", c.name, c.data_type, c.nullable)).collect();
         parts.contract = Some(blake3::hash(format!("{cn}|{}", cols.join(",")).as_bytes()).to_hex().to_string());
     }
     Some(parts)
@@ -604,8 +639,8 @@ impl Loader {
 
     fn source(&mut self, db: &mut RelspecDb, rel: &Path) -> Result<SourceFile, Diag> {
         let abs = self.root.join(rel);
-        let text = std::fs::read_to_string(&abs)
-            .map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", abs.display()))))?;
+        let text =
+            std::fs::read_to_string(&abs).map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", abs.display()))))?;
         Ok(match self.sources.get(rel) {
             Some(f) => {
                 if f.text(db) != &text {
@@ -642,7 +677,8 @@ impl Loader {
             match crate::paths::glob_files(&self.root, pattern) {
                 Ok(fs) => rule_paths.extend(fs),
                 Err(e) => {
-                    return Err(Diag::new(ErrorKind::Invalid(format!("include pattern `{pattern}`: {e}"))).at(&manifest_rel, None));
+                    return Err(Diag::new(ErrorKind::Invalid(format!("include pattern `{pattern}`: {e}")))
+                        .at(&manifest_rel, None));
                 }
             }
         }

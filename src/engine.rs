@@ -144,7 +144,12 @@ mod tests {
     #[test]
     fn tuning_fields_stay_out_of_the_fingerprint() {
         let a = Profile::default();
-        let b = Profile { target_partitions: Some(1), batch_size: Some(7), memory_limit: Some(1 << 20), ..Profile::default() };
+        let b = Profile {
+            target_partitions: Some(1),
+            batch_size: Some(7),
+            memory_limit: Some(1 << 20),
+            ..Profile::default()
+        };
         assert_eq!(fingerprint(&a), fingerprint(&b));
         let c = Profile { time_zone: Some("+02:00".into()), ..Profile::default() };
         assert_ne!(fingerprint(&a), fingerprint(&c));

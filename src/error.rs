@@ -150,9 +150,7 @@ impl Diag {
                 _ => message = format!("{name}: {message}"),
             }
         }
-        let diag = miette::MietteDiagnostic::new(message)
-            .with_labels(labels)
-            .with_code(self.code());
+        let diag = miette::MietteDiagnostic::new(message).with_labels(labels).with_code(self.code());
         let diag = match &self.help {
             Some(h) => diag.with_help(h.clone()),
             None => diag,
@@ -186,10 +184,8 @@ impl Diag {
 
     /// A JSON object describing this diagnostic (for `--json`).
     pub fn to_json(&self, text: Option<&str>) -> serde_json::Value {
-        let (line, column) = text
-            .and_then(|t| self.line_col(t))
-            .map(|(l, c)| (Some(l), Some(c)))
-            .unwrap_or((None, None));
+        let (line, column) =
+            text.and_then(|t| self.line_col(t)).map(|(l, c)| (Some(l), Some(c))).unwrap_or((None, None));
         serde_json::json!({
             "code": self.code(),
             "message": self.kind.to_string(),

@@ -9,7 +9,7 @@
 //! keys, then every other column ascending), so its result never depends on
 //! partitioning or batch boundaries.
 
-use datafusion::arrow::array::{Array, ArrayRef, StringArray, StringViewArray, LargeStringArray};
+use datafusion::arrow::array::{Array, ArrayRef, LargeStringArray, StringArray, StringViewArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
@@ -97,7 +97,11 @@ pub fn winner(df: DataFrame, partition_by: Vec<Expr>, order_by: Vec<SortExpr>) -
         .build()?
         .alias(RANK);
     let df = df.window(vec![rank])?.filter(col(RANK).eq(lit(1u64)))?.select(cols)?;
-    let use_ = KernelUse { kernel: "winner".into(), lane: Lane::Builtin, detail: "row_number() window over a total order, rank = 1".into() };
+    let use_ = KernelUse {
+        kernel: "winner".into(),
+        lane: Lane::Builtin,
+        detail: "row_number() window over a total order, rank = 1".into(),
+    };
     Ok((df, use_))
 }
 
@@ -168,7 +172,9 @@ impl ScalarUDFImpl for NormalizePath {
         match &args.args[0] {
             ColumnarValue::Scalar(s) => {
                 let v = match s {
-                    ScalarValue::Utf8(v) | ScalarValue::Utf8View(v) | ScalarValue::LargeUtf8(v) => v.as_deref().map(normalize_path),
+                    ScalarValue::Utf8(v) | ScalarValue::Utf8View(v) | ScalarValue::LargeUtf8(v) => {
+                        v.as_deref().map(normalize_path)
+                    }
                     other => return Err(DataFusionError::Plan(format!("normalize_path expects text, got {other:?}"))),
                 };
                 Ok(ColumnarValue::Scalar(ScalarValue::Utf8(v)))

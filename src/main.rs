@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "relspec", version, about = "Incremental dataflow builds: declarative rules over datasets, executed by DataFusion, materialized as Parquet.")]
+#[command(
+    name = "relspec",
+    version,
+    about = "Incremental dataflow builds: declarative rules over datasets, executed by DataFusion, materialized as Parquet."
+)]
 struct Cli {
     /// Path to workspace.toml (or its directory).
     #[arg(short, long, global = true, default_value = "workspace.toml")]
@@ -93,6 +97,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Long messages stay on one line so they can be grepped and matched by tools.
+    let _ = miette::set_hook(Box::new(|_| Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())));
     let filter = tracing_subscriber::EnvFilter::try_from_env("RELSPEC_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let manifest = if cli.workspace.is_dir() { cli.workspace.join("workspace.toml") } else { cli.workspace.clone() };
@@ -197,7 +203,10 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             let all = p.graph().order.clone();
             let (plans, errs) = p.plan_all(&all).map_err(|e| vec![e])?;
             if json {
-                println!("{}", serde_json::json!({"ok": errs.is_empty(), "rules_checked": plans.len(), "errors": errors_json(&p, &errs)}));
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": errs.is_empty(), "rules_checked": plans.len(), "errors": errors_json(&p, &errs)})
+                );
             } else if errs.is_empty() {
                 println!("ok: {} rules compiled, contracts satisfied", plans.len());
             } else {
@@ -248,7 +257,10 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                     Some(m) => println!("== physical plan with metrics (last run) ==\n{m}"),
                     None => println!("== physical plan with metrics ==\n(not built yet: run `relspec build`)\n"),
                 }
-                println!("== SQL (unparsed) ==\n{}\n", snaps.sql.unwrap_or_else(|| "(the unparser cannot express this plan)".into()));
+                println!(
+                    "== SQL (unparsed) ==\n{}\n",
+                    snaps.sql.unwrap_or_else(|| "(the unparser cannot express this plan)".into())
+                );
                 if !kernels.is_empty() {
                     println!("== kernels ==");
                     for k in kernels {
@@ -266,7 +278,14 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                 println!("{}", serde_json::to_string_pretty(&infos).unwrap());
             } else {
                 for d in &infos {
-                    println!("{}  {} ({})  {} file(s)  fingerprint {}", d.name, d.location, d.format, d.files.len(), &d.fingerprint[..12]);
+                    println!(
+                        "{}  {} ({})  {} file(s)  fingerprint {}",
+                        d.name,
+                        d.location,
+                        d.format,
+                        d.files.len(),
+                        &d.fingerprint[..12]
+                    );
                     for c in &d.schema {
                         println!("    {}: {}{}", c.name, c.data_type, if c.nullable { "" } else { " NOT NULL" });
                     }
@@ -277,7 +296,8 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
         Command::Watch { json, once, jobs, debounce_ms } => {
             use relspec::watch::{WatchEvent, WatchOptions};
             use std::io::Write;
-            let opts = WatchOptions { once, jobs, quiet: std::time::Duration::from_millis(debounce_ms), ..Default::default() };
+            let opts =
+                WatchOptions { once, jobs, quiet: std::time::Duration::from_millis(debounce_ms), ..Default::default() };
             let sink = move |ev: WatchEvent| {
                 let mut out = std::io::stdout().lock();
                 if json {
@@ -292,7 +312,13 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                             let _ = writeln!(out, "change: {what}");
                         }
                         WatchEvent::Rule(r) if r.status == Status::Built => {
-                            let _ = writeln!(out, "built   {:<28} {:>8} rows {:>8.1} ms", r.rule, r.rows.unwrap_or(0), r.elapsed_ms);
+                            let _ = writeln!(
+                                out,
+                                "built   {:<28} {:>8} rows {:>8.1} ms",
+                                r.rule,
+                                r.rows.unwrap_or(0),
+                                r.elapsed_ms
+                            );
                         }
                         WatchEvent::Rule(r) if r.status == Status::Failed => {
                             let _ = writeln!(out, "FAILED  {}", r.rule);
@@ -302,9 +328,13 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                             let _ = writeln!(out, "{rendered}");
                         }
                         WatchEvent::BuildDone { ok, built, reused, failed, elapsed_ms, latency_ms } => {
-                            let lat = latency_ms.map(|l| format!(", {l:.1} ms from change to publish")).unwrap_or_default();
+                            let lat =
+                                latency_ms.map(|l| format!(", {l:.1} ms from change to publish")).unwrap_or_default();
                             let status = if *ok { "ok" } else { "FAILED (last good outputs kept)" };
-                            let _ = writeln!(out, "{status}: {built} built, {reused} reused, {failed} failed in {elapsed_ms:.1} ms{lat}");
+                            let _ = writeln!(
+                                out,
+                                "{status}: {built} built, {reused} reused, {failed} failed in {elapsed_ms:.1} ms{lat}"
+                            );
                         }
                         WatchEvent::Cancelled => {
                             let _ = writeln!(out, "cancelled: a newer change arrived");
@@ -318,7 +348,8 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
         }
         Command::Gc => {
             let mut p = open(manifest)?;
-            let report = build::build(&mut p, &BuildOptions { dry_run: true, ..Default::default() }, &build::NoProgress)?;
+            let report =
+                build::build(&mut p, &BuildOptions { dry_run: true, ..Default::default() }, &build::NoProgress)?;
             let live: std::collections::HashSet<String> = report.rules.iter().filter_map(|r| r.key.clone()).collect();
             let store = p.store().map_err(|e| vec![e])?;
             let _lock = store.lock().map_err(|e| vec![e])?;
@@ -339,7 +370,8 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             drop(lock);
             let out = spec.output_path(&p.root);
             if out.is_dir() {
-                std::fs::remove_dir_all(&out).map_err(|e| vec![Diag::new(ErrorKind::Io(format!("{}: {e}", out.display())))])?;
+                std::fs::remove_dir_all(&out)
+                    .map_err(|e| vec![Diag::new(ErrorKind::Io(format!("{}: {e}", out.display())))])?;
             }
             println!("removed the cache in {} and the outputs in {}", cache.display(), out.display());
             Ok(ExitCode::SUCCESS)
@@ -348,15 +380,23 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
 }
 
 fn summary(report: &BuildReport, check: bool) {
-    let (built, reused, failed, stale) =
-        (report.count(Status::Built), report.count(Status::Reused), report.count(Status::Failed), report.count(Status::Stale));
+    let (built, reused, failed, stale) = (
+        report.count(Status::Built),
+        report.count(Status::Reused),
+        report.count(Status::Failed),
+        report.count(Status::Stale),
+    );
     if check {
         println!("{stale} stale, {reused} fresh ({:.1} ms)", report.elapsed_ms);
     } else {
         println!(
             "{built} built, {reused} reused{}{} in {:.1} ms",
             if failed > 0 { format!(", {failed} failed") } else { String::new() },
-            if report.count(Status::Skipped) > 0 { format!(", {} skipped", report.count(Status::Skipped)) } else { String::new() },
+            if report.count(Status::Skipped) > 0 {
+                format!(", {} skipped", report.count(Status::Skipped))
+            } else {
+                String::new()
+            },
             report.elapsed_ms
         );
     }

@@ -4,7 +4,12 @@ use std::path::Path;
 
 /// `p` relative to `root`, with `/` separators.
 pub fn rel_path(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root).unwrap_or(p).components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Whether a file or directory name is hidden or private (`.x`, `_x`).
@@ -16,14 +21,22 @@ pub fn hidden(name: &str) -> bool {
 /// matches across `/`), as sorted relative paths. Hidden entries are skipped.
 pub fn glob_files(root: &Path, pattern: &str) -> Result<Vec<String>, String> {
     let pattern = pattern.trim_start_matches("./");
-    let glob = globset::GlobBuilder::new(pattern).literal_separator(false).build().map_err(|e| e.to_string())?.compile_matcher();
+    let glob = globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .build()
+        .map_err(|e| e.to_string())?
+        .compile_matcher();
     let prefix_end = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
     let base = match pattern[..prefix_end].rfind('/') {
         Some(i) => root.join(&pattern[..i]),
         None => root.to_path_buf(),
     };
     let mut out = Vec::new();
-    for e in walkdir::WalkDir::new(&base).min_depth(1).into_iter().filter_entry(|e| !hidden(&e.file_name().to_string_lossy())) {
+    for e in walkdir::WalkDir::new(&base)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| !hidden(&e.file_name().to_string_lossy()))
+    {
         let Ok(e) = e else { continue };
         if e.file_type().is_file() {
             let r = rel_path(root, e.path());

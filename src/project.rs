@@ -269,7 +269,10 @@ impl Project {
     /// upstream rules are registered as views. Returns each rule's snapshots
     /// and kernel uses, and every error found (planning continues past errors;
     /// rules downstream of a failed rule are skipped).
-    pub fn plan_all(&mut self, rules: &[String]) -> Result<(BTreeMap<String, (PlanSnapshots, Vec<KernelUse>)>, Vec<Diag>)> {
+    pub fn plan_all(
+        &mut self,
+        rules: &[String],
+    ) -> Result<(BTreeMap<String, (PlanSnapshots, Vec<KernelUse>)>, Vec<Diag>)> {
         let errs = self.static_errors();
         if !errs.is_empty() {
             return Ok((BTreeMap::new(), errs));
@@ -324,7 +327,10 @@ impl Project {
 }
 
 /// Logical, optimized and physical plans and SQL of a DataFrame (no execution).
-pub async fn snapshots(ctx: &SessionContext, df: &datafusion::dataframe::DataFrame) -> datafusion::error::Result<PlanSnapshots> {
+pub async fn snapshots(
+    ctx: &SessionContext,
+    df: &datafusion::dataframe::DataFrame,
+) -> datafusion::error::Result<PlanSnapshots> {
     let state = ctx.state();
     let logical = df.logical_plan().clone();
     let optimized = state.optimize(&logical)?;
@@ -393,7 +399,11 @@ pub fn dataset_infos(p: &mut Project) -> std::result::Result<Vec<DatasetInfo>, V
             schema: schema
                 .fields()
                 .iter()
-                .map(|f| crate::store::ColumnInfo { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
+                .map(|f| crate::store::ColumnInfo {
+                    name: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
                 .collect(),
             fingerprint: fps.get(name).and_then(|f| f.as_ref().ok()).cloned().unwrap_or_default(),
         });

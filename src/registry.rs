@@ -61,7 +61,11 @@ pub fn resolve_files(root: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
         LocationKind::Dir => {
             let dir = root.join(&spec.path);
             let ext = spec.format.extension();
-            for e in walkdir::WalkDir::new(&dir).min_depth(1).into_iter().filter_entry(|e| !hidden(&e.file_name().to_string_lossy())) {
+            for e in walkdir::WalkDir::new(&dir)
+                .min_depth(1)
+                .into_iter()
+                .filter_entry(|e| !hidden(&e.file_name().to_string_lossy()))
+            {
                 let e = e.map_err(|e| Diag::new(ErrorKind::Io(e.to_string())))?;
                 if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(ext) {
                     files.push(rel(e.path()));
@@ -70,7 +74,8 @@ pub fn resolve_files(root: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
         }
         LocationKind::Glob => {
             files = crate::paths::glob_files(root, &spec.path).map_err(|e| {
-                Diag::new(ErrorKind::Invalid(format!("dataset `{}`: bad glob: {e}", spec.name))).at(&spec.file, spec.span)
+                Diag::new(ErrorKind::Invalid(format!("dataset `{}`: bad glob: {e}", spec.name)))
+                    .at(&spec.file, spec.span)
             })?;
         }
     }
@@ -125,7 +130,8 @@ pub fn listing_options(root: &Path, spec: &DatasetSpec) -> Result<ListingOptions
     }
     let mut sort: Vec<SortExpr> = Vec::new();
     for item in &spec.scan.file_sort_order {
-        let o = crate::relplan::parse_order(item).map_err(|e| read_err(spec, format!("file_sort_order `{item}`: {e}")))?;
+        let o =
+            crate::relplan::parse_order(item).map_err(|e| read_err(spec, format!("file_sort_order `{item}`: {e}")))?;
         let name = match &o.expr {
             datafusion::sql::sqlparser::ast::Expr::Identifier(i) => crate::relplan::normalize_ident(i),
             _ => return Err(read_err(spec, format!("file_sort_order `{item}` must name a column"))),
@@ -161,7 +167,13 @@ pub async fn schema(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> Re
     }
     let opts = listing_options(root, spec)?;
     let url = table_url(root, spec)?;
-    opts.infer_schema(&ctx.state(), &url).await.map_err(|e| read_err(spec, e.strip_backtrace()))
+    let state = ctx.state();
+    // A malformed file can make the Parquet reader panic; report it as a read error.
+    let inferred = std::panic::AssertUnwindSafe(opts.infer_schema(&state, &url));
+    match futures::FutureExt::catch_unwind(inferred).await {
+        Ok(r) => r.map_err(|e| read_err(spec, e.strip_backtrace())),
+        Err(_) => Err(read_err(spec, "a file is corrupt (the reader failed on it); check the dataset's files")),
+    }
 }
 
 /// Register a dataset in the session's default catalog/schema as a listing table.
@@ -179,7 +191,8 @@ pub async fn register(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> 
 /// Register a materialized rule output (a Parquet object in the store) under
 /// the rule's name.
 pub async fn register_output(ctx: &SessionContext, name: &str, object: &Path) -> Result<()> {
-    let url = ListingTableUrl::parse(object.to_string_lossy()).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
+    let url =
+        ListingTableUrl::parse(object.to_string_lossy()).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
     let opts = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
     let schema = opts.infer_schema(&ctx.state(), &url).await.map_err(|e| {
         Diag::new(ErrorKind::Store(format!("cached output of `{name}` is unreadable: {}", e.strip_backtrace())))

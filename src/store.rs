@@ -107,7 +107,8 @@ impl Store {
     /// Take the store's exclusive lock, waiting for another build to finish.
     pub fn lock(&self) -> Result<StoreLock> {
         let p = self.dir.join("lock");
-        let f = File::options().create(true).truncate(false).write(true).open(&p).map_err(|e| io("cannot open", &p, e))?;
+        let f =
+            File::options().create(true).truncate(false).write(true).open(&p).map_err(|e| io("cannot open", &p, e))?;
         match f.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -143,7 +144,15 @@ impl Store {
     }
 
     /// Write `batches` as a deterministic Parquet object and record it under `key`.
-    pub fn put(&self, key: &str, rule: &str, signature: &str, schema: SchemaRef, batches: &[RecordBatch], elapsed_ms: u64) -> Result<Record> {
+    pub fn put(
+        &self,
+        key: &str,
+        rule: &str,
+        signature: &str,
+        schema: SchemaRef,
+        batches: &[RecordBatch],
+        elapsed_ms: u64,
+    ) -> Result<Record> {
         let tmp = self.tmp_path(".parquet");
         let rows = write_parquet(&tmp, schema.clone(), batches)?;
         let content_hash = hash_file(&tmp).map_err(|e| io("cannot hash", &tmp, e))?;
@@ -164,7 +173,11 @@ impl Store {
             schema: schema
                 .fields()
                 .iter()
-                .map(|f| ColumnInfo { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
+                .map(|f| ColumnInfo {
+                    name: f.name().clone(),
+                    data_type: f.data_type().to_string(),
+                    nullable: f.is_nullable(),
+                })
                 .collect(),
             rows,
             bytes,
@@ -208,7 +221,8 @@ impl Store {
         }
         let parent = dest.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
-        let tmp = parent.join(format!(".{}.relspec-tmp-{}", dest.file_name().unwrap().to_string_lossy(), std::process::id()));
+        let tmp =
+            parent.join(format!(".{}.relspec-tmp-{}", dest.file_name().unwrap().to_string_lossy(), std::process::id()));
         fs::copy(self.object_path(&rec.content_hash), &tmp).map_err(|e| io("cannot copy to", &tmp, e))?;
         File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("cannot sync", &tmp, e))?;
         fs::rename(&tmp, dest).map_err(|e| io("cannot publish", dest, e))?;
@@ -309,7 +323,8 @@ pub fn write_parquet(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) ->
     let err = |e: String| Diag::new(ErrorKind::Store(format!("cannot write {}: {e}", path.display())));
     let all = concat_batches(&schema, batches).map_err(|e| err(e.to_string()))?;
     let f = File::create(path).map_err(|e| io("cannot create", path, e))?;
-    let mut w = ArrowWriter::try_new(BufWriter::new(f), schema, Some(writer_properties())).map_err(|e| err(e.to_string()))?;
+    let mut w =
+        ArrowWriter::try_new(BufWriter::new(f), schema, Some(writer_properties())).map_err(|e| err(e.to_string()))?;
     let mut off = 0;
     while off < all.num_rows() {
         let len = WRITE_CHUNK.min(all.num_rows() - off);

@@ -115,7 +115,8 @@ fn ignored(path: &Path, ignore_dirs: &[PathBuf]) -> bool {
 /// Returns after the first build with `once`, else runs until the channel closes.
 pub fn watch(manifest: &Path, opts: &WatchOptions, sink: &(dyn Fn(WatchEvent) + Sync)) -> Result<bool> {
     let mut p = Project::open(manifest)?;
-    let root = std::fs::canonicalize(&p.root).map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", p.root.display()))))?;
+    let root =
+        std::fs::canonicalize(&p.root).map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", p.root.display()))))?;
     let cancel = Arc::new(AtomicBool::new(false));
     let building = Arc::new(AtomicBool::new(false));
     let ok = run_build(&mut p, opts, &cancel, None, sink);
@@ -241,7 +242,13 @@ fn dataset_dirs_outside(p: &Project, root: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn run_build(p: &mut Project, opts: &WatchOptions, cancel: &Arc<AtomicBool>, first: Option<Instant>, sink: &(dyn Fn(WatchEvent) + Sync)) -> bool {
+fn run_build(
+    p: &mut Project,
+    opts: &WatchOptions,
+    cancel: &Arc<AtomicBool>,
+    first: Option<Instant>,
+    sink: &(dyn Fn(WatchEvent) + Sync),
+) -> bool {
     let bopts = BuildOptions { jobs: opts.jobs, cancel: Some(cancel.clone()), ..Default::default() };
     let forward = Forward { sink };
     match build::build(p, &bopts, &forward) {

@@ -77,7 +77,9 @@ fn default_workspace_builds_expected_edges() {
     let sorted = {
         let mut g = got.clone();
         g.sort_by(|a, b| {
-            let k = |r: &Vec<String>| (r[0].parse::<i64>().unwrap(), r[1].parse::<i64>().unwrap(), r[2].clone(), r[3].clone());
+            let k = |r: &Vec<String>| {
+                (r[0].parse::<i64>().unwrap(), r[1].parse::<i64>().unwrap(), r[2].clone(), r[3].clone())
+            };
             k(a).cmp(&k(b))
         });
         g
@@ -106,7 +108,10 @@ fn outputs_are_byte_identical_across_runs_and_partitions() {
         let ws = default_workspace();
         let root = ws.path();
         let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
-        let toml = toml.replace("target_partitions = 2", &format!("target_partitions = {partitions}\nbatch_size = {}", partitions * 3));
+        let toml = toml.replace(
+            "target_partitions = 2",
+            &format!("target_partitions = {partitions}\nbatch_size = {}", partitions * 3),
+        );
         std::fs::write(root.join("workspace.toml"), toml).unwrap();
         ok(root, &["build"]);
         outputs.push(tree_bytes(&root.join("out")));
@@ -161,7 +166,14 @@ fn explain_and_datasets_describe_the_workspace() {
     let ws = default_workspace();
     let root = ws.path();
     let text = ok(root, &["explain", "calls"]);
-    for needle in ["signature:", "== logical plan ==", "== optimized logical plan ==", "== physical plan ==", "== SQL (unparsed) ==", "winner -> Builtin"] {
+    for needle in [
+        "signature:",
+        "== logical plan ==",
+        "== optimized logical plan ==",
+        "== physical plan ==",
+        "== SQL (unparsed) ==",
+        "winner -> Builtin",
+    ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
     let v: serde_json::Value = serde_json::from_str(&ok(root, &["datasets", "--json"])).unwrap();

@@ -11,11 +11,23 @@ fn report(root: &Path, args: &[&str]) -> serde_json::Value {
 }
 
 fn status_of(v: &serde_json::Value, rule: &str) -> String {
-    v["rules"].as_array().unwrap().iter().find(|r| r["rule"] == rule).map(|r| r["status"].as_str().unwrap().to_string()).unwrap_or_default()
+    v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == rule)
+        .map(|r| r["status"].as_str().unwrap().to_string())
+        .unwrap_or_default()
 }
 
 fn built(v: &serde_json::Value) -> Vec<String> {
-    v["rules"].as_array().unwrap().iter().filter(|r| r["status"] == "built").map(|r| r["rule"].as_str().unwrap().to_string()).collect()
+    v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "built")
+        .map(|r| r["rule"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn edit(root: &Path, rel: &str, from: &str, to: &str) {
@@ -54,7 +66,12 @@ fn early_cutoff_stops_at_identical_output() {
     let root = ws.path();
     ok(root, &["build"]);
     // A change of meaning that yields the same rows.
-    edit(root, "workspace.toml", "{ filter = \"cst_callsites.file_id >= $min_file\" }", "{ filter = \"cst_callsites.file_id >= $min_file AND cst_callsites.line > -1\" }");
+    edit(
+        root,
+        "workspace.toml",
+        "{ filter = \"cst_callsites.file_id >= $min_file\" }",
+        "{ filter = \"cst_callsites.file_id >= $min_file AND cst_callsites.line > -1\" }",
+    );
     let v = report(root, &["build", "--json"]);
     assert_eq!(built(&v), ["callsite_candidates"], "{v}");
     assert_eq!(status_of(&v, "calls"), "reused");
@@ -63,7 +80,12 @@ fn early_cutoff_stops_at_identical_output() {
     edit(root, "data/cst/defs.csv", "16,4,read,function,42,60", "16,4,read,function,42,61\n17,4,parse,function,70,80");
     let v = report(root, &["build", "--json"]);
     let b = built(&v);
-    assert!(b.contains(&"callsite_candidates".to_string()) && b.contains(&"calls".to_string()) && b.contains(&"edges".to_string()), "{v}");
+    assert!(
+        b.contains(&"callsite_candidates".to_string())
+            && b.contains(&"calls".to_string())
+            && b.contains(&"edges".to_string()),
+        "{v}"
+    );
     assert_eq!(status_of(&v, "scip_candidates"), "reused");
     let cc = v["rules"].as_array().unwrap().iter().find(|r| r["rule"] == "callsite_candidates").unwrap();
     assert!(cc["reasons"].to_string().contains("dataset `cst_defs` changed"), "{cc}");
@@ -102,12 +124,12 @@ fn select_builds_and_publishes_only_the_selection() {
     let root = ws.path();
     let v = report(root, &["build", "--json", "--select", "+calls"]);
     let names: Vec<&str> = v["rules"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
-    assert_eq!(names, ["callsite_candidates", "calls", "scip_candidates"]);
+    assert_eq!(names, ["callsite_candidates", "scip_candidates", "calls"], "dependency order");
     assert!(out(root, "calls").is_file());
     assert!(!out(root, "edges").exists());
     let v = report(root, &["build", "--json", "--select", "calls+"]);
     let names: Vec<&str> = v["rules"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
-    assert_eq!(names, ["callee_counts", "calls", "edges"]);
+    assert_eq!(names, ["calls", "callee_counts", "edges"]);
     assert_eq!(status_of(&v, "calls"), "reused");
     let v = report(root, &["build", "--json", "--select", "tag:stats"]);
     assert_eq!(v["rules"].as_array().unwrap().len(), 1);
@@ -124,7 +146,7 @@ fn check_flag_and_status_are_dry_runs() {
     assert!(!root.join("out").exists(), "--check publishes nothing");
     ok(root, &["build"]);
     ok(root, &["build", "--check"]);
-    edit(root, "rules/stats.toml", "count(*) AS calls", "count(*) AS calls, max(calls.score) AS best");
+    edit(root, "rules/stats.toml", "\"count(*) AS calls\"", "\"count(*) AS calls\", \"max(calls.score) AS best\"");
     let s = ok(root, &["status"]);
     assert!(s.contains("stale  callee_counts  (rule definition changed)"), "{s}");
     assert!(s.contains("fresh  edges"), "{s}");

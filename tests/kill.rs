@@ -14,7 +14,8 @@ fn assert_store_consistent(root: &Path) {
         if !e.file_type().is_file() {
             continue;
         }
-        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap()).expect("record is complete JSON");
+        let rec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.path()).unwrap()).expect("record is complete JSON");
         let hash = rec["content_hash"].as_str().unwrap();
         let obj = root.join("cache/objects").join(&hash[..2]).join(format!("{hash}.parquet"));
         let bytes = std::fs::read(&obj).expect("object of a record exists");
@@ -62,7 +63,12 @@ fn killed_builds_leave_a_consistent_cache() {
         x ^= x >> 7;
         x ^= x << 17;
         let delay = Duration::from_millis(x % (full.as_millis() as u64).max(50));
-        let mut child = relspec_process(root).arg("build").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = relspec_process(root)
+            .arg("build")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
@@ -74,7 +80,8 @@ fn killed_builds_leave_a_consistent_cache() {
         if round % 2 == 1 {
             // Change the data so later rounds have work to do again.
             std::fs::write(root.join("data/events/part-0.csv"), relspec::synth::events_csv(0, 60_000, round)).unwrap();
-            std::fs::write(ref_dir.path().join("data/events/part-0.csv"), relspec::synth::events_csv(0, 60_000, round)).unwrap();
+            std::fs::write(ref_dir.path().join("data/events/part-0.csv"), relspec::synth::events_csv(0, 60_000, round))
+                .unwrap();
         }
     }
     assert!(kills > 0, "at least one build was killed mid-way");
@@ -83,6 +90,7 @@ fn killed_builds_leave_a_consistent_cache() {
     ok(ref_dir.path(), &["build"]);
     let expected_now = tree_bytes(&ref_dir.path().join("out"));
     let _ = expected;
-    let got: std::collections::BTreeMap<_, _> = tree_bytes(&root.join("out")).into_iter().filter(|(k, _)| !k.starts_with('.')).collect();
+    let got: std::collections::BTreeMap<_, _> =
+        tree_bytes(&root.join("out")).into_iter().filter(|(k, _)| !k.starts_with('.')).collect();
     assert_eq!(got, expected_now);
 }

@@ -24,7 +24,12 @@ impl Drop for Watcher {
 
 impl Watcher {
     fn start(root: &Path) -> Watcher {
-        let mut child = relspec_process(root).args(["watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = relspec_process(root)
+            .args(["watch", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -46,7 +51,10 @@ impl Watcher {
     fn until(&mut self, pred: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
         let mut seen = Vec::new();
         loop {
-            let e = self.rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("timed out; events so far: {seen:#?}"));
+            let e = self
+                .rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("timed out; events so far: {seen:#?}"));
             let stop = pred(&e);
             seen.push(e);
             if stop {
@@ -110,7 +118,8 @@ fn watch_rebuilds_only_what_changes_invalidate() {
 
     // In-place write of one rule file: only that rule rebuilds.
     let stats = std::fs::read_to_string(root.join("rules/stats.toml")).unwrap();
-    std::fs::write(root.join("rules/stats.toml"), stats.replace("count(*) AS calls", "count(*) * 10 AS calls")).unwrap();
+    std::fs::write(root.join("rules/stats.toml"), stats.replace("count(*) AS calls", "count(*) * 10 AS calls"))
+        .unwrap();
     let ev = w.next_build();
     assert_eq!(built(&ev), ["callee_counts"], "{ev:#?}");
     assert_eq!(done(&ev)["ok"], true);
@@ -149,7 +158,11 @@ fn watch_rebuilds_only_what_changes_invalidate() {
     std::fs::remove_file(root.join("data/files.csv")).unwrap();
     let ev = w.next_build();
     assert_eq!(done(&ev)["ok"], false);
-    assert!(ev.iter().any(|e| e["event"] == "error" && e["diagnostic"]["message"].as_str().unwrap().contains("dataset `files`")), "{ev:#?}");
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "error" && e["diagnostic"]["message"].as_str().unwrap().contains("dataset `files`")),
+        "{ev:#?}"
+    );
     assert_eq!(before, tree_bytes(&root.join("out")));
     std::fs::write(root.join("data/files.csv"), files_csv).unwrap();
     let ev = w.next_build();

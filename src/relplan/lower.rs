@@ -88,10 +88,7 @@ pub async fn lower(
     let df = match &plan.root {
         RelNode::Sql(stmt) => {
             let state = ctx.state();
-            let lp = state
-                .statement_to_plan(DFStatement::Statement(stmt.clone()))
-                .await
-                .map_err(plan_err(None))?;
+            let lp = state.statement_to_plan(DFStatement::Statement(stmt.clone())).await.map_err(plan_err(None))?;
             DataFrame::new(state, lp)
         }
         RelNode::Pipeline { from, steps } => {
@@ -135,8 +132,9 @@ fn check_unique_names(df: &DataFrame) -> Result<(), LowerError> {
     for f in df.schema().fields() {
         if !seen.insert(f.name().clone()) {
             return Err(LowerError {
-                diag: Diag::new(ErrorKind::Plan(format!("the output has two columns named `{}`", f.name())))
-                    .with_help("add a select step (or SELECT list) that names every output column once, e.g. `a.id AS a_id`"),
+                diag: Diag::new(ErrorKind::Plan(format!("the output has two columns named `{}`", f.name()))).with_help(
+                    "add a select step (or SELECT list) that names every output column once, e.g. `a.id AS a_id`",
+                ),
                 pos: None,
             });
         }
@@ -220,7 +218,11 @@ async fn lower_step(
         }
         PStep::Limit { n, offset } => df.limit(*offset as usize, Some(*n as usize)).map_err(&e)?,
         PStep::Winner { partition_by, order_by } => {
-            let parts = partition_by.iter().map(|x| sql_expr(ctx, &plain(x), &schema)).collect::<Result<Vec<_>, _>>().map_err(&e)?;
+            let parts = partition_by
+                .iter()
+                .map(|x| sql_expr(ctx, &plain(x), &schema))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&e)?;
             let keys = sort_exprs(ctx, order_by, &schema).map_err(&e)?;
             let (df, lane) = kernels::winner(df, parts, keys).map_err(&e)?;
             kernels_used.push(lane);
@@ -237,7 +239,9 @@ pub fn check_contract(schema: &DFSchema, contract: &ContractSpec) -> Result<(), 
         match schema.fields().iter().find(|f| f.name() == &col.name) {
             None => {
                 let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                let hint = suggest(&col.name, have.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                let hint = suggest(&col.name, have.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
                 problems.push(format!("missing column `{}` of type {}{hint}", col.name, types::type_name(&want)));
             }
             Some(f) => {

@@ -10,8 +10,8 @@ pub mod lower;
 use crate::error::{Diag, ErrorKind};
 use crate::workspace::{JoinHow, RuleBody, RuleDef, Step};
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, ExprWithAlias, Ident, ObjectNamePart, OrderByExpr, Query, Statement, TableFactor, Value,
-    Visit, Visitor, VisitorMut, VisitMut,
+    Expr as SqlExpr, ExprWithAlias, Ident, ObjectNamePart, OrderByExpr, Query, Statement, TableFactor, Value, Visit,
+    VisitMut, Visitor, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -166,7 +166,10 @@ fn parse_query(sql: &str) -> std::result::Result<Statement, CompileError> {
     }
 }
 
-fn parse_with<T>(text: &str, f: impl FnOnce(&mut Parser) -> std::result::Result<T, ParserError>) -> std::result::Result<T, String> {
+fn parse_with<T>(
+    text: &str,
+    f: impl FnOnce(&mut Parser) -> std::result::Result<T, ParserError>,
+) -> std::result::Result<T, String> {
     let d = dialect();
     let mut p = Parser::new(&d).try_with_sql(text).map_err(|e| e.to_string())?;
     let v = f(&mut p).map_err(|e| e.to_string())?;
@@ -306,7 +309,10 @@ pub fn compile(def: &RuleDef) -> std::result::Result<(RelPlan, Vec<ReadSite>), C
             canon.push(format!("from {from_n}"));
             let mut psteps = Vec::new();
             for (i, s) in steps.iter().enumerate() {
-                let err = |m: String| CompileError { diag: Diag::new(ErrorKind::SqlSyntax(m)), pos: Some(SourcePos::Step(i)) };
+                let err = |m: String| CompileError {
+                    diag: Diag::new(ErrorKind::SqlSyntax(m)),
+                    pos: Some(SourcePos::Step(i)),
+                };
                 let exprs = |v: &[String]| -> std::result::Result<Vec<ExprWithAlias>, CompileError> {
                     v.iter().map(|t| parse_expr_alias(t).map_err(err)).collect()
                 };
@@ -336,7 +342,10 @@ pub fn compile(def: &RuleDef) -> std::result::Result<(RelPlan, Vec<ReadSite>), C
                     Step::Sort(v) => PStep::Sort(orders(v)?),
                     Step::Limit { n, offset } => PStep::Limit { n: *n, offset: *offset },
                     Step::Winner { partition_by, order_by } => PStep::Winner {
-                        partition_by: partition_by.iter().map(|t| parse_expr(t).map_err(err)).collect::<std::result::Result<_, _>>()?,
+                        partition_by: partition_by
+                            .iter()
+                            .map(|t| parse_expr(t).map_err(err))
+                            .collect::<std::result::Result<_, _>>()?,
                         order_by: orders(order_by)?,
                     },
                 };
@@ -385,7 +394,9 @@ fn canonical_step(s: &PStep) -> String {
         }
         PStep::Filter(f) => format!("filter {}", canonical_sql(f)),
         PStep::Select(xs) => format!("select {}", list(xs)),
-        PStep::Aggregate { group_by, measures } => format!("aggregate by [{}] measures [{}]", list(group_by), list(measures)),
+        PStep::Aggregate { group_by, measures } => {
+            format!("aggregate by [{}] measures [{}]", list(group_by), list(measures))
+        }
         PStep::Union { table, distinct } => format!("union {table} distinct={distinct}"),
         PStep::Sort(os) => format!("sort {}", orders(os)),
         PStep::Limit { n, offset } => format!("limit {n} offset {offset}"),
@@ -430,7 +441,7 @@ mod tests {
 
     #[test]
     fn syntax_error_has_position() {
-        let e = compile(&sql("SELECT a,\nFROM WHERE")).unwrap_err();
+        let e = compile(&sql("SELECT a\nFROM t WHERE )")).unwrap_err();
         assert!(matches!(e.pos, Some(SourcePos::Sql { line: 2, .. })), "{e:?}");
     }
 }

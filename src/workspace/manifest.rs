@@ -195,7 +195,10 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
             return Err(invalid(
                 file,
                 span_of(v),
-                format!("workspace format version {} is not supported (this relspec reads version {FORMAT_VERSION})", v.get_ref()),
+                format!(
+                    "workspace format version {} is not supported (this relspec reads version {FORMAT_VERSION})",
+                    v.get_ref()
+                ),
             ));
         }
     }
@@ -249,7 +252,13 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
         let delimiter = match d.scan.delimiter.as_deref() {
             None => None,
             Some(s) if s.chars().count() == 1 && s.is_ascii() => s.chars().next(),
-            Some(s) => return Err(invalid(file, span, format!("dataset `{name}`: delimiter `{s}` must be one ASCII character"))),
+            Some(s) => {
+                return Err(invalid(
+                    file,
+                    span,
+                    format!("dataset `{name}`: delimiter `{s}` must be one ASCII character"),
+                ));
+            }
         };
         for (col, ty) in d.scan.partition_cols.iter().chain(d.schema.iter().flatten()) {
             types::parse_type(ty).map_err(|e| invalid(file, span, format!("dataset `{name}`, column `{col}`: {e}")))?;
@@ -279,10 +288,9 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
     for (name, c) in m.contracts {
         let span = span_of(&c);
         let columns: Vec<ContractColumn> = match c.into_inner().columns {
-            ContractColumnsToml::Map(m) => m
-                .into_iter()
-                .map(|(name, data_type)| ContractColumn { name, data_type, nullable: None })
-                .collect(),
+            ContractColumnsToml::Map(m) => {
+                m.into_iter().map(|(name, data_type)| ContractColumn { name, data_type, nullable: None }).collect()
+            }
             ContractColumnsToml::List(l) => l
                 .into_iter()
                 .map(|c| ContractColumn { name: c.name, data_type: c.data_type, nullable: c.nullable })
@@ -330,7 +338,11 @@ pub fn parse_rule_file(file: &Path, text: &str) -> Result<Vec<RuleDecl>> {
         Some("sql") => {
             let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
             if !valid_name(&name) {
-                return Err(invalid(file, None, format!("rule file name `{name}` is not a valid rule name (letters, digits, `_`)")));
+                return Err(invalid(
+                    file,
+                    None,
+                    format!("rule file name `{name}` is not a valid rule name (letters, digits, `_`)"),
+                ));
             }
             let mut produces = None;
             let mut tags = Vec::new();
@@ -351,7 +363,12 @@ pub fn parse_rule_file(file: &Path, text: &str) -> Result<Vec<RuleDecl>> {
             Ok(vec![RuleDecl {
                 name,
                 def: RuleDef { body: RuleBody::Sql(text.to_string()), produces, tags, description },
-                origin: RuleOrigin { file: file.to_path_buf(), span: Some((0, text.len())), sql_offset: Some(0), step_spans: vec![] },
+                origin: RuleOrigin {
+                    file: file.to_path_buf(),
+                    span: Some((0, text.len())),
+                    sql_offset: Some(0),
+                    step_spans: vec![],
+                },
             }])
         }
         Some("toml") => {
@@ -390,7 +407,11 @@ fn convert_rules(file: &Path, text: &str, rules: IndexMap<String, Spanned<RuleTo
     for (name, r) in rules {
         let span = span_of(&r);
         if !valid_name(&name) {
-            return Err(invalid(file, span, format!("`{name}` is not a valid rule name (letters, digits, `_`; not starting with a digit)")));
+            return Err(invalid(
+                file,
+                span,
+                format!("`{name}` is not a valid rule name (letters, digits, `_`; not starting with a digit)"),
+            ));
         }
         let r = r.into_inner();
         let err = |msg: String| invalid(file, span, msg).in_rule(name.clone());
