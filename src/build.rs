@@ -115,10 +115,44 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
-/// The last key parts built for each rule (to explain why a rule reruns).
+/// What each rule last resolved to: its key parts (to explain why a rule
+/// reruns) and its output (a fast path that skips reading the record).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct LastBuilt {
-    rules: BTreeMap<String, KeyParts>,
+    rules: BTreeMap<String, LastEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LastEntry {
+    parts: KeyParts,
+    key: String,
+    content_hash: String,
+    rows: u64,
+    bytes: u64,
+}
+
+impl LastEntry {
+    fn new(parts: KeyParts, rec: &Record) -> Self {
+        LastEntry {
+            parts,
+            key: rec.key.clone(),
+            content_hash: rec.content_hash.clone(),
+            rows: rec.rows,
+            bytes: rec.bytes,
+        }
+    }
+    fn record(&self, rule: &str) -> Record {
+        Record {
+            key: self.key.clone(),
+            content_hash: self.content_hash.clone(),
+            rule: rule.to_string(),
+            signature: self.parts.signature.clone(),
+            schema: vec![],
+            rows: self.rows,
+            bytes: self.bytes,
+            elapsed_ms: 0,
+        }
+    }
 }
 
 fn load_last(store: &Store) -> LastBuilt {
@@ -144,7 +178,9 @@ pub fn build(
 ) -> std::result::Result<BuildReport, Vec<Diag>> {
     let t0 = Instant::now();
     p.refresh().map_err(|e| vec![e])?;
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "refreshed inputs");
     let errs = p.static_errors();
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "graph and static errors");
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -157,6 +193,7 @@ pub fn build(
     }
     let order: Vec<String> = p.graph().order.iter().filter(|r| need.contains(*r)).cloned().collect();
     let jobs: Vec<RuleJob> = order.iter().filter_map(|r| p.job(r)).collect();
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "static keys");
     let store = p.store().map_err(|e| vec![e])?.clone();
     let _lock = if opts.dry_run { None } else { Some(store.lock().map_err(|e| vec![e])?) };
     let mut last = load_last(&store);
@@ -181,6 +218,7 @@ pub fn build(
     let mut running: HashSet<String> = HashSet::new();
     let mut started_at: HashMap<String, Instant> = HashMap::new();
     let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut pending_parts: HashMap<String, KeyParts> = HashMap::new();
     let mut tasks: tokio::task::JoinSet<(String, std::result::Result<Executed, LowerError>)> =
         tokio::task::JoinSet::new();
 
@@ -238,7 +276,12 @@ pub fn build(
                     parts.upstream.insert(u.to_string(), records[*u].content_hash.clone());
                 }
                 let key = parts.key();
-                if let Some(rec) = store.lookup(&key) {
+                let fast = last
+                    .rules
+                    .get(&name)
+                    .filter(|le| le.key == key && store.object_intact(&le.content_hash, le.bytes))
+                    .map(|le| le.record(&name));
+                if let Some(rec) = fast.or_else(|| store.lookup(&key)) {
                     let r = RuleReport {
                         rule: name.clone(),
                         status: Status::Reused,
@@ -253,13 +296,13 @@ pub fn build(
                     };
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
+                    last.rules.insert(name.clone(), LastEntry::new(parts, &rec));
                     records.insert(name.clone(), rec);
-                    last.rules.insert(name.clone(), parts);
                     remaining.remove(i);
                     progressed = true;
                     continue;
                 }
-                let reasons = match last.rules.get(&name) {
+                let reasons = match last.rules.get(&name).map(|le| &le.parts) {
                     Some(prev) if prev == &parts => vec!["cached output missing".to_string()],
                     Some(prev) => {
                         let d = parts.diff(prev);
@@ -351,7 +394,7 @@ pub fn build(
                     name.clone(),
                     RuleReport { status: Status::Stale, reasons, ..skipped(&name, String::new()) },
                 );
-                last.rules.insert(name.clone(), parts);
+                pending_parts.insert(name.clone(), parts);
                 running.insert(name.clone());
                 remaining.remove(i);
                 progressed = true;
@@ -383,6 +426,9 @@ pub fn build(
                 r.content_hash = Some(ex.record.content_hash.clone());
                 r.kernels = ex.kernels;
                 snaps_out.push((name.clone(), ex.snaps));
+                if let Some(parts) = pending_parts.remove(&name) {
+                    last.rules.insert(name.clone(), LastEntry::new(parts, &ex.record));
+                }
                 records.insert(name.clone(), ex.record);
             }
             Err(e) => {
@@ -398,6 +444,7 @@ pub fn build(
         reports.insert(name, r);
     }
 
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "scheduled and executed");
     if !opts.dry_run {
         let mut published = store.load_published();
         let out_dir = spec.output_path(&p.root);
@@ -431,6 +478,7 @@ pub fn build(
         save().map_err(|e| vec![e])?;
     }
 
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "published and saved");
     let rules = order.iter().filter(|r| target_set.contains(*r)).filter_map(|r| reports.remove(r)).collect();
     Ok(BuildReport { rules, elapsed_ms: t0.elapsed().as_secs_f64() * 1000.0, files_hashed, errors })
 }

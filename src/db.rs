@@ -656,19 +656,25 @@ impl Loader {
         })
     }
 
-    /// Bring every input up to date with the disk. Returns the workspace input.
-    /// Fails only if `workspace.toml` itself cannot be read.
-    pub fn sync(&mut self, db: &mut RelspecDb, stat: &mut StatCache) -> Result<Workspace, Diag> {
+    /// Re-read only `workspace.toml` (enough to know the cache dir).
+    pub fn sync_manifest(&mut self, db: &mut RelspecDb) -> Result<Workspace, Diag> {
         let manifest_rel = self.manifest.clone();
         let manifest = self.source(db, &manifest_rel)?;
-        let ws = match self.ws {
+        Ok(match self.ws {
             Some(ws) => ws,
             None => {
                 let ws = Workspace::new(db, manifest, Vec::new(), BTreeMap::new());
                 self.ws = Some(ws);
                 ws
             }
-        };
+        })
+    }
+
+    /// Bring every input up to date with the disk. Returns the workspace input.
+    /// Fails only if `workspace.toml` itself cannot be read.
+    pub fn sync(&mut self, db: &mut RelspecDb, stat: &mut StatCache) -> Result<Workspace, Diag> {
+        let ws = self.sync_manifest(db)?;
+        let manifest_rel = self.manifest.clone();
         let spec = manifest_spec(db, ws).clone();
         let Ok(spec) = spec else { return Ok(ws) };
 

@@ -91,24 +91,44 @@ enum Command {
     },
     /// Remove cached objects no current rule output uses.
     Gc,
+    /// Write a synthetic workspace of N rules (for benchmarks).
+    #[command(hide = true)]
+    Synth {
+        /// Directory to write.
+        dir: PathBuf,
+        /// Number of rules.
+        #[arg(long, default_value_t = 1000)]
+        rules: usize,
+        /// Rows of event data.
+        #[arg(long, default_value_t = 2000)]
+        rows: usize,
+    },
     /// Remove the cache and the published outputs.
     Clean,
 }
 
-fn main() -> ExitCode {
+fn main() {
+    let t0 = std::time::Instant::now();
     let cli = Cli::parse();
     // Long messages stay on one line so they can be grepped and matched by tools.
     let _ = miette::set_hook(Box::new(|_| Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())));
     let filter = tracing_subscriber::EnvFilter::try_from_env("RELSPEC_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let manifest = if cli.workspace.is_dir() { cli.workspace.join("workspace.toml") } else { cli.workspace.clone() };
-    match run(cli.command, &manifest) {
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "started");
+    let res = run(cli.command, &manifest);
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "finished");
+    let code = match res {
         Ok(code) => code,
         Err(errs) => {
             print_errors(None, &errs);
             ExitCode::from(1)
         }
-    }
+    };
+    // Skip tearing down the database and caches: the process is done.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
 }
 
 type CliResult = Result<ExitCode, Vec<Diag>>;
@@ -346,6 +366,12 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             let ok = relspec::watch::watch(manifest, &opts, &sink).map_err(|e| vec![e])?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        Command::Synth { dir, rules, rows } => {
+            relspec::synth::write_workspace(&dir, rules, rows)
+                .map_err(|e| vec![Diag::new(ErrorKind::Io(format!("{}: {e}", dir.display())))])?;
+            println!("wrote {rules} rules to {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gc => {
             let mut p = open(manifest)?;
             let report =
@@ -406,6 +432,7 @@ fn summary(report: &BuildReport, check: bool) {
 struct Display {
     bar: Option<indicatif::ProgressBar>,
     quiet: bool,
+    out: std::sync::Mutex<std::io::BufWriter<std::io::Stdout>>,
 }
 
 impl Display {
@@ -415,17 +442,22 @@ impl Display {
             b.enable_steady_tick(std::time::Duration::from_millis(100));
             b
         });
-        Display { bar, quiet: json }
+        Display { bar, quiet: json, out: std::sync::Mutex::new(std::io::BufWriter::new(std::io::stdout())) }
     }
     fn clear(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+        use std::io::Write;
+        let _ = self.out.lock().unwrap().flush();
     }
     fn line(&self, s: String) {
+        use std::io::Write;
         match &self.bar {
             Some(b) => b.println(s),
-            None => println!("{s}"),
+            None => {
+                let _ = writeln!(self.out.lock().unwrap(), "{s}");
+            }
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct Project {
     pub stat: StatCache,
     store: Option<Store>,
     engine: Option<Arc<Engine>>,
+    /// Inputs were synced by `open` and nothing has used them since.
+    fresh: bool,
 }
 
 /// Everything a rule needs to be planned or executed, detached from salsa.
@@ -62,27 +64,42 @@ impl Project {
         let root = loader.root().to_path_buf();
         let mut db = db;
         let mut stat = StatCache::default();
-        let ws = loader.sync(&mut db, &mut stat)?;
-        let mut p = Project { root, db, loader, ws, stat, store: None, engine: None };
+        let t0 = std::time::Instant::now();
+        let ws = loader.sync_manifest(&mut db)?;
+        let mut p = Project { root, db, loader, ws, stat, store: None, engine: None, fresh: false };
         if let Ok(spec) = p.spec() {
             let store = Store::open(&spec.cache_path(&p.root))?;
             // Reload with the persistent stat cache so unchanged files are not hashed.
             p.stat = StatCache::load(&store);
             p.db.summaries().replace(db::SummaryCache::load(&store.dir().join("rule-summaries.json")));
             p.store = Some(store);
-            p.ws = p.loader.sync(&mut p.db, &mut p.stat)?;
+            tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "caches loaded");
         }
+        p.ws = p.loader.sync(&mut p.db, &mut p.stat)?;
+        p.fresh = true;
+        tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "inputs synced");
         Ok(p)
     }
 
     /// Re-read sources and re-stat data files; set only inputs that changed.
     pub fn refresh(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.fresh) {
+            return Ok(());
+        }
         self.ws = self.loader.sync(&mut self.db, &mut self.stat)?;
         if self.store.is_none() {
             if let Ok(spec) = self.spec() {
                 self.store = Some(Store::open(&spec.cache_path(&self.root))?);
             }
         }
+        Ok(())
+    }
+
+    /// Sync inputs now; the next `build` will not sync again.
+    pub fn sync_now(&mut self) -> Result<()> {
+        self.fresh = false;
+        self.refresh()?;
+        self.fresh = true;
         Ok(())
     }
 

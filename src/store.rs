@@ -135,6 +135,11 @@ impl Store {
         self.dir.join("objects").join(&content_hash[..2]).join(format!("{content_hash}.parquet"))
     }
 
+    /// Whether the object with this content hash exists with this size.
+    pub fn object_intact(&self, content_hash: &str, bytes: u64) -> bool {
+        fs::metadata(self.object_path(content_hash)).is_ok_and(|m| m.len() == bytes)
+    }
+
     /// The record for `key`, if present and its object is intact (size matches).
     pub fn lookup(&self, key: &str) -> Option<Record> {
         let text = fs::read(self.record_path(key)).ok()?;

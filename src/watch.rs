@@ -175,7 +175,7 @@ pub fn watch(manifest: &Path, opts: &WatchOptions, sink: &(dyn Fn(WatchEvent) + 
         cancel.store(false, Ordering::Relaxed);
         building.store(true, Ordering::Relaxed);
         let spec_before = p.spec().ok().map(|s| s.profile.clone());
-        let _ = p.refresh();
+        let _ = p.sync_now();
         if p.spec().ok().map(|s| s.profile.clone()) != spec_before {
             p.reset_engine();
         }
