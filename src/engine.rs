@@ -20,7 +20,16 @@ pub const RELSPEC_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Engine {
     profile: Profile,
     spill_dir: Option<PathBuf>,
-    runtime: tokio::runtime::Runtime,
+    runtime: std::mem::ManuallyDrop<tokio::runtime::Runtime>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Do not wait for idle worker threads; nothing runs once the engine goes.
+        // SAFETY: the runtime is taken exactly once, here, and never used again.
+        let rt = unsafe { std::mem::ManuallyDrop::take(&mut self.runtime) };
+        rt.shutdown_background();
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -38,7 +47,11 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|e| Diag::new(ErrorKind::Execution(format!("cannot start the async runtime: {e}"))))?;
-        Ok(Engine { profile: profile.clone(), spill_dir: profile.spill_dir.as_ref().map(|d| root.join(d)), runtime })
+        Ok(Engine {
+            profile: profile.clone(),
+            spill_dir: profile.spill_dir.as_ref().map(|d| root.join(d)),
+            runtime: std::mem::ManuallyDrop::new(runtime),
+        })
     }
 
     /// The profile this engine was built from.

@@ -188,27 +188,32 @@ impl Store {
             bytes,
             elapsed_ms,
         };
-        self.write_json(&self.record_path(key), &rec)?;
+        let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
+        self.write_atomic(&self.record_path(key), &bytes, true)?;
         Ok(rec)
     }
 
-    /// Atomically write a JSON document at `path`.
-    /// Skips the write when the file already holds exactly these bytes.
+    /// Atomically write a side-cache JSON document at `path` (compact, not
+    /// fsynced: losing it to a power cut only costs re-work). Skips the write
+    /// when the file already holds exactly these bytes.
     pub fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(value).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
+        let bytes = serde_json::to_vec(value).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
         if fs::read(path).is_ok_and(|old| old == bytes) {
             return Ok(());
         }
-        self.write_atomic(path, &bytes)
+        self.write_atomic(path, &bytes, false)
     }
 
-    /// Atomically write bytes at `path` (temp file in the store, fsync, rename).
-    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+    /// Atomically write bytes at `path`: a temp file in the store, then rename
+    /// (fsynced first when `durable`).
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         let tmp = self.tmp_path(".tmp");
         {
             let mut f = File::create(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
             f.write_all(bytes).map_err(|e| io("cannot write", &tmp, e))?;
-            f.sync_all().map_err(|e| io("cannot sync", &tmp, e))?;
+            if durable {
+                f.sync_all().map_err(|e| io("cannot sync", &tmp, e))?;
+            }
         }
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
