@@ -7,6 +7,8 @@
 //!   rows, signature, timings);
 //! - `stat-cache.json`: (path, size, mtime, inode) -> content hash of input files;
 //! - `published.json`: what was last published under the output dir;
+//! - `last-built.json`: per rule, the key parts and output it last resolved to;
+//! - `rule-summaries.json`: rule definition hash -> reads, params, signature;
 //! - `plans/<rule>.json`: the last plan snapshots of each rule;
 //! - `tmp/`: staging for atomic writes; `lock`: guards concurrent builds.
 //!
