@@ -13,7 +13,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -58,7 +59,11 @@ fn bench(name: &str, root: &Path, rule_file: &str, edit: impl Fn(usize) -> Strin
         std::fs::write(root.join(rule_file), edit(i)).unwrap();
         let events = wait(&|v| v["event"] == "build_done");
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        let exec: f64 = events.iter().filter(|e| e["event"] == "rule" && e["status"] == "built").map(|e| e["elapsed_ms"].as_f64().unwrap()).sum();
+        let exec: f64 = events
+            .iter()
+            .filter(|e| e["event"] == "rule" && e["status"] == "built")
+            .map(|e| e["elapsed_ms"].as_f64().unwrap())
+            .sum();
         lat.push(ms);
         beyond.push(ms - exec);
     }
@@ -77,7 +82,9 @@ fn main() {
     let d = tempfile::tempdir().unwrap();
     relspec::workspace::scaffold::init(d.path()).unwrap();
     let stats = std::fs::read_to_string(d.path().join("rules/stats.toml")).unwrap();
-    bench("default (5 rules)", d.path(), "rules/stats.toml", |i| stats.replace("count(*) AS calls", &format!("count(*) + {i} AS calls")));
+    bench("default (5 rules)", d.path(), "rules/stats.toml", |i| {
+        stats.replace("count(*) AS calls", &format!("count(*) + {i} AS calls"))
+    });
     let g = tempfile::tempdir().unwrap();
     relspec::synth::write_workspace(g.path(), 1000, 2000).unwrap();
     bench("generated (1000 rules)", g.path(), "rules/r00999.sql", |i| relspec::synth::rule_sql(999, i));
