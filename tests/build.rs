@@ -185,3 +185,42 @@ fn explain_and_datasets_describe_the_workspace() {
     assert_eq!(cs["fingerprint"].as_str().unwrap().len(), 64);
     ok(root, &["check"]);
 }
+
+#[test]
+fn sql_rules_take_what_datafusion_sql_takes() {
+    let ws = workspace_with(&[
+        (
+            "workspace.toml",
+            r#"
+[params]
+since = "2024-01-01"
+
+[datasets.events]
+path = "events.csv"
+
+[rules.features]
+sql = """
+WITH ranked AS (
+    SELECT id, amount, day,
+           rank() OVER (PARTITION BY id % 2 ORDER BY amount DESC) AS rnk
+    FROM events
+)
+SELECT id,
+       CAST(amount AS DECIMAL(10, 2)) AS amount_dec,
+       CAST(day AS DATE) + INTERVAL '1 day' AS next_day,
+       rnk
+FROM ranked
+WHERE id IN (SELECT id FROM events WHERE CAST(day AS DATE) >= CAST($since AS DATE))
+"""
+"#,
+        ),
+        ("events.csv", "id,amount,day\n1,10.5,2024-01-01\n2,3.25,2023-12-31\n3,7,2024-02-29\n4,7,2024-03-01\n"),
+    ]);
+    let root = ws.path();
+    ok(root, &["build"]);
+    let rows = read_rows(&out(root, "features"));
+    assert_eq!(
+        rows,
+        [["1", "10.50", "2024-01-02", "1"], ["3", "7.00", "2024-03-01", "2"], ["4", "7.00", "2024-03-02", "1"],]
+    );
+}
