@@ -444,7 +444,8 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
                     Some(s) => format!("did you mean `${s}`?"),
                     None => format!("declare it under [params], e.g. `{p} = 1`"),
                 });
-                g.errors.push(diag_in_rule(db, ws, decl, d, None, 1));
+                let site = sites.iter().find(|s| s.name == format!("${p}")).and_then(|s| s.pos);
+                g.errors.push(diag_in_rule(db, ws, decl, d, site, p.len() + 1));
             }
         }
         if let Some(c) = &decl.def.produces {

@@ -199,6 +199,7 @@ struct ReadCollector {
     reads: BTreeSet<String>,
     first_spans: Vec<(String, usize, usize)>,
     params: BTreeSet<String>,
+    param_spans: Vec<(String, usize, usize)>,
 }
 
 impl Visitor for ReadCollector {
@@ -232,7 +233,11 @@ impl Visitor for ReadCollector {
     fn pre_visit_expr(&mut self, e: &SqlExpr) -> ControlFlow<()> {
         if let SqlExpr::Value(v) = e {
             if let Value::Placeholder(p) = &v.value {
-                self.params.insert(p.trim_start_matches(['$', ':', '@']).to_string());
+                let name = p.trim_start_matches(['$', ':', '@']).to_string();
+                if self.params.insert(name.clone()) {
+                    let s = v.span.start;
+                    self.param_spans.push((name, s.line as usize, s.column as usize));
+                }
             }
         }
         ControlFlow::Continue(())
@@ -298,6 +303,10 @@ pub fn compile(def: &RuleDef) -> std::result::Result<(RelPlan, Vec<ReadSite>), C
             let _ = stmt.visit(&mut reads);
             for (n, line, col) in &reads.first_spans {
                 sites.push(ReadSite { name: n.clone(), pos: Some(SourcePos::Sql { line: *line, col: *col }) });
+            }
+            for (n, line, col) in &reads.param_spans {
+                let pos = (*line > 0).then_some(SourcePos::Sql { line: *line, col: *col });
+                sites.push(ReadSite { name: format!("${n}"), pos });
             }
             canon.push(format!("sql {}", canonical_sql(&stmt)));
             RelNode::Sql(Box::new(stmt))
