@@ -113,20 +113,7 @@ fn outputs(root: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// A clean build of a copy of `root` (sources and data only).
 fn clean_build(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let dir = tempfile::tempdir().unwrap();
-    for e in walkdir::WalkDir::new(root) {
-        let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap();
-        if rel.starts_with("cache") || rel.starts_with("out") {
-            continue;
-        }
-        let dest = dir.path().join(rel);
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
+    let dir = common::copy_sources(root);
     let mut p = Project::open(&dir.path().join("workspace.toml")).unwrap();
     let r = build::build(&mut p, &BuildOptions::default(), &NoProgress).unwrap();
     assert!(r.ok(), "{:?}", r.errors);

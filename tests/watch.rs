@@ -91,20 +91,7 @@ fn save_by_rename(root: &Path, rel: &str, text: &str) {
 }
 
 fn clean_outputs(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let dir = tempfile::tempdir().unwrap();
-    for e in walkdir::WalkDir::new(root) {
-        let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap();
-        if rel.starts_with("cache") || rel.starts_with("out") {
-            continue;
-        }
-        let dest = dir.path().join(rel);
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
+    let dir = copy_sources(root);
     ok(dir.path(), &["build"]);
     tree_bytes(&dir.path().join("out"))
 }

@@ -116,3 +116,22 @@ pub fn relspec_process(root: &Path) -> std::process::Command {
     c.current_dir(root).env("NO_COLOR", "1").env_remove("RELSPEC_LOG");
     c
 }
+
+/// Copy a workspace's sources and data (not `cache/` or `out/`) to a new temp dir.
+pub fn copy_sources(root: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap();
+        if rel.starts_with("cache") || rel.starts_with("out") {
+            continue;
+        }
+        let dest = dir.path().join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+    dir
+}
