@@ -326,7 +326,10 @@ pub fn build(
                 // Start execution.
                 if session.is_none() {
                     match p.session_with(&HashSet::new()) {
-                        Ok(s) => session = Some(s),
+                        Ok(s) => {
+                            tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "session created");
+                            session = Some(s)
+                        }
                         Err(e) => return Err(vec![e]),
                     }
                 }
@@ -370,6 +373,7 @@ pub fn build(
                     progressed = true;
                     continue;
                 }
+                tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "inputs registered");
                 let plan = match p.plan(&name) {
                     Ok(pl) => pl,
                     Err(e) => return Err(vec![e]),
@@ -415,6 +419,7 @@ pub fn build(
             }
         };
         running.remove(&name);
+        tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, rule = name.as_str(), "rule finished");
         let elapsed = started_at[&name].elapsed().as_secs_f64() * 1000.0;
         let mut r = reports.remove(&name).unwrap();
         r.elapsed_ms = elapsed;
