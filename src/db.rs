@@ -400,14 +400,10 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
         Ok(s) => s.clone(),
         Err(_) => return g,
     };
-    for (name, ds) in ws.datasets(db) {
+    // A declared dataset that cannot be listed is an error even if no rule reads it yet.
+    for ds in ws.datasets(db).values() {
         if let Err(e) = ds {
-            let mut e = e.clone();
-            if e.rule.is_none() {
-                e.rule = None;
-            }
-            g.errors.push(e);
-            let _ = name;
+            g.errors.push(e.clone());
         }
     }
     let known: Vec<&str> =
