@@ -63,7 +63,7 @@ impl Project {
         let mut loader = Loader::new(manifest);
         let root = loader.root().to_path_buf();
         let mut db = db;
-        let mut stat = StatCache::default();
+        let stat = StatCache::default();
         let t0 = std::time::Instant::now();
         let ws = loader.sync_manifest(&mut db)?;
         let mut p = Project { root, db, loader, ws, stat, store: None, engine: None, fresh: false };
