@@ -484,11 +484,6 @@ pub fn build(
     }
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "published and saved");
-    drop(session);
-    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "session dropped");
-    drop(tasks);
-    drop(job_by_name);
-    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "jobs dropped");
     let rules = order.iter().filter(|r| target_set.contains(*r)).filter_map(|r| reports.remove(r)).collect();
     Ok(BuildReport { rules, elapsed_ms: t0.elapsed().as_secs_f64() * 1000.0, files_hashed, errors })
 }

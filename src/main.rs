@@ -181,9 +181,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                     return Ok(ExitCode::from(1));
                 }
             };
-            tracing::debug!("build returned");
             progress.clear();
-            tracing::debug!("progress flushed");
             let stale = report.count(Status::Stale);
             if json {
                 let mut v = serde_json::to_value(&report).unwrap();
