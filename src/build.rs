@@ -8,7 +8,7 @@
 //! rebuilds nothing downstream (early cutoff).
 
 use crate::db::{Db, Dep, KeyParts};
-use crate::engine::{PlanSnapshots, render_physical};
+use crate::engine::render_physical;
 use crate::error::{Diag, ErrorKind, Result};
 use crate::kernels::KernelUse;
 use crate::project::{Project, RuleJob, snapshots};
@@ -76,6 +76,9 @@ pub struct RuleReport {
     pub kernels: Vec<KernelUse>,
     /// The error, if it failed.
     pub error: Option<String>,
+    /// Data contract checks evaluated on the result (executed rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::contracts::CheckResult>,
 }
 
 /// The result of a build.
@@ -165,8 +168,9 @@ fn load_last(store: &Store) -> LastBuilt {
 /// Result of executing one rule.
 struct Executed {
     record: Record,
-    snaps: PlanSnapshots,
     kernels: Vec<KernelUse>,
+    checks: Vec<crate::contracts::CheckResult>,
+    artifact: String,
 }
 
 /// Build the workspace: execute what is stale, reuse what is cached, publish.
@@ -207,7 +211,7 @@ pub fn build(
     let mut reports: HashMap<String, RuleReport> = HashMap::new();
     let mut records: HashMap<String, Record> = HashMap::new();
     let mut errors = Vec::new();
-    let mut snaps_out: Vec<(String, PlanSnapshots)> = Vec::new();
+    let mut artifacts: HashMap<String, String> = HashMap::new();
 
     // Lazily created: a no-op build never starts DataFusion.
     let mut session: Option<(Arc<crate::engine::Engine>, SessionContext)> = None;
@@ -293,6 +297,7 @@ pub fn build(
                         published: false,
                         kernels: vec![],
                         error: None,
+                        checks: vec![],
                     };
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
@@ -430,7 +435,8 @@ pub fn build(
                 r.key = Some(ex.record.key.clone());
                 r.content_hash = Some(ex.record.content_hash.clone());
                 r.kernels = ex.kernels;
-                snaps_out.push((name.clone(), ex.snaps));
+                r.checks = ex.checks;
+                artifacts.insert(name.clone(), ex.artifact);
                 if let Some(parts) = pending_parts.remove(&name) {
                     last.rules.insert(name.clone(), LastEntry::new(parts, &ex.record));
                 }
@@ -475,17 +481,82 @@ pub fn build(
             store.save_published(&published)?;
             p.db.summaries().save(&store)?;
             store.write_json(&store.dir().join("last-built.json"), &last)?;
-            for (name, s) in &snaps_out {
-                store.write_json(&store.dir().join("plans").join(format!("{name}.json")), s)?;
-            }
             Ok(())
         };
         save().map_err(|e| vec![e])?;
+        let ran = reports.values().any(|r| matches!(r.status, Status::Built | Status::Failed));
+        if ran {
+            let run = run_bundle(p, &order, &reports, &artifacts, t0.elapsed().as_secs_f64() * 1000.0);
+            crate::bundle::write_run(&store, &run).map_err(|e| vec![e])?;
+        }
     }
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "published and saved");
     let rules = order.iter().filter(|r| target_set.contains(*r)).filter_map(|r| reports.remove(r)).collect();
     Ok(BuildReport { rules, elapsed_ms: t0.elapsed().as_secs_f64() * 1000.0, files_hashed, errors })
+}
+
+fn run_bundle(
+    p: &Project,
+    order: &[String],
+    reports: &HashMap<String, RuleReport>,
+    artifacts: &HashMap<String, String>,
+    elapsed_ms: f64,
+) -> crate::bundle::RunBundle {
+    use crate::bundle::{RunBundle, RunDataset, RunRule, artifact_path};
+    let spec = p.spec().ok();
+    let fps = crate::db::dataset_fingerprints(&p.db, p.ws);
+    let mut datasets = BTreeMap::new();
+    if let Some(spec) = &spec {
+        for (name, ds) in &spec.datasets {
+            let files = match p.ws.datasets(&p.db).get(name) {
+                Some(Ok(fs)) => fs.iter().map(|f| (f.path(&p.db).clone(), f.hash(&p.db).clone())).collect(),
+                _ => vec![],
+            };
+            datasets.insert(
+                name.clone(),
+                RunDataset {
+                    location: ds.path.clone(),
+                    format: format!("{:?}", ds.format).to_lowercase(),
+                    fingerprint: fps.get(name).and_then(|f| f.as_ref().ok()).cloned(),
+                    files,
+                },
+            );
+        }
+    }
+    let rules = order
+        .iter()
+        .filter_map(|name| {
+            let r = reports.get(name)?;
+            // A reused output's artifact was written when it was built (under the same key).
+            let artifact = artifacts.get(name).cloned().or_else(|| match r.status {
+                Status::Reused => r.key.as_deref().map(artifact_path),
+                _ => None,
+            });
+            let mut reasons = r.reasons.clone();
+            reasons.extend(r.error.clone());
+            Some((
+                name.clone(),
+                RunRule {
+                    status: r.status,
+                    key: r.key.clone(),
+                    content_hash: r.content_hash.clone(),
+                    rows: r.rows,
+                    elapsed_ms: r.elapsed_ms,
+                    reasons,
+                    artifact,
+                },
+            ))
+        })
+        .collect();
+    RunBundle {
+        run_id: crate::bundle::new_run_id(),
+        engine_fingerprint: crate::db::engine_fingerprint(&p.db, p.ws).clone(),
+        profile: spec.map(|s| crate::engine::profile_json(&s.profile)).unwrap_or_default(),
+        datasets,
+        rules,
+        elapsed_ms,
+    }
 }
 
 fn skipped(name: &str, reason: String) -> RuleReport {
@@ -500,6 +571,7 @@ fn skipped(name: &str, reason: String) -> RuleReport {
         published: false,
         kernels: vec![],
         error: None,
+        checks: vec![],
     }
 }
 
@@ -537,12 +609,62 @@ async fn execute(
         batches.push(b.map_err(|e| lower::df_error(e, ErrorKind::Execution))?);
     }
     snaps.physical_metrics = Some(render_physical(physical.as_ref(), true));
+    let checks = match contract {
+        Some(c) => crate::contracts::evaluate(ctx, c, schema.clone(), &batches)
+            .await
+            .map_err(|e| lower::df_error(e, ErrorKind::Execution))?,
+        None => vec![],
+    };
+    if let Some(c) = contract.filter(|_| checks.iter().any(|k| !k.passed)) {
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|k| !k.passed)
+            .map(|k| {
+                format!(
+                    "{}: {} offending row(s){}",
+                    k.check,
+                    k.violations,
+                    k.sample.as_deref().map(|s| format!(", e.g.\n{s}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        let diag = Diag::new(ErrorKind::Contract { contract: c.name.clone(), message: failed.join("\n") })
+            .at(&c.file, c.span)
+            .with_help("nothing was published for this rule; its last good output is kept");
+        return Err(LowerError { diag, pos: None });
+    }
     let elapsed = t.elapsed().as_millis() as u64;
     let store = store.clone();
     let (key, rule_s, sig) = (key.to_string(), rule.to_string(), signature.to_string());
-    let record = tokio::task::spawn_blocking(move || store.put(&key, &rule_s, &sig, schema, &batches, elapsed))
+    let lineage = crate::lineage::of_plan(&lowered.body);
+    #[cfg(feature = "substrait")]
+    let substrait = match crate::substrait::write(ctx, &store, &key, lowered.df.logical_plan()).await {
+        Ok(rel) => Some(rel),
+        Err(e) => {
+            tracing::warn!(rule, "no Substrait plan: {e}");
+            None
+        }
+    };
+    #[cfg(not(feature = "substrait"))]
+    let substrait: Option<String> = None;
+    let store2 = store.clone();
+    let record = tokio::task::spawn_blocking(move || store2.put(&key, &rule_s, &sig, schema, &batches, elapsed))
         .await
         .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
         .map_err(|diag| LowerError { diag, pos: None })?;
-    Ok(Executed { record, snaps, kernels: lowered.kernels })
+    let artifact = crate::bundle::Artifact {
+        rule: rule.to_string(),
+        key: record.key.clone(),
+        signature: signature.to_string(),
+        plans: snaps,
+        lineage,
+        checks: checks.clone(),
+        kernels: lowered.kernels.clone(),
+        substrait,
+        rows: record.rows,
+        bytes: record.bytes,
+        elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
+    };
+    let artifact = crate::bundle::write_artifact(&store, &artifact).map_err(|diag| LowerError { diag, pos: None })?;
+    Ok(Executed { record, kernels: lowered.kernels, checks, artifact })
 }

@@ -445,12 +445,37 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
             }
         }
         if let Some(c) = &decl.def.produces {
-            if !spec.contracts.contains_key(c) {
-                let mut d = Diag::new(ErrorKind::Invalid(format!("unknown contract `{c}`")));
-                if let Some(s) = suggest(c, spec.contracts.keys()) {
-                    d = d.with_help(format!("did you mean `{s}`?"));
+            match spec.contracts.get(c) {
+                None => {
+                    let mut d = Diag::new(ErrorKind::Invalid(format!("unknown contract `{c}`")));
+                    if let Some(s) = suggest(c, spec.contracts.keys()) {
+                        d = d.with_help(format!("did you mean `{s}`?"));
+                    }
+                    g.errors.push(diag_in_rule(db, ws, decl, d, None, 1));
                 }
-                g.errors.push(diag_in_rule(db, ws, decl, d, None, 1));
+                Some(contract) => {
+                    // A `references` check reads its target table: a dependency.
+                    for t in contract_tables(contract) {
+                        let dep = if spec.datasets.contains_key(t) {
+                            Dep::Dataset(t.to_string())
+                        } else if idx.decls.contains_key(t) {
+                            Dep::Rule(t.to_string())
+                        } else {
+                            let mut d =
+                                Diag::new(ErrorKind::Invalid(format!("contract `{c}` references unknown table `{t}`")))
+                                    .at(&contract.file, contract.span)
+                                    .in_rule(name.clone());
+                            if let Some(s) = suggest(t, known.iter().copied()) {
+                                d = d.with_help(format!("did you mean `{s}`?"));
+                            }
+                            g.errors.push(d);
+                            continue;
+                        };
+                        if !deps.contains(&dep) {
+                            deps.push(dep);
+                        }
+                    }
+                }
             }
         }
         g.deps.insert(name.clone(), deps);
@@ -587,22 +612,36 @@ pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> O
         engine: engine_fingerprint(db, ws).clone(),
         ..Default::default()
     };
-    for r in &plan.reads {
+    let def = rule_def(db, ws, name).as_ref()?;
+    let contract = match &def.produces {
+        Some(cn) => Some(spec.contracts.get(cn)?),
+        None => None,
+    };
+    for r in plan.reads.iter().map(String::as_str).chain(contract.into_iter().flat_map(contract_tables)) {
         if let Some(fp) = fps.get(r) {
-            parts.datasets.insert(r.clone(), fp.as_ref().ok()?.clone());
+            parts.datasets.insert(r.to_string(), fp.as_ref().ok()?.clone());
         }
     }
     for p in &plan.params {
         parts.params.insert(p.clone(), spec.params.get(p)?.canonical());
     }
-    let def = rule_def(db, ws, name).as_ref()?;
-    if let Some(cn) = &def.produces {
-        let c = spec.contracts.get(cn)?;
+    if let Some(c) = contract {
         let cols: Vec<String> =
             c.columns.iter().map(|c| format!("{}:{}:{:?}", c.name, c.data_type, c.nullable)).collect();
-        parts.contract = Some(blake3::hash(format!("{cn}|{}", cols.join(",")).as_bytes()).to_hex().to_string());
+        let checks: Vec<String> = c.checks.iter().map(|k| k.describe()).collect();
+        parts.contract = Some(
+            blake3::hash(format!("{}|{}|{}", c.name, cols.join(","), checks.join(";")).as_bytes()).to_hex().to_string(),
+        );
     }
     Some(parts)
+}
+
+/// Tables a contract's `references` checks read.
+pub fn contract_tables(c: &workspace::ContractSpec) -> impl Iterator<Item = &str> {
+    c.checks.iter().filter_map(|k| match k {
+        workspace::DataCheck::References { table, .. } => Some(table.as_str()),
+        _ => None,
+    })
 }
 
 /// Maps workspace paths to salsa inputs and keeps them in sync with the disk.

@@ -80,6 +80,8 @@ impl Engine {
         if let Some(b) = p.batch_size {
             config = config.with_batch_size(b.max(1));
         }
+        // Source spans on columns, so planning errors point into the rule's SQL.
+        config.options_mut().sql_parser.collect_spans = true;
         if let Some(tz) = &p.time_zone {
             config.options_mut().execution.time_zone = Some(tz.clone());
         }
@@ -124,6 +126,21 @@ pub fn fingerprint(profile: &Profile) -> String {
         "kernels": crate::kernels::registry_fingerprint(),
     });
     blake3::hash(doc.to_string().as_bytes()).to_hex().to_string()
+}
+
+/// The whole profile (semantic and tuning fields) as JSON, for run bundles.
+pub fn profile_json(profile: &Profile) -> serde_json::Value {
+    serde_json::json!({
+        "target_partitions": profile.target_partitions,
+        "batch_size": profile.batch_size,
+        "memory_limit": profile.memory_limit,
+        "memory_pool": profile.memory_pool,
+        "spill_dir": profile.spill_dir,
+        "catalog": profile.catalog,
+        "schema": profile.schema,
+        "information_schema": profile.information_schema,
+        "time_zone": profile.time_zone,
+    })
 }
 
 /// The plans of one rule, as text: the artifacts `explain` shows.

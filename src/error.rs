@@ -71,6 +71,9 @@ pub enum ErrorKind {
     /// Anything else raised by the CLI (bad arguments, ...).
     #[error("{0}")]
     Usage(String),
+    /// A bug or an unexpected engine state.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// A file and a byte range in it.
@@ -179,6 +182,7 @@ impl Diag {
             ErrorKind::UnknownParam(_) => "relspec::unknown_param",
             ErrorKind::Store(_) => "relspec::store",
             ErrorKind::Usage(_) => "relspec::usage",
+            ErrorKind::Internal(_) => "relspec::internal",
         }
     }
 

@@ -84,6 +84,44 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         debounce_ms: u64,
     },
+    /// Where a rule's columns come from, or what derives from a column.
+    Lineage {
+        /// `RULE`, `RULE.COLUMN`, or `DATASET.COLUMN` (downstream).
+        target: String,
+        /// Walk all the way up to datasets (default for one column).
+        #[arg(long)]
+        upstream: bool,
+        /// Walk down to every rule column that derives from it.
+        #[arg(long, conflicts_with = "upstream")]
+        downstream: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the rule DAG (and, with --columns, column lineage).
+    Graph {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+        /// Draw columns and column-level edges.
+        #[arg(long)]
+        columns: bool,
+    },
+    /// Compare the workspace with another version of it (rules, columns, impact).
+    Diff {
+        /// Git revision of the base version (this workspace's directory at that revision).
+        #[arg(long, conflicts_with = "base_dir", required_unless_present = "base_dir")]
+        base: Option<String>,
+        /// Directory (or workspace.toml) of the base version.
+        #[arg(long)]
+        base_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit with status 2 when a change is breaking (a CI gate).
+        #[arg(long)]
+        fail_on_breaking: bool,
+    },
     /// Create a small working workspace in DIR.
     Init {
         /// Directory to create (must be empty or absent).
@@ -128,10 +166,22 @@ fn main() {
     // Skip tearing down the database and caches: the process is done.
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
+    std::process::exit(if code == ExitCode::SUCCESS {
+        0
+    } else if code == ExitCode::from(2) {
+        2
+    } else {
+        1
+    })
 }
 
 type CliResult = Result<ExitCode, Vec<Diag>>;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
+}
 
 fn open(manifest: &Path) -> Result<Project, Vec<Diag>> {
     Project::open(manifest).map_err(|e| vec![e])
@@ -223,19 +273,57 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
         Command::Check { json } => {
             let mut p = open(manifest)?;
             p.refresh().map_err(|e| vec![e])?;
-            let all = p.graph().order.clone();
-            let (plans, errs) = p.plan_all(&all).map_err(|e| vec![e])?;
+            let set = relspec::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
+            let errs = &set.errors;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": errs.is_empty(), "rules_checked": plans.len(), "errors": errors_json(&p, &errs)})
+                    serde_json::json!({"ok": errs.is_empty(), "rules_checked": set.rules.len(), "planned": set.planned,
+                        "memoized": set.memoized, "errors": errors_json(&p, errs)})
                 );
             } else if errs.is_empty() {
-                println!("ok: {} rules compiled, contracts satisfied", plans.len());
+                println!(
+                    "ok: {} rules checked ({} planned, {} unchanged), contracts satisfied",
+                    set.rules.len(),
+                    set.planned,
+                    set.memoized
+                );
             } else {
-                print_errors(Some(&p), &errs);
+                print_errors(Some(&p), errs);
             }
+            std::mem::forget(p);
             Ok(if errs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Lineage { target, upstream, downstream, json } => {
+            lineage_cmd(manifest, &target, upstream, downstream, json)
+        }
+        Command::Graph { format, columns } => {
+            let mut p = open(manifest)?;
+            p.refresh().map_err(|e| vec![e])?;
+            let errs = p.static_errors();
+            if !errs.is_empty() {
+                print_errors(Some(&p), &errs);
+                return Ok(ExitCode::from(1));
+            }
+            let lineages = if columns {
+                let set = relspec::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
+                if !set.errors.is_empty() {
+                    print_errors(Some(&p), &set.errors);
+                    return Ok(ExitCode::from(1));
+                }
+                Some(set.rules.into_iter().map(|(k, a)| (k, a.lineage)).collect())
+            } else {
+                None
+            };
+            let fmt = match format {
+                GraphFormat::Dot => relspec::graph::Format::Dot,
+                GraphFormat::Mermaid => relspec::graph::Format::Mermaid,
+            };
+            print!("{}", relspec::graph::render(fmt, &p.graph().deps, lineages.as_ref()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diff { base, base_dir, json, fail_on_breaking } => {
+            diff_cmd(manifest, base.as_deref(), base_dir.as_deref(), json, fail_on_breaking)
         }
         Command::Explain { rule, json } => {
             let mut p = open(manifest)?;
@@ -247,43 +335,84 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                 }
                 return Err(vec![d]);
             }
-            let (plans, errs) = p.plan_all(std::slice::from_ref(&rule)).map_err(|e| vec![e])?;
-            if !errs.is_empty() {
-                print_errors(Some(&p), &errs);
-                return Ok(ExitCode::from(1));
-            }
             let plan = p.plan(&rule).map_err(|e| vec![e])?;
-            let (snaps, kernels) = plans[&rule].clone();
-            let last: Option<relspec::engine::PlanSnapshots> = p
-                .store()
-                .ok()
-                .and_then(|s| std::fs::read(s.dir().join("plans").join(format!("{rule}.json"))).ok())
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            let metrics = last.and_then(|l| l.physical_metrics);
             let sig = relspec::relplan::signature(&plan);
+            // The last build's artifact when it is of this definition; else plan now.
+            let artifact =
+                p.store().ok().and_then(|s| relspec::bundle::latest_artifact(s, &rule)).filter(|a| a.signature == sig);
+            let (snaps, kernels, lineage, checks, key, substrait, source) = match artifact {
+                Some(a) => (a.plans, a.kernels, a.lineage, a.checks, Some(a.key), a.substrait, "last build"),
+                None => {
+                    let (mut plans, errs) = p.plan_all(std::slice::from_ref(&rule)).map_err(|e| vec![e])?;
+                    if !errs.is_empty() {
+                        print_errors(Some(&p), &errs);
+                        return Ok(ExitCode::from(1));
+                    }
+                    let (snaps, kernels, lineage) = plans.remove(&rule).expect("planned");
+                    (snaps, kernels, lineage, vec![], None, None, "planned now (not built with this definition)")
+                }
+            };
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
-                        "rule": rule, "signature": sig, "reads": plan.reads, "params": plan.params,
-                        "canonical": plan.canonical, "plans": snaps, "last_run_metrics": metrics, "kernels": kernels,
+                        "rule": rule, "signature": sig, "key": key, "source": source, "reads": plan.reads,
+                        "params": plan.params, "canonical": plan.canonical, "plans": snaps, "kernels": kernels,
+                        "lineage": lineage, "checks": checks, "substrait": substrait,
                     }))
                     .unwrap()
                 );
             } else {
-                println!("rule: {rule}\nsignature: {sig}\nreads: {}\n", plan.reads.join(", "));
+                println!("rule: {rule}\nsignature: {sig}\nreads: {}", plan.reads.join(", "));
+                if let Some(k) = &key {
+                    println!("output key: {k}");
+                }
+                println!("plans from: {source}\n");
                 println!("== canonical RelPlan ==\n{}\n", plan.canonical);
                 println!("== logical plan ==\n{}\n", snaps.logical);
                 println!("== optimized logical plan ==\n{}\n", snaps.optimized);
                 println!("== physical plan ==\n{}", snaps.physical);
-                match metrics {
+                match &snaps.physical_metrics {
                     Some(m) => println!("== physical plan with metrics (last run) ==\n{m}"),
                     None => println!("== physical plan with metrics ==\n(not built yet: run `relspec build`)\n"),
                 }
                 println!(
                     "== SQL (unparsed) ==\n{}\n",
-                    snaps.sql.unwrap_or_else(|| "(the unparser cannot express this plan)".into())
+                    snaps.sql.clone().unwrap_or_else(|| "(the unparser cannot express this plan)".into())
                 );
+                println!("== column lineage ==");
+                for c in &lineage.columns {
+                    let srcs: Vec<String> = c
+                        .sources
+                        .iter()
+                        .map(|s| format!("{}.{} ({})", s.table, s.column, relspec::graph::how_name(s.how)))
+                        .collect();
+                    println!(
+                        "{}: {}  <- {}",
+                        c.name,
+                        c.data_type,
+                        if srcs.is_empty() { "(constant)".into() } else { srcs.join(", ") }
+                    );
+                }
+                if !lineage.keys.is_empty() {
+                    let keys: Vec<String> = lineage
+                        .keys
+                        .iter()
+                        .map(|s| format!("{}.{} ({})", s.table, s.column, relspec::graph::how_name(s.how)))
+                        .collect();
+                    println!("rows decided by: {}", keys.join(", "));
+                }
+                println!();
+                if !checks.is_empty() {
+                    println!("== data contract checks (last run) ==");
+                    for c in &checks {
+                        println!("{} {}: {}", if c.passed { "pass" } else { "FAIL" }, c.contract, c.check);
+                    }
+                    println!();
+                }
+                if let Some(s) = &substrait {
+                    println!("== substrait ==\n{s}\n");
+                }
                 if !kernels.is_empty() {
                     println!("== kernels ==");
                     for k in kernels {
@@ -392,7 +521,19 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             let store = p.store().map_err(|e| vec![e])?;
             let lock = store.lock().map_err(|e| vec![e])?;
             let cache = spec.cache_path(&p.root);
-            for sub in ["objects", "records", "tmp", "plans", "stat-cache.json", "published.json", "last-built.json"] {
+            for sub in [
+                "objects",
+                "records",
+                "tmp",
+                "plans",
+                "artifacts",
+                "runs",
+                "analysis.json",
+                "rule-summaries.json",
+                "stat-cache.json",
+                "published.json",
+                "last-built.json",
+            ] {
                 let path = cache.join(sub);
                 let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
             }
@@ -406,6 +547,177 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn lineage_cmd(manifest: &Path, target: &str, upstream: bool, downstream: bool, json: bool) -> CliResult {
+    use relspec::graph::{Lineages, render_tree};
+    let mut p = open(manifest)?;
+    p.refresh().map_err(|e| vec![e])?;
+    let set = relspec::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
+    if !set.errors.is_empty() {
+        print_errors(Some(&p), &set.errors);
+        return Ok(ExitCode::from(1));
+    }
+    let spec = p.spec().map_err(|e| vec![e])?;
+    let rules: std::collections::BTreeMap<String, relspec::lineage::RuleLineage> =
+        set.rules.into_iter().map(|(k, a)| (k, a.lineage)).collect();
+    let (table, column) = match target.split_once('.') {
+        Some((t, c)) => (t, Some(c)),
+        None => (target, None),
+    };
+    let is_rule = rules.contains_key(table);
+    if !is_rule && !spec.datasets.contains_key(table) {
+        let mut d = Diag::new(ErrorKind::Usage(format!("no rule or dataset named `{table}`")));
+        let known = rules.keys().chain(spec.datasets.keys());
+        if let Some(s) = relspec::relplan::lower::suggest(table, known) {
+            d = d.with_help(format!("did you mean `{s}`?"));
+        }
+        return Err(vec![d]);
+    }
+    let columns: Vec<String> = match (column, rules.get(table)) {
+        (Some(c), Some(l)) if l.column(c).is_none() => {
+            let mut d = Diag::new(ErrorKind::Usage(format!("rule `{table}` has no output column `{c}`")));
+            if let Some(s) = relspec::relplan::lower::suggest(c, l.columns.iter().map(|c| &c.name)) {
+                d = d.with_help(format!("did you mean `{table}.{s}`?"));
+            }
+            return Err(vec![d]);
+        }
+        (Some(c), _) => vec![c.to_string()],
+        (None, Some(l)) => l.columns.iter().map(|c| c.name.clone()).collect(),
+        (None, None) => {
+            let mut cs: Vec<String> =
+                rules.values().flat_map(|l| l.reads()).filter(|(t, _)| t == table).map(|(_, c)| c).collect();
+            cs.sort();
+            cs.dedup();
+            cs
+        }
+    };
+    let down = downstream || !is_rule;
+    let walk = Lineages { rules: &rules };
+    let depth = if upstream || column.is_some() { 0 } else { 2 };
+    let trees: Vec<relspec::graph::LineageNode> = columns
+        .iter()
+        .map(|c| if down { walk.downstream(table, c, None) } else { walk.upstream(table, c, None, depth) })
+        .collect();
+    let keys = if down { vec![] } else { rules.get(table).map(|l| l.keys.clone()).unwrap_or_default() };
+    if json {
+        let v = serde_json::json!({
+            "target": target, "direction": if down { "downstream" } else { "upstream" },
+            "columns": trees, "row_keys": keys,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+    } else {
+        let mut out = String::new();
+        for t in &trees {
+            render_tree(t, &mut out);
+        }
+        if !keys.is_empty() {
+            out.push_str(&format!("rows of {table} are decided by:\n"));
+            for k in &keys {
+                out.push_str(&format!("    {}.{} ({})\n", k.table, k.column, relspec::graph::how_name(k.how)));
+            }
+        }
+        print!("{out}");
+    }
+    std::mem::forget(p);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff_cmd(
+    manifest: &Path,
+    base: Option<&str>,
+    base_dir: Option<&Path>,
+    json: bool,
+    fail_on_breaking: bool,
+) -> CliResult {
+    use relspec::diff::{Change, Detail, Version, diff};
+    let mut head = open(manifest)?;
+    head.refresh().map_err(|e| vec![e])?;
+    let (base_manifest, scratch) = match (base, base_dir) {
+        (_, Some(d)) => (if d.is_dir() { d.join("workspace.toml") } else { d.to_path_buf() }, None),
+        (Some(r), None) => {
+            let spec = head.spec().map_err(|e| vec![e])?;
+            let dest = spec.cache_path(&head.root).join("tmp").join(format!("diff-base-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dest);
+            let m = relspec::diff::checkout_git(manifest, r, &dest).map_err(|e| vec![e])?;
+            (m, Some(dest))
+        }
+        (None, None) => return Err(vec![Diag::new(ErrorKind::Usage("give --base GIT_REF or --base-dir PATH".into()))]),
+    };
+    let result: Result<relspec::diff::DiffReport, Vec<Diag>> = (|| {
+        let mut basep = open(&base_manifest)?;
+        let analyze = |p: &mut Project, which: &str| -> Result<_, Vec<Diag>> {
+            let set = relspec::analysis::analyze(p, &[]).map_err(|e| vec![e])?;
+            if !set.errors.is_empty() {
+                eprintln!("error: the {which} version does not compile:");
+                print_errors(Some(p), &set.errors);
+                return Err(vec![]);
+            }
+            let sigs: std::collections::BTreeMap<String, String> =
+                p.graph().order.iter().filter_map(|r| p.job(r).map(|j| (r.clone(), j.parts.signature))).collect();
+            Ok((sigs, set.rules))
+        };
+        let (bs, ba) = analyze(&mut basep, "base")?;
+        let (hs, ha) = analyze(&mut head, "head")?;
+        let order = head.graph().order.clone();
+        let report =
+            diff(&Version { signatures: &bs, analyses: &ba }, &Version { signatures: &hs, analyses: &ha }, &order);
+        std::mem::forget(basep);
+        Ok(report)
+    })();
+    if let Some(d) = scratch {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(errs) if errs.is_empty() => return Ok(ExitCode::from(1)),
+        Err(errs) => return Err(errs),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    } else if report.rules.is_empty() {
+        println!("no changes");
+    } else {
+        for r in &report.rules {
+            let what = match r.change {
+                Change::Added => "added  ",
+                Change::Removed => "removed",
+                Change::Changed => "changed",
+            };
+            println!("{what} {}{}", r.rule, if r.breaking { "  (breaking)" } else { "" });
+            for d in &r.details {
+                let line = match d {
+                    Detail::ColumnAdded { column, data_type } => format!("column `{column}` added ({data_type})"),
+                    Detail::ColumnRemoved { column } => format!("column `{column}` removed"),
+                    Detail::ColumnRenamed { from, to } => format!("column `{from}` renamed to `{to}`"),
+                    Detail::ColumnRetyped { column, from, to } => format!("column `{column}` retyped: {from} -> {to}"),
+                    Detail::ColumnChanged { column } => format!("column `{column}` computed differently"),
+                    Detail::RowsChanged => "rows changed (a filter, join, grouping or limit)".to_string(),
+                    Detail::Equivalent => "definition changed; same columns and rows".to_string(),
+                };
+                println!("    - {line}");
+            }
+        }
+        if !report.affected.is_empty() {
+            println!("affected downstream:");
+            for a in &report.affected {
+                println!(
+                    "    {}: {}{} (via {})",
+                    a.rule,
+                    if a.rows { "rows, " } else { "" },
+                    a.columns.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
+                    a.because.join(", ")
+                );
+            }
+        }
+        println!(
+            "{} rule(s) changed{}",
+            report.rules.len(),
+            if report.breaking { ", breaking" } else { ", none breaking" }
+        );
+    }
+    std::mem::forget(head);
+    Ok(if fail_on_breaking && report.breaking { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
 fn summary(report: &BuildReport, check: bool) {

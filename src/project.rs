@@ -177,6 +177,10 @@ impl Project {
     pub fn locate_error(&self, job: &RuleJob, e: LowerError) -> Diag {
         let len = match &e.diag.kind {
             ErrorKind::UnknownTable { name } => name.len(),
+            // "column 'x' not found", "column 'x' is ambiguous": underline the name.
+            ErrorKind::Plan(m) if m.starts_with("column '") => {
+                m["column '".len()..].find('\'').map(|end| end.max(1)).unwrap_or(1)
+            }
             _ => 1,
         };
         db::diag_in_rule(&self.db, self.ws, &job.decl, e.diag, e.pos, len)
@@ -289,7 +293,7 @@ impl Project {
     pub fn plan_all(
         &mut self,
         rules: &[String],
-    ) -> Result<(BTreeMap<String, (PlanSnapshots, Vec<KernelUse>)>, Vec<Diag>)> {
+    ) -> Result<(BTreeMap<String, (PlanSnapshots, Vec<KernelUse>, crate::lineage::RuleLineage)>, Vec<Diag>)> {
         let errs = self.static_errors();
         if !errs.is_empty() {
             return Ok((BTreeMap::new(), errs));
@@ -327,7 +331,7 @@ impl Project {
                 let snaps = snapshots(&ctx, &l.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
                 ctx.register_table(job.name.as_str(), l.df.clone().into_view())
                     .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
-                Ok::<_, LowerError>((snaps, l.kernels))
+                Ok::<_, LowerError>((snaps, l.kernels, crate::lineage::of_plan(&l.body)))
             });
             match res {
                 Ok(v) => {

@@ -9,7 +9,9 @@
 //! - `published.json`: what was last published under the output dir;
 //! - `last-built.json`: per rule, the key parts and output it last resolved to;
 //! - `rule-summaries.json`: rule definition hash -> reads, params, signature;
-//! - `plans/<rule>.json`: the last plan snapshots of each rule;
+//! - `artifacts/<key>.json`: plans, lineage and contract results of each output (see `bundle`);
+//! - `runs/<run id>.json`: the run bundles of recent builds;
+//! - `analysis.json`: the memo of schema-level analysis (see `analysis`);
 //! - `tmp/`: staging for atomic writes; `lock`: guards concurrent builds.
 //!
 //! Architecture invariant: every file is written to `tmp/` and renamed into
@@ -94,7 +96,7 @@ pub struct StoreLock {
 impl Store {
     /// Open (creating directories as needed) the store at `dir`.
     pub fn open(dir: &Path) -> Result<Store> {
-        for sub in ["objects", "records", "tmp", "plans"] {
+        for sub in ["objects", "records", "tmp"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| io("cannot create", &p, e))?;
         }
@@ -292,6 +294,15 @@ impl Store {
                 freed += e.metadata().map(|m| m.len()).unwrap_or(0);
                 let _ = fs::remove_file(e.path());
                 objects_removed += 1;
+            }
+        }
+        // Artifacts (plans, lineage, Substrait) of outputs that are gone.
+        for e in fs::read_dir(self.dir.join("artifacts")).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let key = name.split('.').next().unwrap_or_default();
+            if !live.contains(key) {
+                freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                let _ = fs::remove_file(e.path());
             }
         }
         let tmp = self.dir.join("tmp");

@@ -35,7 +35,30 @@ pub fn df_error(e: DataFusionError, kind: fn(String) -> ErrorKind) -> LowerError
         Some(d) => d.message.clone(),
         None => e.strip_backtrace().to_string(),
     };
-    LowerError { diag: Diag::new(kind(clean_df_message(&msg))), pos }
+    let mut diag = Diag::new(kind(clean_df_message(&msg)));
+    if let Some(d) = e.diagnostic() {
+        // DataFusion notes candidates as "possible column t.c": suggest the closest.
+        let candidates: Vec<&str> = d.notes.iter().filter_map(|n| n.message.strip_prefix("possible column ")).collect();
+        let name = msg.split('\'').nth(1).unwrap_or_default();
+        let best = suggest(name, candidates.iter().map(|c| c.rsplit('.').next().unwrap_or(c)))
+            .and_then(|b| candidates.iter().find(|c| c.rsplit('.').next() == Some(b.as_str())).copied());
+        if let Some(b) = best.or(candidates.first().copied()) {
+            diag = diag.with_help(format!("did you mean `{b}`?"));
+        } else if let Some(h) = d.helps.first() {
+            diag = diag.with_help(h.message.clone());
+        }
+    }
+    if diag.help.is_none() {
+        if let DataFusionError::SchemaError(inner, _) = e.find_root() {
+            if let datafusion::common::SchemaError::FieldNotFound { field, valid_fields } = inner.as_ref() {
+                let best = suggest(field.name(), valid_fields.iter().map(|c| c.name()));
+                if let Some(c) = best.and_then(|b| valid_fields.iter().find(|c| c.name() == b)) {
+                    diag = diag.with_help(format!("did you mean `{}`?", c.flat_name()));
+                }
+            }
+        }
+    }
+    LowerError { diag, pos }
 }
 
 fn clean_df_message(m: &str) -> String {
@@ -74,6 +97,8 @@ pub struct Lowered {
     pub df: DataFrame,
     /// Kernel applications and the lane each one took.
     pub kernels: Vec<KernelUse>,
+    /// The rule's own plan (params bound), before the total output sort.
+    pub body: datafusion::logical_expr::LogicalPlan,
 }
 
 /// Lower a RelPlan into a DataFrame over the session's registered tables.
@@ -93,11 +118,21 @@ pub async fn lower(
         }
         RelNode::Pipeline { from, steps } => {
             let mut df = ctx.table(from.as_str()).await.map_err(plan_err(None))?;
+            let state = ctx.state();
             for (i, step) in steps.iter().enumerate() {
                 df = lower_step(ctx, df, step, &mut kernels_used).await.map_err(|mut e| {
                     e.pos = e.pos.or(Some(SourcePos::Step(i)));
                     e
                 })?;
+                // Type errors surface in the analyzer: run it per step so they point at the step.
+                state
+                    .analyzer()
+                    .execute_and_check(df.logical_plan().clone(), state.config_options(), |_, _| {})
+                    .map_err(|e| {
+                        let mut l = df_error(e, ErrorKind::Plan);
+                        l.pos = Some(SourcePos::Step(i));
+                        l
+                    })?;
             }
             df
         }
@@ -122,9 +157,10 @@ pub async fn lower(
     }
     let df = if map.is_empty() { df } else { df.with_param_values(ParamValues::Map(map)).map_err(plan_err(None))? };
     check_unique_names(&df)?;
+    let body = df.logical_plan().clone();
     let order: Vec<SortExpr> = df.schema().columns().into_iter().map(|c| Expr::Column(c).sort(true, true)).collect();
     let df = df.sort(order).map_err(plan_err(None))?;
-    Ok(Lowered { df, kernels: kernels_used })
+    Ok(Lowered { df, kernels: kernels_used, body })
 }
 
 fn check_unique_names(df: &DataFrame) -> Result<(), LowerError> {
@@ -259,6 +295,22 @@ pub fn check_contract(schema: &DFSchema, contract: &ContractSpec) -> Result<(), 
             }
         }
     }
+    let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    for check in &contract.checks {
+        let cols: Vec<&str> = match check {
+            crate::workspace::DataCheck::Unique(cs) => cs.iter().map(String::as_str).collect(),
+            crate::workspace::DataCheck::NotNull(c) => vec![c.as_str()],
+            crate::workspace::DataCheck::AcceptedValues { column, .. } => vec![column.as_str()],
+            crate::workspace::DataCheck::References { column, .. } => vec![column.as_str()],
+        };
+        for c in cols {
+            if !have.contains(&c) {
+                let hint =
+                    suggest(c, have.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                problems.push(format!("{} names column `{c}`, which the output does not have{hint}", check.describe()));
+            }
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -280,15 +332,27 @@ pub fn suggest<'a, S: AsRef<str>>(name: &str, candidates: impl IntoIterator<Item
     best.map(|(_, s)| s)
 }
 
+/// Edit distance where swapping two adjacent characters counts as one edit
+/// (optimal string alignment), so `dts` is one edit from `dst`.
 fn levenshtein(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = (a[i - 1] != b[j - 1]) as usize;
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }

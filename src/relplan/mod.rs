@@ -280,7 +280,27 @@ pub fn normalize_ident(i: &Ident) -> String {
 fn canonical_sql<T: VisitMut + Clone + std::fmt::Display>(node: &T) -> String {
     let mut n = node.clone();
     let _ = n.visit(&mut IdentNormalizer);
-    n.to_string()
+    lower_unquoted_words(&n.to_string())
+}
+
+/// Lowercase every unquoted word (keywords, aliases, function names):
+/// DataFusion resolves them case-insensitively. Quoted identifiers and string
+/// literals keep their case.
+fn lower_unquoted_words(sql: &str) -> String {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    match Tokenizer::new(&dialect(), sql).tokenize() {
+        Ok(tokens) => tokens
+            .into_iter()
+            .map(|t| match t {
+                Token::Word(mut w) if w.quote_style.is_none() => {
+                    w.value = w.value.to_lowercase();
+                    Token::Word(w).to_string()
+                }
+                t => t.to_string(),
+            })
+            .collect(),
+        Err(_) => sql.to_string(),
+    }
 }
 
 /// Where a read table is first mentioned (for "unknown table" diagnostics).

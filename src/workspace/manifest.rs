@@ -75,7 +75,22 @@ struct ScanToml {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ContractToml {
-    columns: ContractColumnsToml,
+    #[serde(default)]
+    columns: Option<ContractColumnsToml>,
+    unique: Option<UniqueToml>,
+    #[serde(default)]
+    not_null: Vec<String>,
+    #[serde(default)]
+    accepted_values: IndexMap<String, Vec<toml::Value>>,
+    #[serde(default)]
+    references: IndexMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UniqueToml {
+    One(Vec<String>),
+    Many(Vec<Vec<String>>),
 }
 
 #[derive(Deserialize)]
@@ -287,20 +302,67 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
     let mut contracts = BTreeMap::new();
     for (name, c) in m.contracts {
         let span = span_of(&c);
-        let columns: Vec<ContractColumn> = match c.into_inner().columns {
-            ContractColumnsToml::Map(m) => {
+        let c = c.into_inner();
+        let columns: Vec<ContractColumn> = match c.columns {
+            None => Vec::new(),
+            Some(ContractColumnsToml::Map(m)) => {
                 m.into_iter().map(|(name, data_type)| ContractColumn { name, data_type, nullable: None }).collect()
             }
-            ContractColumnsToml::List(l) => l
+            Some(ContractColumnsToml::List(l)) => l
                 .into_iter()
                 .map(|c| ContractColumn { name: c.name, data_type: c.data_type, nullable: c.nullable })
                 .collect(),
         };
+        let mut checks = Vec::new();
+        match c.unique {
+            Some(UniqueToml::One(k)) if !k.is_empty() => checks.push(DataCheck::Unique(k)),
+            Some(UniqueToml::Many(ks)) => {
+                checks.extend(ks.into_iter().filter(|k| !k.is_empty()).map(DataCheck::Unique))
+            }
+            _ => {}
+        }
+        checks.extend(c.not_null.into_iter().map(DataCheck::NotNull));
+        for (column, vals) in c.accepted_values {
+            let mut values = Vec::new();
+            for v in vals {
+                values.push(match v {
+                    toml::Value::Integer(i) => ParamValue::Int(i),
+                    toml::Value::Float(f) => ParamValue::Float(f.to_bits()),
+                    toml::Value::Boolean(b) => ParamValue::Bool(b),
+                    toml::Value::String(s) => ParamValue::Str(s),
+                    other => {
+                        return Err(invalid(
+                            file,
+                            span,
+                            format!("contract `{name}`: accepted value {other} of `{column}` is not a string, number or boolean"),
+                        ));
+                    }
+                });
+            }
+            checks.push(DataCheck::AcceptedValues { column, values });
+        }
+        for (column, target) in c.references {
+            let Some((table, target_column)) = target.split_once('.') else {
+                return Err(invalid(
+                    file,
+                    span,
+                    format!("contract `{name}`: references of `{column}` must be `table.column`, not `{target}`"),
+                ));
+            };
+            checks.push(DataCheck::References {
+                column,
+                table: table.to_string(),
+                target_column: target_column.to_string(),
+            });
+        }
+        if columns.is_empty() && checks.is_empty() {
+            return Err(invalid(file, span, format!("contract `{name}` declares no columns and no checks")));
+        }
         for col in &columns {
             types::parse_type(&col.data_type)
                 .map_err(|e| invalid(file, span, format!("contract `{name}`, column `{}`: {e}", col.name)))?;
         }
-        contracts.insert(name.clone(), ContractSpec { name, columns, file: file.to_path_buf(), span });
+        contracts.insert(name.clone(), ContractSpec { name, columns, checks, file: file.to_path_buf(), span });
     }
 
     let rules = convert_rules(file, text, m.rules)?;

@@ -178,12 +178,56 @@ pub struct ScanOptions {
 pub struct ContractSpec {
     /// Contract name.
     pub name: String,
-    /// Required columns.
+    /// Required columns (checked when the rule is planned).
     pub columns: Vec<ContractColumn>,
+    /// Data checks (evaluated on the materialized output before publishing).
+    pub checks: Vec<DataCheck>,
     /// Where it is declared.
     pub file: PathBuf,
     /// Byte span of its table.
     pub span: Option<(usize, usize)>,
+}
+
+/// A data check of a contract, evaluated as a DataFusion query on the result.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DataCheck {
+    /// No two rows share these columns' values.
+    Unique(Vec<String>),
+    /// The column holds no null.
+    NotNull(String),
+    /// Every non-null value of the column is one of these.
+    AcceptedValues {
+        /// Column checked.
+        column: String,
+        /// Allowed values.
+        values: Vec<ParamValue>,
+    },
+    /// Every non-null value of the column exists in `table.target_column`.
+    References {
+        /// Column checked.
+        column: String,
+        /// Dataset or rule referenced.
+        table: String,
+        /// Column of `table`.
+        target_column: String,
+    },
+}
+
+impl DataCheck {
+    /// Short description, e.g. `unique(src, dst)`.
+    pub fn describe(&self) -> String {
+        match self {
+            DataCheck::Unique(cols) => format!("unique({})", cols.join(", ")),
+            DataCheck::NotNull(c) => format!("not_null({c})"),
+            DataCheck::AcceptedValues { column, values } => {
+                let vs: Vec<String> = values.iter().map(ParamValue::canonical).collect();
+                format!("accepted_values({column} in [{}])", vs.join(", "))
+            }
+            DataCheck::References { column, table, target_column } => {
+                format!("references({column} -> {table}.{target_column})")
+            }
+        }
+    }
 }
 
 /// One required column of a contract.

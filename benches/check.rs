@@ -1,0 +1,55 @@
+//! Whole-process `relspec check` benchmark (parse, plan, contracts; no
+//! execution) on generated workspaces of N rules: cold (fresh cache), warm
+//! with nothing changed, and warm after editing one rule. See benches/README.md.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+fn check(root: &Path) -> (f64, serde_json::Value) {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_relspec"))
+        .current_dir(root)
+        .args(["check", "--json"])
+        .output()
+        .expect("run relspec");
+    let wall = t.elapsed().as_secs_f64() * 1000.0;
+    assert!(out.status.success(), "relspec check failed: {}", String::from_utf8_lossy(&out.stdout));
+    (wall, serde_json::from_slice(&out.stdout).unwrap())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("RELSPEC_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().parse().unwrap()).collect())
+        .unwrap_or_else(|| vec![1000, 10000]);
+    println!(
+        "| rules | cold check | warm check, nothing changed (median of 5) | warm check after a one-rule edit (median of 5) |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        relspec::synth::write_workspace(root, n, 2000).unwrap();
+        let (cold, v) = check(root);
+        assert_eq!(v["planned"].as_u64(), Some(n as u64));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        check(root);
+        let warm = median((0..5).map(|_| check(root).0).collect());
+        let target = n / 2 + 5; // a chain link in the middle of the workspace
+        let mut edits = Vec::new();
+        for variant in 1..=5 {
+            let path = root.join("rules").join(format!("{}.sql", relspec::synth::rule_name(target)));
+            std::fs::write(&path, relspec::synth::rule_sql(target, variant)).unwrap();
+            let (wall, v) = check(root);
+            assert_eq!(v["planned"].as_u64(), Some(1), "one rule re-planned");
+            edits.push(wall);
+        }
+        println!("| {n} | {cold:.0} ms | {warm:.1} ms | {:.1} ms |", median(edits));
+    }
+}

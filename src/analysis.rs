@@ -1,0 +1,223 @@
+//! Analysis without execution: every rule planned against its inputs'
+//! *schemas*, yielding its output schema and column lineage, and every
+//! planning error (unknown columns, type errors, contract mismatches).
+//!
+//! Results are memoized in `cache/analysis.json` by a *check key*: the rule's
+//! signature, engine fingerprint, params, contract, the fingerprints of the
+//! datasets it reads and the output schemas of the rules it reads. A rule
+//! whose key is unchanged is not planned again; a rule that must be planned
+//! sees its upstream rules as empty tables of their recorded schema, so one
+//! edited rule costs one planning, and an edit that keeps a rule's output
+//! schema stops there (schema-level early cutoff).
+//!
+//! Architecture invariant: analysis never executes a plan and never writes
+//! anything but its memo; failed rules are not memoized.
+
+use crate::db::Dep;
+use crate::error::{Diag, ErrorKind, Result};
+use crate::lineage::{self, RuleLineage};
+use crate::project::{Project, RuleJob};
+use crate::relplan::lower::{self, LowerError};
+use crate::workspace::DataCheck;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Version of the analysis memo; bump when lineage or keys change meaning.
+const ANALYSIS_VERSION: &str = "analysis/v1";
+
+/// What planning one rule yields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Key the result is memoized under.
+    pub check_key: String,
+    /// Output schema (the columns) and lineage.
+    pub lineage: RuleLineage,
+}
+
+impl Analysis {
+    /// Hash of the output schema (names, types, nullability, in order).
+    pub fn schema_hash(&self) -> String {
+        let cols: Vec<String> =
+            self.lineage.columns.iter().map(|c| format!("{}:{}:{}", c.name, c.data_type, c.nullable)).collect();
+        blake3::hash(cols.join(",").as_bytes()).to_hex().to_string()
+    }
+
+    /// The output schema as Arrow.
+    pub fn arrow_schema(&self) -> Result<Schema> {
+        let mut fields = Vec::new();
+        for c in &self.lineage.columns {
+            let t = DataType::from_str(&c.data_type)
+                .map_err(|e| Diag::new(ErrorKind::Internal(format!("type `{}`: {e}", c.data_type))))?;
+            fields.push(Field::new(&c.name, t, c.nullable));
+        }
+        Ok(Schema::new(fields))
+    }
+}
+
+/// The analysis of a set of rules.
+#[derive(Debug, Default)]
+pub struct AnalysisSet {
+    /// Rule -> analysis (rules that planned).
+    pub rules: BTreeMap<String, Analysis>,
+    /// Every error found, in dependency order.
+    pub errors: Vec<Diag>,
+    /// Rules planned in this run (memo misses).
+    pub planned: usize,
+    /// Rules served by the memo.
+    pub memoized: usize,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Memo {
+    version: String,
+    rules: BTreeMap<String, Analysis>,
+}
+
+/// Analyze `rules` (all rules when empty) and what they read.
+pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
+    let mut set = AnalysisSet { errors: p.static_errors(), ..Default::default() };
+    if !set.errors.is_empty() {
+        return Ok(set);
+    }
+    let rules: Vec<String> = if rules.is_empty() { p.graph().order.clone() } else { rules.to_vec() };
+    let mut need: HashSet<String> = rules.iter().cloned().collect();
+    for r in &rules {
+        need.extend(p.upstream(r));
+    }
+    let order: Vec<String> = p.graph().order.iter().filter(|r| need.contains(*r)).cloned().collect();
+    let jobs: Vec<RuleJob> = order.iter().filter_map(|r| p.job(r)).collect();
+    let spec = p.spec()?;
+    let store = p.store()?.clone();
+    let memo_path = store.dir().join("analysis.json");
+    let mut memo: Memo = std::fs::read(&memo_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|m: &Memo| m.version == ANALYSIS_VERSION)
+        .unwrap_or_else(|| Memo { version: ANALYSIS_VERSION.into(), ..Default::default() });
+    let mut dirty = false;
+    let mut session = None;
+    let mut registered: HashSet<String> = HashSet::new();
+    let mut failed: HashSet<String> = HashSet::new();
+
+    for job in jobs {
+        if job.deps.iter().any(|d| matches!(d, Dep::Rule(u) if failed.contains(u))) {
+            failed.insert(job.name.clone());
+            continue;
+        }
+        let key = check_key(&job, &set.rules);
+        if let Some(a) = memo.rules.get(&job.name).filter(|a| a.check_key == key) {
+            set.rules.insert(job.name.clone(), a.clone());
+            set.memoized += 1;
+            continue;
+        }
+        if session.is_none() {
+            session = Some(p.session_with(&HashSet::new())?);
+        }
+        let (engine, ctx) = session.as_ref().unwrap();
+        let mut reg_err = None;
+        for d in &job.deps {
+            match d {
+                Dep::Dataset(ds) if !registered.contains(ds) => {
+                    match engine.block_on(crate::registry::register(ctx, &p.root, &spec.datasets[ds])) {
+                        Ok(_) => {
+                            registered.insert(ds.clone());
+                        }
+                        Err(e) => reg_err = Some(e),
+                    }
+                }
+                Dep::Rule(u) => {
+                    let schema = Arc::new(set.rules[u].arrow_schema()?);
+                    let table = MemTable::try_new(schema, vec![vec![]])
+                        .map_err(|e| Diag::new(ErrorKind::Internal(e.to_string())))?;
+                    let _ = ctx.deregister_table(u.as_str());
+                    ctx.register_table(u.as_str(), Arc::new(table))
+                        .map_err(|e| Diag::new(ErrorKind::Internal(e.to_string())))?;
+                }
+                _ => {}
+            }
+        }
+        if let Some(e) = reg_err {
+            set.errors.push(e.in_rule(job.name.clone()));
+            failed.insert(job.name.clone());
+            continue;
+        }
+        let plan = p.plan(&job.name)?;
+        let contract = job.decl.def.produces.as_ref().and_then(|c| spec.contracts.get(c)).cloned();
+        let res = engine.block_on(async {
+            let l = lower::lower(ctx, &plan, &spec.params).await?;
+            // Type coercion and other analyzer checks (what execution would reject).
+            let state = ctx.state();
+            state
+                .analyzer()
+                .execute_and_check(l.df.logical_plan().clone(), state.config_options(), |_, _| {})
+                .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+            if let Some(c) = &contract {
+                lower::check_contract(l.df.schema(), c).map_err(|diag| LowerError { diag, pos: None })?;
+                for k in &c.checks {
+                    let DataCheck::References { table, target_column, .. } = k else { continue };
+                    let cols: Vec<String> = match set.rules.get(table) {
+                        Some(a) => a.lineage.columns.iter().map(|c| c.name.clone()).collect(),
+                        None => match ctx.table(table.as_str()).await {
+                            Ok(t) => t.schema().fields().iter().map(|f| f.name().clone()).collect(),
+                            Err(e) => return Err(lower::df_error(e, ErrorKind::Plan)),
+                        },
+                    };
+                    if !cols.contains(target_column) {
+                        let hint = lower::suggest(target_column, &cols)
+                            .map(|s| format!(" (did you mean `{s}`?)"))
+                            .unwrap_or_default();
+                        let diag = Diag::new(ErrorKind::Contract {
+                            contract: c.name.clone(),
+                            message: format!("{}: `{table}` has no column `{target_column}`{hint}", k.describe()),
+                        })
+                        .at(&c.file, c.span);
+                        return Err(LowerError { diag, pos: None });
+                    }
+                }
+            }
+            Ok::<_, LowerError>(lineage::of_plan(&l.body))
+        });
+        set.planned += 1;
+        match res {
+            Ok(lin) => {
+                let a = Analysis { check_key: key, lineage: lin };
+                memo.rules.insert(job.name.clone(), a.clone());
+                set.rules.insert(job.name.clone(), a);
+                dirty = true;
+            }
+            Err(e) => {
+                set.errors.push(p.locate_error(&job, e));
+                failed.insert(job.name.clone());
+            }
+        }
+    }
+    if dirty {
+        let live: HashSet<&String> = p.graph().deps.keys().collect();
+        memo.rules.retain(|k, _| live.contains(k));
+        store.write_json(&memo_path, &memo)?;
+    }
+    Ok(set)
+}
+
+fn check_key(job: &RuleJob, done: &BTreeMap<String, Analysis>) -> String {
+    let mut parts = vec![
+        ANALYSIS_VERSION.to_string(),
+        job.parts.signature.clone(),
+        job.parts.engine.clone(),
+        format!("{:?}", job.parts.params),
+        job.parts.contract.clone().unwrap_or_default(),
+    ];
+    for d in &job.deps {
+        match d {
+            Dep::Dataset(n) => parts.push(format!("ds:{n}:{}", job.parts.datasets.get(n).cloned().unwrap_or_default())),
+            Dep::Rule(u) => {
+                parts.push(format!("rule:{u}:{}", done.get(u).map(Analysis::schema_hash).unwrap_or_default()))
+            }
+        }
+    }
+    blake3::hash(parts.join("\n").as_bytes()).to_hex().to_string()
+}

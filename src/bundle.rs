@@ -1,0 +1,172 @@
+//! Run bundles: what each build did and everything a reviewer needs to
+//! trust it, under `cache/runs/` and `cache/artifacts/`.
+//!
+//! An *artifact* (`artifacts/<output key>.json`) describes one materialized
+//! output: signature, SQL, plans (with execution metrics), column lineage,
+//! contract results, kernel lanes and the Substrait plan's path. It is
+//! written when the output is built and shared by every later run that
+//! reuses the output. A *run bundle* (`runs/<run id>.json`) records one
+//! build: engine fingerprint and profile, the dataset registry (files and
+//! fingerprints), and per rule its status, key and artifact. `relspec
+//! explain` reads the latest bundle's artifact for a rule.
+//!
+//! Architecture invariant: bundles and artifacts are written after the
+//! outputs they describe are stored; a build that executes nothing writes no
+//! bundle (a no-op build leaves the cache byte-for-byte unchanged).
+
+use crate::build::Status;
+use crate::contracts::CheckResult;
+use crate::engine::PlanSnapshots;
+use crate::error::Result;
+use crate::kernels::KernelUse;
+use crate::lineage::RuleLineage;
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Run bundles kept; older ones are removed when a new one is written.
+pub const KEEP_RUNS: usize = 20;
+
+/// Everything known about one materialized output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Rule name.
+    pub rule: String,
+    /// Output key.
+    pub key: String,
+    /// Plan signature.
+    pub signature: String,
+    /// Logical, optimized and physical plans (with metrics) and unparsed SQL.
+    pub plans: PlanSnapshots,
+    /// Column lineage.
+    pub lineage: RuleLineage,
+    /// Data contract results.
+    pub checks: Vec<CheckResult>,
+    /// Kernel applications and lanes.
+    pub kernels: Vec<KernelUse>,
+    /// Substrait plan, relative to the cache dir (with the `substrait` feature).
+    pub substrait: Option<String>,
+    /// Output rows.
+    pub rows: u64,
+    /// Output bytes (Parquet).
+    pub bytes: u64,
+    /// Execution time, ms.
+    pub elapsed_ms: f64,
+}
+
+/// One rule in a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRule {
+    /// What happened.
+    pub status: Status,
+    /// Output key.
+    pub key: Option<String>,
+    /// Content hash of the output.
+    pub content_hash: Option<String>,
+    /// Output rows.
+    pub rows: Option<u64>,
+    /// Time in this run, ms.
+    pub elapsed_ms: f64,
+    /// Why it was rebuilt, or the error.
+    pub reasons: Vec<String>,
+    /// Artifact path relative to the cache dir.
+    pub artifact: Option<String>,
+}
+
+/// One dataset as the run saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunDataset {
+    /// Location as declared.
+    pub location: String,
+    /// Format.
+    pub format: String,
+    /// Fingerprint.
+    pub fingerprint: Option<String>,
+    /// Files (relative paths) and content hashes.
+    pub files: Vec<(String, String)>,
+}
+
+/// One build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunBundle {
+    /// Sortable id: UTC time and process id.
+    pub run_id: String,
+    /// Engine fingerprint.
+    pub engine_fingerprint: String,
+    /// The runtime profile.
+    pub profile: serde_json::Value,
+    /// The dataset registry.
+    pub datasets: BTreeMap<String, RunDataset>,
+    /// Rules in this run.
+    pub rules: BTreeMap<String, RunRule>,
+    /// Total wall time, ms.
+    pub elapsed_ms: f64,
+}
+
+/// Relative path of the artifact of output `key`.
+pub fn artifact_path(key: &str) -> String {
+    format!("artifacts/{key}.json")
+}
+
+/// Write an artifact (idempotent: same key, same meaning).
+pub fn write_artifact(store: &Store, a: &Artifact) -> Result<String> {
+    let rel = artifact_path(&a.key);
+    store.write_json(&store.dir().join(&rel), a)?;
+    Ok(rel)
+}
+
+/// Read an artifact by its relative path.
+pub fn read_artifact(store: &Store, rel: &str) -> Option<Artifact> {
+    std::fs::read(store.dir().join(rel)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// A new sortable run id.
+pub fn new_run_id() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{:013}-{:07}", now.as_millis(), std::process::id())
+}
+
+/// Write a run bundle and prune old ones; returns its path.
+pub fn write_run(store: &Store, run: &RunBundle) -> Result<std::path::PathBuf> {
+    let dir = store.dir().join("runs");
+    let path = dir.join(format!("{}.json", run.run_id));
+    store.write_json(&path, run)?;
+    let mut ids = run_files(store);
+    if ids.len() > KEEP_RUNS {
+        ids.truncate(ids.len() - KEEP_RUNS);
+        for old in ids {
+            let _ = std::fs::remove_file(dir.join(old));
+        }
+    }
+    Ok(path)
+}
+
+fn run_files(store: &Store) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(store.dir().join("runs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The most recent run bundle, if any.
+pub fn latest_run(store: &Store) -> Option<RunBundle> {
+    let last = run_files(store).pop()?;
+    std::fs::read(store.dir().join("runs").join(last)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// The latest artifact of `rule`: from the newest run bundle that mentions it.
+pub fn latest_artifact(store: &Store, rule: &str) -> Option<Artifact> {
+    for f in run_files(store).iter().rev() {
+        let run: Option<RunBundle> =
+            std::fs::read(store.dir().join("runs").join(f)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(a) = run.and_then(|r| r.rules.get(rule).and_then(|r| r.artifact.clone())) {
+            return read_artifact(store, &a);
+        }
+    }
+    None
+}
