@@ -118,8 +118,8 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
-/// What each rule last resolved to: its key parts (to explain why a rule
-/// reruns) and its output (a fast path that skips reading the record).
+/// What each rule last resolved to: its output key and output (a fast path
+/// that skips reading the record). The key's parts live in the record.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct LastBuilt {
     rules: BTreeMap<String, LastEntry>,
@@ -127,7 +127,6 @@ struct LastBuilt {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LastEntry {
-    parts: KeyParts,
     key: String,
     content_hash: String,
     rows: u64,
@@ -135,27 +134,30 @@ struct LastEntry {
 }
 
 impl LastEntry {
-    fn new(parts: KeyParts, rec: &Record) -> Self {
-        LastEntry {
-            parts,
-            key: rec.key.clone(),
-            content_hash: rec.content_hash.clone(),
-            rows: rec.rows,
-            bytes: rec.bytes,
-        }
+    fn new(rec: &Record) -> Self {
+        LastEntry { key: rec.key.clone(), content_hash: rec.content_hash.clone(), rows: rec.rows, bytes: rec.bytes }
     }
-    fn record(&self, rule: &str) -> Record {
+    fn record(&self, rule: &str, signature: &str) -> Record {
         Record {
             key: self.key.clone(),
             content_hash: self.content_hash.clone(),
             rule: rule.to_string(),
-            signature: self.parts.signature.clone(),
+            signature: signature.to_string(),
             schema: vec![],
             rows: self.rows,
             bytes: self.bytes,
             elapsed_ms: 0,
+            parts: None,
         }
     }
+}
+
+/// The key parts the last build of `rule` used (from its record), to explain a rebuild.
+fn last_parts(store: &Store, last: &LastBuilt, rule: &str) -> Option<KeyParts> {
+    let le = last.rules.get(rule)?;
+    let text = std::fs::read(store.record_path(&le.key)).ok()?;
+    let rec: Record = serde_json::from_slice(&text).ok()?;
+    serde_json::from_value(rec.parts?).ok()
 }
 
 fn load_last(store: &Store) -> LastBuilt {
@@ -217,12 +219,11 @@ pub fn build(
     let mut session: Option<(Arc<crate::engine::Engine>, SessionContext)> = None;
     let mut registered: HashSet<String> = HashSet::new();
 
-    let job_by_name: HashMap<String, RuleJob> = jobs.iter().map(|j| (j.name.clone(), j.clone())).collect();
+    let job_by_name: HashMap<String, RuleJob> = jobs.into_iter().map(|j| (j.name.clone(), j)).collect();
     let mut remaining: Vec<String> = order.clone();
     let mut running: HashSet<String> = HashSet::new();
     let mut started_at: HashMap<String, Instant> = HashMap::new();
     let mut task_names: HashMap<tokio::task::Id, String> = HashMap::new();
-    let mut pending_parts: HashMap<String, KeyParts> = HashMap::new();
     let mut tasks: tokio::task::JoinSet<(String, std::result::Result<Executed, LowerError>)> =
         tokio::task::JoinSet::new();
 
@@ -237,9 +238,8 @@ pub fn build(
         let mut progressed = true;
         while progressed {
             progressed = false;
-            let mut i = 0;
-            while i < remaining.len() {
-                let name = remaining[i].clone();
+            let mut still = Vec::with_capacity(remaining.len());
+            for name in std::mem::take(&mut remaining) {
                 let job = &job_by_name[&name];
                 let ups: Vec<&String> =
                     job.deps.iter().filter_map(|d| if let Dep::Rule(u) = d { Some(u) } else { None }).collect();
@@ -252,7 +252,6 @@ pub fn build(
                     let r = skipped(&name, format!("upstream `{failed_up}` failed"));
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
-                    remaining.remove(i);
                     progressed = true;
                     continue;
                 }
@@ -267,12 +266,11 @@ pub fn build(
                     };
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
-                    remaining.remove(i);
                     progressed = true;
                     continue;
                 }
                 if !ups.iter().all(|u| records.contains_key(*u)) {
-                    i += 1;
+                    still.push(name);
                     continue;
                 }
                 let mut parts = job.parts.clone();
@@ -284,7 +282,7 @@ pub fn build(
                     .rules
                     .get(&name)
                     .filter(|le| le.key == key && store.object_intact(&le.content_hash, le.bytes))
-                    .map(|le| le.record(&name));
+                    .map(|le| le.record(&name, &parts.signature));
                 if let Some(rec) = fast.or_else(|| store.lookup(&key)) {
                     let r = RuleReport {
                         rule: name.clone(),
@@ -301,18 +299,20 @@ pub fn build(
                     };
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
-                    last.rules.insert(name.clone(), LastEntry::new(parts, &rec));
+                    if last.rules.get(&name).is_none_or(|le| le.key != rec.key) {
+                        last.rules.insert(name.clone(), LastEntry::new(&rec));
+                    }
                     records.insert(name.clone(), rec);
-                    remaining.remove(i);
                     progressed = true;
                     continue;
                 }
-                let reasons = match last.rules.get(&name).map(|le| &le.parts) {
-                    Some(prev) if prev == &parts => vec!["cached output missing".to_string()],
+                let reasons = match last_parts(&store, &last, &name) {
+                    Some(prev) if prev == parts => vec!["cached output missing".to_string()],
                     Some(prev) => {
-                        let d = parts.diff(prev);
+                        let d = parts.diff(&prev);
                         if d.is_empty() { vec!["cached output missing".to_string()] } else { d }
                     }
+                    None if last.rules.contains_key(&name) => vec!["cached output missing".to_string()],
                     None => vec!["not built before".to_string()],
                 };
                 if opts.dry_run {
@@ -320,12 +320,11 @@ pub fn build(
                         RuleReport { status: Status::Stale, reasons, key: Some(key), ..skipped(&name, String::new()) };
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
-                    remaining.remove(i);
                     progressed = true;
                     continue;
                 }
                 if running.len() >= parallel {
-                    i += 1;
+                    still.push(name);
                     continue;
                 }
                 // Start execution.
@@ -374,7 +373,6 @@ pub fn build(
                     progress.finished(&r);
                     reports.insert(name.clone(), r);
                     errors.push(e.in_rule(name.clone()));
-                    remaining.remove(i);
                     progressed = true;
                     continue;
                 }
@@ -389,10 +387,12 @@ pub fn build(
                 let (ctx2, params, store2, rule, cancel) =
                     (ctx.clone(), spec.params.clone(), store.clone(), name.clone(), opts.cancel.clone());
                 let sig = parts.signature.clone();
+                let parts_json = serde_json::to_value(&parts).ok();
                 let handle = tasks.spawn_on(
                     async move {
                         let res =
-                            execute(&ctx2, &rule, &plan, &params, contract.as_ref(), &store2, &key, &sig, cancel).await;
+                            execute(&ctx2, &rule, &plan, &params, contract.as_ref(), &store2, &key, &sig, parts_json, cancel)
+                                .await;
                         (rule, res)
                     },
                     &engine.handle(),
@@ -403,11 +403,10 @@ pub fn build(
                     name.clone(),
                     RuleReport { status: Status::Stale, reasons, ..skipped(&name, String::new()) },
                 );
-                pending_parts.insert(name.clone(), parts);
                 running.insert(name.clone());
-                remaining.remove(i);
                 progressed = true;
             }
+            remaining = still;
         }
         if running.is_empty() {
             break;
@@ -437,9 +436,7 @@ pub fn build(
                 r.kernels = ex.kernels;
                 r.checks = ex.checks;
                 artifacts.insert(name.clone(), ex.artifact);
-                if let Some(parts) = pending_parts.remove(&name) {
-                    last.rules.insert(name.clone(), LastEntry::new(parts, &ex.record));
-                }
+                last.rules.insert(name.clone(), LastEntry::new(&ex.record));
                 records.insert(name.clone(), ex.record);
             }
             Err(e) => {
@@ -585,6 +582,7 @@ async fn execute(
     store: &Store,
     key: &str,
     signature: &str,
+    parts: Option<serde_json::Value>,
     cancel: Option<Arc<AtomicBool>>,
 ) -> std::result::Result<Executed, LowerError> {
     let t = Instant::now();
@@ -648,7 +646,7 @@ async fn execute(
     #[cfg(not(feature = "substrait"))]
     let substrait: Option<String> = None;
     let store2 = store.clone();
-    let record = tokio::task::spawn_blocking(move || store2.put(&key, &rule_s, &sig, schema, &batches, elapsed))
+    let record = tokio::task::spawn_blocking(move || store2.put(&key, &rule_s, &sig, schema, &batches, elapsed, parts))
         .await
         .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
         .map_err(|diag| LowerError { diag, pos: None })?;

@@ -271,7 +271,15 @@ pub fn rule_summary<'db>(
             pos: None,
         });
     };
-    let key = blake3::hash(format!("{}\n{:?}", relplan::RELPLAN_VERSION, def.body).as_bytes()).to_hex().to_string();
+    let key = {
+        let mut h = blake3::Hasher::new();
+        h.update(relplan::RELPLAN_VERSION.as_bytes());
+        match &def.body {
+            workspace::RuleBody::Sql(sql) => h.update(b"\nsql\n").update(sql.as_bytes()),
+            other => h.update(format!("\n{other:?}").as_bytes()),
+        };
+        h.finalize().to_hex().to_string()
+    };
     if let Some(s) = db.summaries().get(&key) {
         return Ok(Arc::new(s));
     }
@@ -677,7 +685,12 @@ impl Loader {
         let abs = self.root.join(rel);
         let text =
             std::fs::read_to_string(&abs).map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", abs.display()))))?;
-        Ok(match self.sources.get(rel) {
+        Ok(self.source_text(db, rel, text))
+    }
+
+    /// The input for `rel`, set to `text` if that differs from what it holds.
+    fn source_text(&mut self, db: &mut RelspecDb, rel: &Path, text: String) -> SourceFile {
+        match self.sources.get(rel) {
             Some(f) => {
                 if f.text(db) != &text {
                     f.set_text(db).to(text);
@@ -689,7 +702,7 @@ impl Loader {
                 self.sources.insert(rel.to_path_buf(), f);
                 f
             }
-        })
+        }
     }
 
     /// Re-read only `workspace.toml` (enough to know the cache dir).
@@ -724,12 +737,18 @@ impl Loader {
                 }
             }
         }
+        let rule_paths: Vec<String> = rule_paths
+            .into_iter()
+            .filter(|p| (p.ends_with(".toml") || p.ends_with(".sql")) && Path::new(p) != manifest_rel)
+            .collect();
+        // Read in parallel (one open/read/close per file adds up at thousands of rules).
+        use rayon::prelude::*;
+        let texts: Vec<std::io::Result<String>> =
+            rule_paths.par_iter().map(|p| std::fs::read_to_string(self.root.join(p))).collect();
         let mut rule_files = Vec::new();
-        for p in rule_paths {
-            if !(p.ends_with(".toml") || p.ends_with(".sql")) || Path::new(&p) == manifest_rel {
-                continue;
-            }
-            rule_files.push(self.source(db, Path::new(&p))?);
+        for (p, text) in rule_paths.iter().zip(texts) {
+            let text = text.map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", self.root.join(p).display()))))?;
+            rule_files.push(self.source_text(db, Path::new(p), text));
         }
         if ws.rule_files(db) != &rule_files {
             ws.set_rule_files(db).to(rule_files);

@@ -79,6 +79,9 @@ pub struct Record {
     pub bytes: u64,
     /// Execution time in milliseconds when it was built.
     pub elapsed_ms: u64,
+    /// The key's parts (to explain why a later build differs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<serde_json::Value>,
 }
 
 /// The on-disk store.
@@ -130,7 +133,8 @@ impl Store {
         self.dir.join("tmp").join(format!("{}-{n}{suffix}", std::process::id()))
     }
 
-    fn record_path(&self, key: &str) -> PathBuf {
+    /// Path of the record of `key`.
+    pub fn record_path(&self, key: &str) -> PathBuf {
         self.dir.join("records").join(&key[..2]).join(format!("{key}.json"))
     }
 
@@ -161,6 +165,7 @@ impl Store {
         schema: SchemaRef,
         batches: &[RecordBatch],
         elapsed_ms: u64,
+        parts: Option<serde_json::Value>,
     ) -> Result<Record> {
         let tmp = self.tmp_path(".parquet");
         let rows = write_parquet(&tmp, schema.clone(), batches)?;
@@ -191,6 +196,7 @@ impl Store {
             rows,
             bytes,
             elapsed_ms,
+            parts,
         };
         let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
         self.write_atomic(&self.record_path(key), &bytes, true)?;
