@@ -203,6 +203,16 @@ pub fn build(
     let store = p.store().map_err(|e| vec![e])?.clone();
     let _lock = if opts.dry_run { None } else { Some(store.lock().map_err(|e| vec![e])?) };
     let mut last = load_last(&store);
+    // Check the cached objects of the last build up front, in parallel (one stat each).
+    let intact: HashSet<String> = {
+        use rayon::prelude::*;
+        let entries: Vec<&LastEntry> = last.rules.values().collect();
+        entries
+            .par_iter()
+            .filter(|le| store.object_intact(&le.content_hash, le.bytes))
+            .map(|le| le.key.clone())
+            .collect()
+    };
     let files_hashed = p.stat.hashed;
     if !opts.dry_run {
         p.stat.save(&store).map_err(|e| vec![e])?;
@@ -281,7 +291,7 @@ pub fn build(
                 let fast = last
                     .rules
                     .get(&name)
-                    .filter(|le| le.key == key && store.object_intact(&le.content_hash, le.bytes))
+                    .filter(|le| le.key == key && intact.contains(&key))
                     .map(|le| le.record(&name, &parts.signature));
                 if let Some(rec) = fast.or_else(|| store.lookup(&key)) {
                     let r = RuleReport {
@@ -329,6 +339,7 @@ pub fn build(
                 }
                 // Start execution.
                 if session.is_none() {
+                    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "creating session");
                     match p.session_with(&HashSet::new()) {
                         Ok(s) => {
                             tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "session created");
@@ -390,9 +401,19 @@ pub fn build(
                 let parts_json = serde_json::to_value(&parts).ok();
                 let handle = tasks.spawn_on(
                     async move {
-                        let res =
-                            execute(&ctx2, &rule, &plan, &params, contract.as_ref(), &store2, &key, &sig, parts_json, cancel)
-                                .await;
+                        let res = execute(
+                            &ctx2,
+                            &rule,
+                            &plan,
+                            &params,
+                            contract.as_ref(),
+                            &store2,
+                            &key,
+                            &sig,
+                            parts_json,
+                            cancel,
+                        )
+                        .await;
                         (rule, res)
                     },
                     &engine.handle(),
@@ -500,7 +521,7 @@ fn run_bundle(
     artifacts: &HashMap<String, String>,
     elapsed_ms: f64,
 ) -> crate::bundle::RunBundle {
-    use crate::bundle::{RunBundle, RunDataset, RunRule, artifact_path};
+    use crate::bundle::{RunBundle, RunDataset, RunRule};
     let spec = p.spec().ok();
     let fps = crate::db::dataset_fingerprints(&p.db, p.ws);
     let mut datasets = BTreeMap::new();
@@ -525,11 +546,9 @@ fn run_bundle(
         .iter()
         .filter_map(|name| {
             let r = reports.get(name)?;
-            // A reused output's artifact was written when it was built (under the same key).
-            let artifact = artifacts.get(name).cloned().or_else(|| match r.status {
-                Status::Reused => r.key.as_deref().map(artifact_path),
-                _ => None,
-            });
+            // A reused output's artifact was written when it was built (`artifacts/<key>.json`).
+            let artifact = artifacts.get(name).cloned();
+            let ran = r.status != Status::Reused;
             let mut reasons = r.reasons.clone();
             reasons.extend(r.error.clone());
             Some((
@@ -537,8 +556,8 @@ fn run_bundle(
                 RunRule {
                     status: r.status,
                     key: r.key.clone(),
-                    content_hash: r.content_hash.clone(),
-                    rows: r.rows,
+                    content_hash: r.content_hash.clone().filter(|_| ran),
+                    rows: r.rows.filter(|_| ran),
                     elapsed_ms: r.elapsed_ms,
                     reasons,
                     artifact,

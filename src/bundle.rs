@@ -54,23 +54,43 @@ pub struct Artifact {
     pub elapsed_ms: f64,
 }
 
-/// One rule in a run.
+/// One rule in a run. Reused rules carry only their key (their artifact is
+/// `artifacts/<key>.json`), which keeps a bundle of thousands of rules small.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRule {
     /// What happened.
     pub status: Status,
     /// Output key.
     pub key: Option<String>,
-    /// Content hash of the output.
+    /// Content hash of the output (rules that ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_hash: Option<String>,
-    /// Output rows.
+    /// Output rows (rules that ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
     /// Time in this run, ms.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub elapsed_ms: f64,
     /// Why it was rebuilt, or the error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
-    /// Artifact path relative to the cache dir.
+    /// Artifact path relative to the cache dir (rules that ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<String>,
+}
+
+impl RunRule {
+    /// The artifact path: recorded, or derived from the key of a reused output.
+    pub fn artifact_path(&self) -> Option<String> {
+        self.artifact.clone().or_else(|| match self.status {
+            Status::Reused => self.key.as_deref().map(artifact_path),
+            _ => None,
+        })
+    }
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// One dataset as the run saw it.
@@ -164,7 +184,7 @@ pub fn latest_artifact(store: &Store, rule: &str) -> Option<Artifact> {
     for f in run_files(store).iter().rev() {
         let run: Option<RunBundle> =
             std::fs::read(store.dir().join("runs").join(f)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        if let Some(a) = run.and_then(|r| r.rules.get(rule).and_then(|r| r.artifact.clone())) {
+        if let Some(a) = run.and_then(|r| r.rules.get(rule).and_then(RunRule::artifact_path)) {
             return read_artifact(store, &a);
         }
     }

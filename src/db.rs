@@ -137,24 +137,67 @@ pub struct RuleSummary {
 #[derive(Debug, Default)]
 pub struct SummaryCache {
     map: Mutex<HashMap<String, RuleSummary>>,
-    dirty: std::sync::atomic::AtomicBool,
+    added: Mutex<Vec<String>>,
+    lines: std::sync::atomic::AtomicUsize,
+}
+
+/// One line of `rule-summaries.jsonl`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SummaryLine {
+    k: String,
+    v: RuleSummary,
 }
 
 impl SummaryCache {
-    /// Load from a JSON file (empty if absent or unreadable).
+    /// Load from a JSON-lines file (empty if absent; unreadable lines are skipped).
     pub fn load(path: &Path) -> Self {
-        let map = std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        SummaryCache { map: Mutex::new(map), dirty: Default::default() }
+        let mut map = HashMap::new();
+        let mut lines = 0;
+        if let Ok(text) = std::fs::read_to_string(path) {
+            for l in text.lines() {
+                lines += 1;
+                if let Ok(e) = serde_json::from_str::<SummaryLine>(l) {
+                    map.insert(e.k, e.v);
+                }
+            }
+        }
+        SummaryCache { map: Mutex::new(map), added: Mutex::default(), lines: lines.into() }
     }
     /// Replace the contents with another cache's.
     pub fn replace(&self, other: SummaryCache) {
         *self.map.lock().unwrap() = other.map.into_inner().unwrap();
+        self.lines.store(other.lines.into_inner(), std::sync::atomic::Ordering::Relaxed);
     }
-    /// Save to the store if anything was added.
+    /// Append what was added since loading (rewrite compactly when the file
+    /// has grown to twice the live entries).
     pub fn save(&self, store: &crate::store::Store) -> Result<(), Diag> {
-        if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            let map = self.map.lock().unwrap();
-            store.write_json(&store.dir().join("rule-summaries.json"), &*map)?;
+        let added = std::mem::take(&mut *self.added.lock().unwrap());
+        if added.is_empty() {
+            return Ok(());
+        }
+        let path = store.dir().join(SUMMARIES_FILE);
+        let map = self.map.lock().unwrap();
+        let lines = self.lines.load(std::sync::atomic::Ordering::Relaxed);
+        let line = |k: &String, v: &RuleSummary| {
+            serde_json::to_string(&SummaryLine { k: k.clone(), v: v.clone() }).unwrap_or_default() + "\n"
+        };
+        if lines + added.len() > 2 * map.len() + 64 {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let text: String = keys.into_iter().map(|k| line(k, &map[k])).collect();
+            store.write_atomic(&path, text.as_bytes(), false)?;
+            self.lines.store(map.len(), std::sync::atomic::Ordering::Relaxed);
+        } else {
+            use std::io::Write;
+            let text: String = added.iter().filter_map(|k| map.get(k).map(|v| line(k, v))).collect();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| Diag::new(ErrorKind::Store(format!("{}: {e}", path.display()))))?;
+            f.write_all(text.as_bytes())
+                .map_err(|e| Diag::new(ErrorKind::Store(format!("{}: {e}", path.display()))))?;
+            self.lines.fetch_add(added.len(), std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -162,10 +205,13 @@ impl SummaryCache {
         self.map.lock().unwrap().get(k).cloned()
     }
     fn insert(&self, k: String, v: RuleSummary) {
-        self.map.lock().unwrap().insert(k, v);
-        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.map.lock().unwrap().insert(k.clone(), v);
+        self.added.lock().unwrap().push(k);
     }
 }
+
+/// File name of the summary memo under the cache dir.
+pub const SUMMARIES_FILE: &str = "rule-summaries.jsonl";
 
 /// The parsed manifest.
 #[salsa::tracked(returns(ref))]
@@ -569,10 +615,30 @@ pub struct KeyParts {
 }
 
 impl KeyParts {
-    /// The output key: blake3 of the canonical JSON of all parts.
+    /// The output key: blake3 of every part, each field and map entry
+    /// length-prefixed in a fixed order (maps are sorted).
     pub fn key(&self) -> String {
-        let s = serde_json::to_string(self).expect("key parts serialize");
-        blake3::hash(s.as_bytes()).to_hex().to_string()
+        fn put(h: &mut blake3::Hasher, s: &str) {
+            h.update(&(s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
+        }
+        fn put_map(h: &mut blake3::Hasher, tag: &str, m: &BTreeMap<String, String>) {
+            put(h, tag);
+            h.update(&(m.len() as u64).to_le_bytes());
+            for (k, v) in m {
+                put(h, k);
+                put(h, v);
+            }
+        }
+        let mut h = blake3::Hasher::new();
+        put(&mut h, "relspec-key/v2");
+        put(&mut h, &self.signature);
+        put(&mut h, &self.engine);
+        put_map(&mut h, "datasets", &self.datasets);
+        put_map(&mut h, "params", &self.params);
+        put(&mut h, self.contract.as_deref().unwrap_or("-"));
+        put_map(&mut h, "upstream", &self.upstream);
+        h.finalize().to_hex().to_string()
     }
 
     /// Why `self` differs from `prev`: a list of human-readable reasons.

@@ -530,6 +530,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                 "runs",
                 "analysis.json",
                 "rule-summaries.json",
+                "rule-summaries.jsonl",
                 "stat-cache.json",
                 "published.json",
                 "last-built.json",

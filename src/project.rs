@@ -71,7 +71,7 @@ impl Project {
             let store = Store::open(&spec.cache_path(&p.root))?;
             // Reload with the persistent stat cache so unchanged files are not hashed.
             p.stat = StatCache::load(&store);
-            p.db.summaries().replace(db::SummaryCache::load(&store.dir().join("rule-summaries.json")));
+            p.db.summaries().replace(db::SummaryCache::load(&store.dir().join(db::SUMMARIES_FILE)));
             p.store = Some(store);
             tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "caches loaded");
         }

@@ -8,7 +8,7 @@
 //! - `stat-cache.json`: (path, size, mtime, inode) -> content hash of input files;
 //! - `published.json`: what was last published under the output dir;
 //! - `last-built.json`: per rule, the key parts and output it last resolved to;
-//! - `rule-summaries.json`: rule definition hash -> reads, params, signature;
+//! - `rule-summaries.jsonl`: rule definition hash -> reads, params, signature (append-only lines);
 //! - `artifacts/<key>.json`: plans, lineage and contract results of each output (see `bundle`);
 //! - `runs/<run id>.json`: the run bundles of recent builds;
 //! - `analysis.json`: the memo of schema-level analysis (see `analysis`);

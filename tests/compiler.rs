@@ -356,7 +356,8 @@ fn builds_write_run_bundles_that_explain_reads() {
     runs.sort();
     let run: serde_json::Value = serde_json::from_slice(&std::fs::read(&runs[1]).unwrap()).unwrap();
     assert_eq!(run["rules"]["calls"]["status"], "reused");
-    assert!(run["rules"]["calls"]["artifact"].is_string(), "{run}");
+    let key = run["rules"]["calls"]["key"].as_str().unwrap();
+    assert!(root.join("cache/artifacts").join(format!("{key}.json")).is_file(), "reused rules keep their artifact");
 }
 
 const DIFF_WS: &str = r#"
