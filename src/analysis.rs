@@ -2,7 +2,7 @@
 //! *schemas*, yielding its output schema and column lineage, and every
 //! planning error (unknown columns, type errors, contract mismatches).
 //!
-//! Results are memoized in `cache/analysis.json` by a *check key*: the rule's
+//! Results are memoized in `cache/analysis.jsonl` by a *check key*: the rule's
 //! signature, engine fingerprint, params, contract, the fingerprints of the
 //! datasets it reads and the output schemas of the rules it reads. A rule
 //! whose key is unchanged is not planned again; a rule that must be planned
@@ -13,7 +13,7 @@
 //! Architecture invariant: analysis never executes a plan and never writes
 //! anything but its memo; failed rules are not memoized.
 
-use crate::db::Dep;
+use crate::db::{Db, Dep};
 use crate::error::{Diag, ErrorKind, Result};
 use crate::lineage::{self, RuleLineage};
 use crate::project::{Project, RuleJob};
@@ -71,10 +71,64 @@ pub struct AnalysisSet {
     pub memoized: usize,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// One line of the memo file: a rule's latest analysis (later lines win).
+#[derive(Debug, Serialize, Deserialize)]
+struct MemoLine {
+    v: String,
+    rule: String,
+    a: Analysis,
+}
+
+/// File name of the analysis memo under the cache dir (JSON lines, append-only).
+pub const MEMO_FILE: &str = "analysis.jsonl";
+
+#[derive(Debug, Default)]
 struct Memo {
-    version: String,
     rules: BTreeMap<String, Analysis>,
+    lines: usize,
+}
+
+impl Memo {
+    fn load(path: &std::path::Path) -> Memo {
+        let mut m = Memo::default();
+        if let Ok(text) = std::fs::read_to_string(path) {
+            for l in text.lines() {
+                m.lines += 1;
+                if let Ok(e) = serde_json::from_str::<MemoLine>(l) {
+                    if e.v == ANALYSIS_VERSION {
+                        m.rules.insert(e.rule, e.a);
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    /// Append `added` rules' entries, or rewrite compactly (only `live` rules)
+    /// once the file holds twice as many lines as rules.
+    fn save(
+        &self,
+        store: &crate::store::Store,
+        path: &std::path::Path,
+        added: &[String],
+        live: &HashSet<&String>,
+    ) -> Result<()> {
+        let line = |rule: &String, a: &Analysis| {
+            serde_json::to_string(&MemoLine { v: ANALYSIS_VERSION.into(), rule: rule.clone(), a: a.clone() })
+                .unwrap_or_default()
+                + "\n"
+        };
+        let io = |e: std::io::Error| Diag::new(ErrorKind::Store(format!("{}: {e}", path.display())));
+        if self.lines + added.len() > 2 * live.len() + 64 {
+            let text: String = self.rules.iter().filter(|(k, _)| live.contains(k)).map(|(k, a)| line(k, a)).collect();
+            store.write_atomic(path, text.as_bytes(), false)
+        } else {
+            use std::io::Write;
+            let text: String = added.iter().filter_map(|k| self.rules.get(k).map(|a| line(k, a))).collect();
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+            f.write_all(text.as_bytes()).map_err(io)
+        }
+    }
 }
 
 /// Analyze `rules` (all rules when empty) and what they read.
@@ -92,13 +146,9 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
     let jobs: Vec<RuleJob> = order.iter().filter_map(|r| p.job(r)).collect();
     let spec = p.spec()?;
     let store = p.store()?.clone();
-    let memo_path = store.dir().join("analysis.json");
-    let mut memo: Memo = std::fs::read(&memo_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .filter(|m: &Memo| m.version == ANALYSIS_VERSION)
-        .unwrap_or_else(|| Memo { version: ANALYSIS_VERSION.into(), ..Default::default() });
-    let mut dirty = false;
+    let memo_path = store.dir().join(MEMO_FILE);
+    let mut memo = Memo::load(&memo_path);
+    let mut added: Vec<String> = Vec::new();
     let mut session = None;
     let mut registered: HashSet<String> = HashSet::new();
     let mut failed: HashSet<String> = HashSet::new();
@@ -186,8 +236,8 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
             Ok(lin) => {
                 let a = Analysis { check_key: key, lineage: lin };
                 memo.rules.insert(job.name.clone(), a.clone());
+                added.push(job.name.clone());
                 set.rules.insert(job.name.clone(), a);
-                dirty = true;
             }
             Err(e) => {
                 set.errors.push(p.locate_error(&job, e));
@@ -195,10 +245,11 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
             }
         }
     }
-    if dirty {
+    // Keep the parsed-rule memo too, so the next process parses no unchanged rule.
+    p.db.summaries().save(&store)?;
+    if !added.is_empty() {
         let live: HashSet<&String> = p.graph().deps.keys().collect();
-        memo.rules.retain(|k, _| live.contains(k));
-        store.write_json(&memo_path, &memo)?;
+        memo.save(&store, &memo_path, &added, &live)?;
     }
     Ok(set)
 }

@@ -529,6 +529,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                 "artifacts",
                 "runs",
                 "analysis.json",
+                "analysis.jsonl",
                 "rule-summaries.json",
                 "rule-summaries.jsonl",
                 "stat-cache.json",

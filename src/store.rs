@@ -11,7 +11,7 @@
 //! - `rule-summaries.jsonl`: rule definition hash -> reads, params, signature (append-only lines);
 //! - `artifacts/<key>.json`: plans, lineage and contract results of each output (see `bundle`);
 //! - `runs/<run id>.json`: the run bundles of recent builds;
-//! - `analysis.json`: the memo of schema-level analysis (see `analysis`);
+//! - `analysis.jsonl`: the memo of schema-level analysis, append-only lines (see `analysis`);
 //! - `tmp/`: staging for atomic writes; `lock`: guards concurrent builds.
 //!
 //! Architecture invariant: every file is written to `tmp/` and renamed into
