@@ -13,8 +13,12 @@ use prost::Message;
 
 /// Encode `plan` as Substrait bytes.
 pub fn encode(ctx: &SessionContext, plan: &LogicalPlan) -> Result<Vec<u8>> {
-    let proto = datafusion_substrait::logical_plan::producer::to_substrait_plan(plan, &ctx.state())
+    let mut proto = datafusion_substrait::logical_plan::producer::to_substrait_plan(plan, &ctx.state())
         .map_err(|e| Diag::new(ErrorKind::Plan(format!("cannot express the plan in Substrait: {e}"))))?;
+    // The producer lists extension declarations in hash-map order; each carries
+    // its anchor, so a sorted list means the same plan and gives stable bytes.
+    proto.extensions.sort_by_cached_key(|e| e.encode_to_vec());
+    proto.extension_urns.sort_by_cached_key(|e| e.encode_to_vec());
     Ok(proto.encode_to_vec())
 }
 
