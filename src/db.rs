@@ -444,6 +444,26 @@ pub fn diag_in_rule(
     d
 }
 
+/// If a diagnostic covers a whole rule or step (not an exact position),
+/// narrow it to the first occurrence of `needle` in the rule's steps or its
+/// table (case-insensitively), for an exact caret.
+fn narrow_to(db: &dyn Db, ws: Workspace, decl: &RuleDecl, mut d: Diag, needle: &str) -> Diag {
+    let Some(loc) = d.location.as_mut() else { return d };
+    if loc.file != decl.origin.file || loc.span.is_some_and(|(_, len)| len <= needle.len()) {
+        return d;
+    }
+    let Some(text) = file_text(db, ws, &loc.file) else { return d };
+    let regions = decl.origin.step_spans.iter().chain(loc.span.iter()).chain(decl.origin.span.iter());
+    for &(start, len) in regions {
+        let Some(region) = text.get(start..(start + len).min(text.len())) else { continue };
+        if let Some(i) = region.to_lowercase().find(&needle.to_lowercase()) {
+            loc.span = Some((start + i, needle.len()));
+            break;
+        }
+    }
+    d
+}
+
 /// Resolve every rule's reads, report unknown names and cycles, order the DAG.
 #[salsa::tracked(returns(ref))]
 pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
@@ -484,7 +504,8 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("declare a dataset `[datasets.{r}]` or a rule named `{r}`"),
                 });
-                g.errors.push(diag_in_rule(db, ws, decl, d, site, r.len()));
+                let d = diag_in_rule(db, ws, decl, d, site, r.len());
+                g.errors.push(narrow_to(db, ws, decl, d, r));
             }
         }
         for p in &plan.params {
@@ -495,7 +516,8 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
                     None => format!("declare it under [params], e.g. `{p} = 1`"),
                 });
                 let site = sites.iter().find(|s| s.name == format!("${p}")).and_then(|s| s.pos);
-                g.errors.push(diag_in_rule(db, ws, decl, d, site, p.len() + 1));
+                let d = diag_in_rule(db, ws, decl, d, site, p.len() + 1);
+                g.errors.push(narrow_to(db, ws, decl, d, &format!("${p}")));
             }
         }
         if let Some(c) = &decl.def.produces {

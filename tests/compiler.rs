@@ -471,3 +471,69 @@ fn semantic_diff_against_a_git_revision() {
     let msg = fails(root, &["diff", "--base", "no-such-rev"]);
     assert!(msg.contains("--base no-such-rev"), "{msg}");
 }
+
+/// 1-based line and column of the first `needle` in `text`.
+fn pos_of(text: &str, needle: &str) -> (u64, u64) {
+    let off = text.find(needle).unwrap_or_else(|| panic!("{needle} not found"));
+    let before = &text[..off];
+    let line = before.matches('\n').count() + 1;
+    let col = before[before.rfind('\n').map(|i| i + 1).unwrap_or(0)..].chars().count() + 1;
+    (line as u64, col as u64)
+}
+
+#[test]
+fn every_compile_error_class_points_at_file_line_and_column() {
+    let ws = default_workspace();
+    let root = ws.path();
+    ok(root, &["build"]);
+    let before = (
+        tree_bytes(&root.join("out")),
+        tree_bytes(&root.join("cache/objects")),
+        tree_bytes(&root.join("cache/records")),
+    );
+    // (file, from, to, needle in the edited text, expected code)
+    let cases: &[(&str, &str, &str, &str, &str)] = &[
+        (
+            "rules/edges.sql",
+            "JOIN files AS f ON f.file_id = cs.file_id",
+            "JOIN filez AS f ON f.file_id = cs.file_id",
+            "filez",
+            "relspec::unknown_table",
+        ),
+        ("workspace.toml", ">= $min_file", ">= $min_fil", "$min_fil", "relspec::unknown_param"),
+        ("rules/edges.sql", "SELECT calls.src, calls.dst", "SELECT calls.src, calls.dsx", "calls.dsx", "relspec::plan"),
+        ("rules/edges.sql", "'CALLS' AS kind", "'CALLS' AS kind kind", "kind kind", "relspec::sql_syntax"),
+    ];
+    for (file, from, to, needle, code) in cases {
+        let path = root.join(file);
+        let orig = std::fs::read_to_string(&path).unwrap();
+        assert!(orig.contains(from), "{from}");
+        let edited = orig.replacen(from, to, 1);
+        std::fs::write(&path, &edited).unwrap();
+        let (status, out, _) = run(root, &["check", "--json"]);
+        assert_eq!(status, 1);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let e = &v["errors"][0];
+        assert_eq!(e["code"], *code, "{v}");
+        assert_eq!(e["file"], *file, "{e}");
+        let (line, col) = pos_of(&edited, needle);
+        assert_eq!(e["line"].as_u64(), Some(line), "{e}");
+        if *code == "relspec::sql_syntax" {
+            // The parser reports the token after the valid prefix: the second `kind`.
+            assert_eq!(e["column"].as_u64(), Some(col + 5), "{e}");
+        } else {
+            assert_eq!(e["column"].as_u64(), Some(col), "{e}");
+        }
+        assert!(e["help"].is_string() || *code == "relspec::sql_syntax", "a hint: {e}");
+        // The rendered diagnostic puts a caret under the text.
+        let (_, _, err) = run(root, &["check"]);
+        assert!(err.contains(&format!("{file}:{line}:")) && err.contains("here"), "{err}");
+        std::fs::write(&path, orig).unwrap();
+    }
+    let after = (
+        tree_bytes(&root.join("out")),
+        tree_bytes(&root.join("cache/objects")),
+        tree_bytes(&root.join("cache/records")),
+    );
+    assert!(before == after, "nothing published or cached changed");
+}
