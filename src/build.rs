@@ -213,6 +213,7 @@ pub fn build(
             .map(|le| le.key.clone())
             .collect()
     };
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "last build loaded, objects checked");
     let files_hashed = p.stat.hashed;
     if !opts.dry_run {
         p.stat.save(&store).map_err(|e| vec![e])?;
@@ -485,7 +486,29 @@ pub fn build(
                 }
             }
         }
+        // Stat the published files in parallel (one per target); `publish` re-checks
+        // only those whose ledger entry no longer matches.
+        let fresh: HashSet<&String> = {
+            use rayon::prelude::*;
+            targets
+                .par_iter()
+                .filter(|t| {
+                    match (
+                        records.get(*t),
+                        published.entries.get(&format!("{}/{t}.parquet", spec.output_dir.trim_end_matches('/'))),
+                    ) {
+                        (Some(rec), Some(prev)) => {
+                            store.published_matches(prev, rec, &out_dir.join(format!("{t}.parquet")))
+                        }
+                        _ => false,
+                    }
+                })
+                .collect()
+        };
         for t in &targets {
+            if fresh.contains(t) {
+                continue;
+            }
             if let (Some(rec), Some(r)) = (records.get(t), reports.get_mut(t)) {
                 let rel = format!("{}/{t}.parquet", spec.output_dir.trim_end_matches('/'));
                 let dest: PathBuf = out_dir.join(format!("{t}.parquet"));
@@ -495,6 +518,7 @@ pub fn build(
                 }
             }
         }
+        tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "published");
         let save = || -> Result<()> {
             store.save_published(&published)?;
             p.db.summaries().save(&store)?;
@@ -502,6 +526,7 @@ pub fn build(
             Ok(())
         };
         save().map_err(|e| vec![e])?;
+        tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "side caches saved");
         let ran = reports.values().any(|r| matches!(r.status, Status::Built | Status::Failed));
         if ran {
             let run = run_bundle(p, &order, &reports, &artifacts, t0.elapsed().as_secs_f64() * 1000.0);

@@ -234,10 +234,23 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             progress.clear();
             let stale = report.count(Status::Stale);
             if json {
-                let mut v = serde_json::to_value(&report).unwrap();
-                v["ok"] = serde_json::json!(report.ok() && !(check && stale > 0));
-                v["errors"] = errors_json(&p, &report.errors);
-                println!("{}", serde_json::to_string_pretty(&v).unwrap());
+                /// The report with its verdict and located errors.
+                #[derive(serde::Serialize)]
+                struct Out<'a> {
+                    #[serde(flatten)]
+                    report: &'a BuildReport,
+                    ok: bool,
+                    errors: serde_json::Value,
+                }
+                let out = Out {
+                    report: &report,
+                    ok: report.ok() && !(check && stale > 0),
+                    errors: errors_json(&p, &report.errors),
+                };
+                use std::io::Write;
+                let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                let _ = serde_json::to_writer_pretty(&mut w, &out);
+                let _ = writeln!(w);
             } else {
                 print_errors(Some(&p), &report.errors);
                 summary(&report, check);

@@ -234,8 +234,8 @@ impl Store {
     /// Publish the object of `rec` at `dest` (copy to a sibling temp file, then
     /// rename), unless `dest` already holds exactly that content.
     pub fn publish(&self, rec: &Record, dest: &Path, published: &mut Published, rel: &str) -> Result<bool> {
-        if let (Some(prev), Ok(meta)) = (published.entries.get(rel), fs::metadata(dest)) {
-            if prev.content_hash == rec.content_hash && prev.bytes == meta.len() && prev.mtime_ns == mtime_ns(&meta) {
+        if let Some(prev) = published.entries.get(rel) {
+            if self.published_matches(prev, rec, dest) {
                 return Ok(false);
             }
         }
@@ -252,6 +252,13 @@ impl Store {
             PublishedEntry { content_hash: rec.content_hash.clone(), bytes: meta.len(), mtime_ns: mtime_ns(&meta) },
         );
         Ok(true)
+    }
+
+    /// Whether `dest` still holds what the ledger entry says was published for `rec`.
+    pub fn published_matches(&self, prev: &PublishedEntry, rec: &Record, dest: &Path) -> bool {
+        fs::metadata(dest).is_ok_and(|meta| {
+            prev.content_hash == rec.content_hash && prev.bytes == meta.len() && prev.mtime_ns == mtime_ns(&meta)
+        })
     }
 
     /// Load the record of what is published.
