@@ -104,9 +104,9 @@ impl Lineages<'_> {
     }
 }
 
-/// Render a lineage tree as indented text.
-pub fn render_tree(node: &LineageNode, out: &mut String) {
-    fn go(n: &LineageNode, prefix: &str, last: bool, root: bool, out: &mut String) {
+/// Render a lineage tree as indented text (`upstream`: the walk went up).
+pub fn render_tree(node: &LineageNode, upstream: bool, out: &mut String) {
+    fn go(n: &LineageNode, prefix: &str, last: bool, root: bool, upstream: bool, out: &mut String) {
         let name = match &n.column {
             Some(c) => format!("{}.{c}", n.table),
             None => format!("{} (rows)", n.table),
@@ -114,17 +114,22 @@ pub fn render_tree(node: &LineageNode, out: &mut String) {
         let how = n.how.map(|h| format!(" ({})", how_name(h))).unwrap_or_default();
         let kind = if n.kind == "dataset" { " [dataset]" } else { "" };
         if root {
-            let _ = writeln!(out, "{name}{kind}");
+            let note = if upstream && n.children.is_empty() && n.kind == "rule" && n.column.is_some() {
+                "  (no upstream column: a constant or count(*))"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "{name}{kind}{note}");
         } else {
             let _ = writeln!(out, "{prefix}{}{name}{how}{kind}", if last { "└── " } else { "├── " });
         }
         let child_prefix =
             if root { String::new() } else { format!("{prefix}{}", if last { "    " } else { "│   " }) };
         for (i, c) in n.children.iter().enumerate() {
-            go(c, &child_prefix, i + 1 == n.children.len(), false, out);
+            go(c, &child_prefix, i + 1 == n.children.len(), false, upstream, out);
         }
     }
-    go(node, "", true, true, out);
+    go(node, "", true, true, upstream, out);
 }
 
 /// Lower-case name of a use.

@@ -624,7 +624,7 @@ fn lineage_cmd(manifest: &Path, target: &str, upstream: bool, downstream: bool, 
     } else {
         let mut out = String::new();
         for t in &trees {
-            render_tree(t, &mut out);
+            render_tree(t, !down, &mut out);
         }
         if !keys.is_empty() {
             out.push_str(&format!("rows of {table} are decided by:\n"));

@@ -103,6 +103,16 @@ pub enum ParamValue {
 }
 
 impl ParamValue {
+    /// The value as an SQL literal (`'text'`, `42`, `1.5`, `true`), for messages.
+    pub fn sql_literal(&self) -> String {
+        match self {
+            ParamValue::Int(i) => i.to_string(),
+            ParamValue::Float(b) => f64::from_bits(*b).to_string(),
+            ParamValue::Bool(b) => b.to_string(),
+            ParamValue::Str(s) => format!("'{}'", s.replace('\'', "''")),
+        }
+    }
+
     /// Canonical text used in signatures and keys.
     pub fn canonical(&self) -> String {
         match self {
@@ -220,7 +230,7 @@ impl DataCheck {
             DataCheck::Unique(cols) => format!("unique({})", cols.join(", ")),
             DataCheck::NotNull(c) => format!("not_null({c})"),
             DataCheck::AcceptedValues { column, values } => {
-                let vs: Vec<String> = values.iter().map(ParamValue::canonical).collect();
+                let vs: Vec<String> = values.iter().map(ParamValue::sql_literal).collect();
                 format!("accepted_values({column} in [{}])", vs.join(", "))
             }
             DataCheck::References { column, table, target_column } => {
