@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 /// Version of the canonical serialization; bump when it changes.
-pub const RELPLAN_VERSION: &str = "relplan/v1";
+pub const RELPLAN_VERSION: &str = "relplan/v2";
 
 /// A compiled rule: the IR plus what it reads and which parameters it binds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
