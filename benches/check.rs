@@ -2,6 +2,8 @@
 //! execution) on generated workspaces of N rules: cold (fresh cache), warm
 //! with nothing changed, and warm after editing one rule. See benches/README.md.
 
+mod common;
+use common::{median, sizes};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -18,16 +20,8 @@ fn check(root: &Path) -> (f64, serde_json::Value) {
     (wall, serde_json::from_slice(&out.stdout).unwrap())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
-    let sizes: Vec<usize> = std::env::var("RELSPEC_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').map(|x| x.trim().parse().unwrap()).collect())
-        .unwrap_or_else(|| vec![1000, 10000]);
+    let sizes = sizes(&[1000, 10000]);
     println!(
         "| rules | cold check | warm check, nothing changed (median of 5) | warm check after a one-rule edit (median of 5) |"
     );

@@ -5,6 +5,8 @@
 //! editing one rule (median of 5 edits), reporting wall time and the
 //! overhead beyond the edited rule's own execution time.
 
+mod common;
+use common::{median, sizes};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -18,11 +20,6 @@ fn relspec(root: &Path, args: &[&str]) -> (f64, serde_json::Value) {
     (wall, v)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn built_ms(report: &serde_json::Value) -> (usize, f64) {
     let rules = report["rules"].as_array().unwrap();
     let built: Vec<&serde_json::Value> = rules.iter().filter(|r| r["status"] == "built").collect();
@@ -30,10 +27,7 @@ fn built_ms(report: &serde_json::Value) -> (usize, f64) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("RELSPEC_BENCH_SIZES")
-        .ok()
-        .map(|s| s.split(',').map(|x| x.trim().parse().unwrap()).collect())
-        .unwrap_or_else(|| vec![10, 100, 1000]);
+    let sizes = sizes(&[10, 100, 1000]);
     println!(
         "| rules | cold build | no-op rebuild (median of 7) | one-rule edit: wall | rule execution | overhead beyond the rule |"
     );

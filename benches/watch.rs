@@ -4,6 +4,8 @@
 //! minus that rule's own execution time; then the watcher's idle CPU.
 
 use std::io::{BufRead, BufReader};
+mod common;
+use common::median;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -15,11 +17,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
         + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn bench(name: &str, root: &Path, rule_file: &str, edit: impl Fn(usize) -> String) {

@@ -486,36 +486,31 @@ pub fn build(
                 }
             }
         }
-        // Stat the published files in parallel (one per target); `publish` re-checks
-        // only those whose ledger entry no longer matches.
-        let fresh: HashSet<&String> = {
+        // Stat the published files in parallel; only those that no longer match
+        // what the ledger says was published are (re)written.
+        let prefix = spec.output_dir.trim_end_matches('/');
+        let places: Vec<(&String, String, PathBuf)> = targets
+            .iter()
+            .filter(|t| records.contains_key(*t))
+            .map(|t| (t, format!("{prefix}/{t}.parquet"), out_dir.join(format!("{t}.parquet"))))
+            .collect();
+        let stale: Vec<&(&String, String, PathBuf)> = {
             use rayon::prelude::*;
-            targets
+            places
                 .par_iter()
-                .filter(|t| {
-                    match (
-                        records.get(*t),
-                        published.entries.get(&format!("{}/{t}.parquet", spec.output_dir.trim_end_matches('/'))),
-                    ) {
-                        (Some(rec), Some(prev)) => {
-                            store.published_matches(prev, rec, &out_dir.join(format!("{t}.parquet")))
-                        }
-                        _ => false,
-                    }
+                .filter(|(t, rel, dest)| {
+                    !published.entries.get(rel).is_some_and(|prev| store.published_matches(prev, &records[*t], dest))
                 })
                 .collect()
         };
-        for t in &targets {
-            if fresh.contains(t) {
-                continue;
-            }
-            if let (Some(rec), Some(r)) = (records.get(t), reports.get_mut(t)) {
-                let rel = format!("{}/{t}.parquet", spec.output_dir.trim_end_matches('/'));
-                let dest: PathBuf = out_dir.join(format!("{t}.parquet"));
-                match store.publish(rec, &dest, &mut published, &rel) {
-                    Ok(w) => r.published = w,
-                    Err(e) => errors.push(e.in_rule(t.clone())),
+        for (t, rel, dest) in stale {
+            match store.publish(&records[*t], dest, &mut published, rel) {
+                Ok(()) => {
+                    if let Some(r) = reports.get_mut(*t) {
+                        r.published = true;
+                    }
                 }
+                Err(e) => errors.push(e.in_rule((*t).clone())),
             }
         }
         tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "published");

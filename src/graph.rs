@@ -190,6 +190,7 @@ pub fn render(
             }
         }
     }
+    let edges = edges(deps, columns);
     let mut out = String::new();
     match format {
         Format::Dot => {
@@ -214,45 +215,32 @@ pub fn render(
                     }
                 }
             }
-            match columns {
-                None => {
-                    for (rule, ds) in deps {
-                        for d in ds {
-                            let (Dep::Dataset(u) | Dep::Rule(u)) = d;
-                            let _ = writeln!(out, "  {} -> {};", dot_id(u), dot_id(rule));
-                        }
-                    }
+            let port = |t: &str, c: &str| -> String {
+                match table_cols.get(t).and_then(|cs| cs.iter().position(|x| x == c)) {
+                    Some(i) => format!("{}:c{i}", dot_id(t)),
+                    None => dot_id(t),
                 }
-                Some(lin) => {
-                    let port = |t: &str, c: &str| -> String {
-                        match table_cols.get(t).and_then(|cs| cs.iter().position(|x| x == c)) {
-                            Some(i) => format!("{}:c{i}", dot_id(t)),
-                            None => dot_id(t),
-                        }
-                    };
-                    for (rule, l) in lin {
-                        for c in &l.columns {
-                            for s in &c.sources {
-                                let _ = writeln!(
-                                    out,
-                                    "  {} -> {} [label=\"{}\"];",
-                                    port(&s.table, &s.column),
-                                    port(rule, &c.name),
-                                    how_name(s.how)
-                                );
-                            }
-                        }
-                        for s in &l.keys {
-                            let _ = writeln!(
-                                out,
-                                "  {} -> {} [style=dashed, label=\"{}\"];",
-                                port(&s.table, &s.column),
-                                dot_id(rule),
-                                how_name(s.how)
-                            );
-                        }
+            };
+            for e in &edges {
+                let _ = match *e {
+                    Edge::Table { from, to } => writeln!(out, "  {} -> {};", dot_id(from), dot_id(to)),
+                    Edge::Column { from, to, how } => {
+                        writeln!(
+                            out,
+                            "  {} -> {} [label=\"{}\"];",
+                            port(from.0, from.1),
+                            port(to.0, to.1),
+                            how_name(how)
+                        )
                     }
-                }
+                    Edge::Key { from, to, how } => writeln!(
+                        out,
+                        "  {} -> {} [style=dashed, label=\"{}\"];",
+                        port(from.0, from.1),
+                        dot_id(to),
+                        how_name(how)
+                    ),
+                };
             }
             out.push_str("}\n");
         }
@@ -276,39 +264,57 @@ pub fn render(
                     }
                 }
             }
-            match columns {
-                None => {
-                    for (rule, ds) in deps {
-                        for d in ds {
-                            let (Dep::Dataset(u) | Dep::Rule(u)) = d;
-                            let _ = writeln!(out, "  {} --> {}", mermaid_id(u), mermaid_id(rule));
-                        }
+            let node = |t: &str, c: &str| format!("{}__{}", mermaid_id(t), mermaid_id(c));
+            for e in &edges {
+                let _ = match *e {
+                    Edge::Table { from, to } => writeln!(out, "  {} --> {}", mermaid_id(from), mermaid_id(to)),
+                    Edge::Column { from, to, how } => {
+                        writeln!(out, "  {} -->|{}| {}", node(from.0, from.1), how_name(how), node(to.0, to.1))
+                    }
+                    Edge::Key { from, to, how } => {
+                        writeln!(out, "  {} -.->|{}| {}", node(from.0, from.1), how_name(how), mermaid_id(to))
+                    }
+                };
+            }
+        }
+    }
+    out
+}
+
+/// One edge of the drawn graph, independent of the output format.
+enum Edge<'a> {
+    /// Table `from` is read by rule `to`.
+    Table { from: &'a str, to: &'a str },
+    /// Column `from` (table, column) derives column `to`.
+    Column { from: (&'a str, &'a str), to: (&'a str, &'a str), how: How },
+    /// Column `from` decides which rows rule `to` outputs.
+    Key { from: (&'a str, &'a str), to: &'a str, how: How },
+}
+
+/// The table edges of the DAG, or (with lineage) the column and key edges.
+fn edges<'a>(
+    deps: &'a BTreeMap<String, Vec<Dep>>,
+    columns: Option<&'a BTreeMap<String, RuleLineage>>,
+) -> Vec<Edge<'a>> {
+    let mut out = Vec::new();
+    match columns {
+        None => {
+            for (rule, ds) in deps {
+                for d in ds {
+                    let (Dep::Dataset(u) | Dep::Rule(u)) = d;
+                    out.push(Edge::Table { from: u, to: rule });
+                }
+            }
+        }
+        Some(lin) => {
+            for (rule, l) in lin {
+                for c in &l.columns {
+                    for s in &c.sources {
+                        out.push(Edge::Column { from: (&s.table, &s.column), to: (rule, &c.name), how: s.how });
                     }
                 }
-                Some(lin) => {
-                    let node = |t: &str, c: &str| format!("{}__{}", mermaid_id(t), mermaid_id(c));
-                    for (rule, l) in lin {
-                        for c in &l.columns {
-                            for s in &c.sources {
-                                let _ = writeln!(
-                                    out,
-                                    "  {} -->|{}| {}",
-                                    node(&s.table, &s.column),
-                                    how_name(s.how),
-                                    node(rule, &c.name)
-                                );
-                            }
-                        }
-                        for s in &l.keys {
-                            let _ = writeln!(
-                                out,
-                                "  {} -.->|{}| {}",
-                                node(&s.table, &s.column),
-                                how_name(s.how),
-                                mermaid_id(rule)
-                            );
-                        }
-                    }
+                for s in &l.keys {
+                    out.push(Edge::Key { from: (&s.table, &s.column), to: rule, how: s.how });
                 }
             }
         }

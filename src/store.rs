@@ -232,13 +232,9 @@ impl Store {
     }
 
     /// Publish the object of `rec` at `dest` (copy to a sibling temp file, then
-    /// rename), unless `dest` already holds exactly that content.
-    pub fn publish(&self, rec: &Record, dest: &Path, published: &mut Published, rel: &str) -> Result<bool> {
-        if let Some(prev) = published.entries.get(rel) {
-            if self.published_matches(prev, rec, dest) {
-                return Ok(false);
-            }
-        }
+    /// rename) and record it in the ledger. Callers skip outputs for which
+    /// [`Store::published_matches`] holds.
+    pub fn publish(&self, rec: &Record, dest: &Path, published: &mut Published, rel: &str) -> Result<()> {
         let parent = dest.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
         let tmp =
@@ -251,7 +247,7 @@ impl Store {
             rel.to_string(),
             PublishedEntry { content_hash: rec.content_hash.clone(), bytes: meta.len(), mtime_ns: mtime_ns(&meta) },
         );
-        Ok(true)
+        Ok(())
     }
 
     /// Whether `dest` still holds what the ledger entry says was published for `rec`.

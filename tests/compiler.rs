@@ -87,6 +87,13 @@ fn json(root: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(root, args)).unwrap()
 }
 
+/// `relspec check --json` on a broken workspace: exit 1 and the report.
+fn failing_check(root: &Path) -> serde_json::Value {
+    let (code, out, _) = run(root, &["check", "--json"]);
+    assert_eq!(code, 1, "check should fail:\n{out}");
+    serde_json::from_str(&out).unwrap()
+}
+
 fn find<'a>(nodes: &'a [serde_json::Value], table: &str, column: &str) -> Option<&'a serde_json::Value> {
     nodes.iter().find(|n| n["table"] == table && n["column"] == column)
 }
@@ -171,7 +178,7 @@ fn compile_errors_point_at_line_and_column() {
     // An unknown column: the caret sits on the misspelt name in the .sql file.
     let sql = std::fs::read_to_string(root.join("rules/edges.sql")).unwrap();
     std::fs::write(root.join("rules/edges.sql"), sql.replacen("calls.dst,", "calls.dts,", 1)).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&run(root, &["check", "--json"]).1).unwrap();
+    let v = failing_check(root);
     let e = &v["errors"][0];
     assert_eq!(e["file"], "rules/edges.sql");
     assert_eq!(e["rule"], "edges");
@@ -190,14 +197,14 @@ fn compile_errors_point_at_line_and_column() {
         ),
     )
     .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&run(root, &["check", "--json"]).1).unwrap();
+    let v = failing_check(root);
     let e = &v["errors"][0];
     assert_eq!(e["rule"], "callsite_candidates", "{v}");
     assert_eq!(e["line"].as_u64(), Some(t[..t.find("{ filter = \"cst_callsites").unwrap()].lines().count() as u64));
     std::fs::write(root.join("workspace.toml"), &t).unwrap();
     // An ambiguous column.
     write(root, "rules/amb.sql", "SELECT file_id FROM files JOIN cst_defs ON files.file_id = cst_defs.file_id\n");
-    let v: serde_json::Value = serde_json::from_str(&run(root, &["check", "--json"]).1).unwrap();
+    let v = failing_check(root);
     let e = &v["errors"][0];
     assert_eq!(e["rule"], "amb", "{v}");
     assert_eq!(e["file"], "rules/amb.sql");
@@ -219,9 +226,7 @@ fn fifty_errors_are_reported_in_a_stable_order() {
             &format!("-- broken rule {i}\nSELECT name, missing_{i} FROM cst_defs\n"),
         );
     }
-    let (code, out, _) = run(root, &["check", "--json"]);
-    assert_eq!(code, 1);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = failing_check(root);
     let errs = v["errors"].as_array().unwrap();
     assert_eq!(errs.len(), 50, "{v}");
     for (i, e) in errs.iter().enumerate() {
@@ -229,8 +234,7 @@ fn fifty_errors_are_reported_in_a_stable_order() {
         assert_eq!(e["file"], format!("rules/bad{i:02}.sql"));
         assert_eq!((e["line"].as_u64(), e["column"].as_u64()), (Some(2), Some(14)), "{e}");
     }
-    let (_, again, _) = run(root, &["check", "--json"]);
-    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    let again = failing_check(root);
     assert_eq!(v["errors"], again["errors"], "same errors, same order");
 }
 
@@ -510,9 +514,7 @@ fn every_compile_error_class_points_at_file_line_and_column() {
         assert!(orig.contains(from), "{from}");
         let edited = orig.replacen(from, to, 1);
         std::fs::write(&path, &edited).unwrap();
-        let (status, out, _) = run(root, &["check", "--json"]);
-        assert_eq!(status, 1);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let v = failing_check(root);
         let e = &v["errors"][0];
         assert_eq!(e["code"], *code, "{v}");
         assert_eq!(e["file"], *file, "{e}");

@@ -110,6 +110,8 @@ pub async fn lower(
     params: &BTreeMap<String, ParamValue>,
 ) -> Result<Lowered, LowerError> {
     let mut kernels_used = Vec::new();
+    // A pipeline's plan after each step (to locate analyzer errors).
+    let mut step_plans = Vec::new();
     let df = match &plan.root {
         RelNode::Sql(stmt) => {
             let state = ctx.state();
@@ -118,21 +120,12 @@ pub async fn lower(
         }
         RelNode::Pipeline { from, steps } => {
             let mut df = ctx.table(from.as_str()).await.map_err(plan_err(None))?;
-            let state = ctx.state();
             for (i, step) in steps.iter().enumerate() {
                 df = lower_step(ctx, df, step, &mut kernels_used).await.map_err(|mut e| {
                     e.pos = e.pos.or(Some(SourcePos::Step(i)));
                     e
                 })?;
-                // Type errors surface in the analyzer: run it per step so they point at the step.
-                state
-                    .analyzer()
-                    .execute_and_check(df.logical_plan().clone(), state.config_options(), |_, _| {})
-                    .map_err(|e| {
-                        let mut l = df_error(e, ErrorKind::Plan);
-                        l.pos = Some(SourcePos::Step(i));
-                        l
-                    })?;
+                step_plans.push(df.logical_plan().clone());
             }
             df
         }
@@ -156,6 +149,19 @@ pub async fn lower(
         return Err(LowerError { diag: d, pos: None });
     }
     let df = if map.is_empty() { df } else { df.with_param_values(ParamValues::Map(map)).map_err(plan_err(None))? };
+    // Type errors and other analyzer checks (what execution would reject), once
+    // per rule; in a pipeline, point at the first step whose prefix fails.
+    let state = ctx.state();
+    let analyze = |p: &datafusion::logical_expr::LogicalPlan| {
+        state.analyzer().execute_and_check(p.clone(), state.config_options(), |_, _| {})
+    };
+    if let Err(e) = analyze(df.logical_plan()) {
+        let mut l = df_error(e, ErrorKind::Plan);
+        if l.pos.is_none() {
+            l.pos = step_plans.iter().position(|p| analyze(p).is_err()).map(SourcePos::Step);
+        }
+        return Err(l);
+    }
     check_unique_names(&df)?;
     let body = df.logical_plan().clone();
     let order: Vec<SortExpr> = df.schema().columns().into_iter().map(|c| Expr::Column(c).sort(true, true)).collect();
