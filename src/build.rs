@@ -13,13 +13,13 @@ use crate::error::{Diag, ErrorKind, Result};
 use crate::kernels::KernelUse;
 use crate::project::{Project, RuleJob, snapshots};
 use crate::relplan::lower::{self, LowerError};
-use crate::store::{Record, Store};
+use crate::store::{Published, Record, Store};
 use crate::workspace::{ContractSpec, ParamValue};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -167,6 +167,53 @@ fn load_last(store: &Store) -> LastBuilt {
         .unwrap_or_default()
 }
 
+/// What a build reads of the cache's last state, loaded on a second thread
+/// while the first computes the rule graph and keys.
+struct Prefetched {
+    last: LastBuilt,
+    /// Keys whose cached object exists with the recorded size.
+    intact: HashSet<String>,
+    published: Published,
+    /// Ledger paths whose published file still has the recorded size and mtime.
+    on_disk: HashSet<String>,
+    /// Staging files left in the output dir by a killed publish.
+    staging: Vec<PathBuf>,
+}
+
+/// Load the last build, check its objects and the published files (one stat
+/// each). Run under the store lock, so nothing else changes them meanwhile.
+fn prefetch(store: &Store, out_dir: &Path, prefix: &str) -> Prefetched {
+    // Staging files of a killed earlier publish (removed when publishing).
+    let staging = std::fs::read_dir(out_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(".relspec-tmp-"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    let last = load_last(store);
+    let intact = last
+        .rules
+        .values()
+        .filter(|le| store.object_intact(&le.content_hash, le.bytes))
+        .map(|le| le.key.clone())
+        .collect();
+    let published = store.load_published();
+    let on_disk = published
+        .entries
+        .iter()
+        .filter(|(rel, prev)| {
+            rel.strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(|file| store.published_file_matches(prev, &out_dir.join(file)))
+        })
+        .map(|(rel, _)| rel.clone())
+        .collect();
+    Prefetched { last, intact, published, on_disk, staging }
+}
+
 /// Result of executing one rule.
 struct Executed {
     record: Record,
@@ -185,6 +232,18 @@ pub fn build(
     let t0 = Instant::now();
     p.refresh().map_err(|e| vec![e])?;
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "refreshed inputs");
+    // Lock first, then read the cache's state on a second thread while this
+    // one computes the graph and keys.
+    let mut _lock = None;
+    let mut pending = None;
+    if let (Ok(spec), Ok(store)) = (p.spec(), p.store()) {
+        if !opts.dry_run {
+            _lock = Some(store.lock().map_err(|e| vec![e])?);
+        }
+        let (store, out_dir) = (store.clone(), spec.output_path(&p.root));
+        let prefix = spec.output_dir.trim_end_matches('/').to_string();
+        pending = Some(std::thread::spawn(move || prefetch(&store, &out_dir, &prefix)));
+    }
     let errs = p.static_errors();
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "graph and static errors");
     if !errs.is_empty() {
@@ -194,25 +253,20 @@ pub fn build(
     let targets = p.select(&opts.select).map_err(|e| vec![e])?;
     let target_set: HashSet<String> = targets.iter().cloned().collect();
     let mut need = target_set.clone();
-    for t in &targets {
-        need.extend(p.upstream(t));
+    if !opts.select.is_empty() {
+        for t in &targets {
+            need.extend(p.upstream(t));
+        }
     }
     let order: Vec<String> = p.graph().order.iter().filter(|r| need.contains(*r)).cloned().collect();
     let jobs: Vec<RuleJob> = order.iter().filter_map(|r| p.job(r)).collect();
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "static keys");
     let store = p.store().map_err(|e| vec![e])?.clone();
-    let _lock = if opts.dry_run { None } else { Some(store.lock().map_err(|e| vec![e])?) };
-    let mut last = load_last(&store);
-    // Check the cached objects of the last build up front, in parallel (one stat each).
-    let intact: HashSet<String> = {
-        use rayon::prelude::*;
-        let entries: Vec<&LastEntry> = last.rules.values().collect();
-        entries
-            .par_iter()
-            .filter(|le| store.object_intact(&le.content_hash, le.bytes))
-            .map(|le| le.key.clone())
-            .collect()
+    let Some(Ok(Prefetched { mut last, intact, mut published, on_disk, staging })) = pending.map(|h| h.join()) else {
+        return Err(vec![Diag::new(ErrorKind::Store("reading the cache's state failed".into()))]);
     };
+    // Whether `last` must be saved.
+    let mut last_dirty = false;
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "last build loaded, objects checked");
     let files_hashed = p.stat.hashed;
     if !opts.dry_run {
@@ -284,16 +338,14 @@ pub fn build(
                     still.push(name);
                     continue;
                 }
-                let mut parts = job.parts.clone();
-                for u in &ups {
-                    parts.upstream.insert(u.to_string(), records[*u].content_hash.clone());
-                }
-                let key = parts.key();
+                let upstream: BTreeMap<&str, &str> =
+                    ups.iter().map(|u| (u.as_str(), records[*u].content_hash.as_str())).collect();
+                let key = job.parts.key_with(upstream.iter().map(|(k, v)| (*k, *v)));
                 let fast = last
                     .rules
                     .get(&name)
                     .filter(|le| le.key == key && intact.contains(&key))
-                    .map(|le| le.record(&name, &parts.signature));
+                    .map(|le| le.record(&name, &job.parts.signature));
                 if let Some(rec) = fast.or_else(|| store.lookup(&key)) {
                     let r = RuleReport {
                         rule: name.clone(),
@@ -312,11 +364,14 @@ pub fn build(
                     reports.insert(name.clone(), r);
                     if last.rules.get(&name).is_none_or(|le| le.key != rec.key) {
                         last.rules.insert(name.clone(), LastEntry::new(&rec));
+                        last_dirty = true;
                     }
                     records.insert(name.clone(), rec);
                     progressed = true;
                     continue;
                 }
+                let mut parts = (*job.parts).clone();
+                parts.upstream = upstream.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
                 let reasons = match last_parts(&store, &last, &name) {
                     Some(prev) if prev == parts => vec!["cached output missing".to_string()],
                     Some(prev) => {
@@ -459,6 +514,7 @@ pub fn build(
                 r.checks = ex.checks;
                 artifacts.insert(name.clone(), ex.artifact);
                 last.rules.insert(name.clone(), LastEntry::new(&ex.record));
+                last_dirty = true;
                 records.insert(name.clone(), ex.record);
             }
             Err(e) => {
@@ -467,7 +523,7 @@ pub fn build(
                 r.status = Status::Failed;
                 r.error = Some(d.to_string());
                 errors.push(d);
-                last.rules.remove(&name);
+                last_dirty |= last.rules.remove(&name).is_some();
             }
         }
         progress.finished(&r);
@@ -476,33 +532,27 @@ pub fn build(
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "scheduled and executed");
     if !opts.dry_run {
-        let mut published = store.load_published();
         let out_dir = spec.output_path(&p.root);
-        // Staging files of a killed earlier publish.
-        if let Ok(entries) = std::fs::read_dir(&out_dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().contains(".relspec-tmp-") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
+        for f in &staging {
+            let _ = std::fs::remove_file(f);
         }
-        // Stat the published files in parallel; only those that no longer match
-        // what the ledger says was published are (re)written.
+        // Only the published files that no longer match what the ledger says
+        // was published (content hash here, size and mtime in `prefetch`) are
+        // (re)written.
         let prefix = spec.output_dir.trim_end_matches('/');
         let places: Vec<(&String, String, PathBuf)> = targets
             .iter()
             .filter(|t| records.contains_key(*t))
             .map(|t| (t, format!("{prefix}/{t}.parquet"), out_dir.join(format!("{t}.parquet"))))
             .collect();
-        let stale: Vec<&(&String, String, PathBuf)> = {
-            use rayon::prelude::*;
-            places
-                .par_iter()
-                .filter(|(t, rel, dest)| {
-                    !published.entries.get(rel).is_some_and(|prev| store.published_matches(prev, &records[*t], dest))
-                })
-                .collect()
-        };
+        let stale: Vec<&(&String, String, PathBuf)> = places
+            .iter()
+            .filter(|(t, rel, _)| {
+                !(on_disk.contains(rel)
+                    && published.entries.get(rel).is_some_and(|prev| prev.content_hash == records[*t].content_hash))
+            })
+            .collect();
+        let published_dirty = !stale.is_empty();
         for (t, rel, dest) in stale {
             match store.publish(&records[*t], dest, &mut published, rel) {
                 Ok(()) => {
@@ -515,9 +565,13 @@ pub fn build(
         }
         tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "published");
         let save = || -> Result<()> {
-            store.save_published(&published)?;
+            if published_dirty {
+                store.save_published(&published)?;
+            }
             p.db.summaries().save(&store)?;
-            store.write_json(&store.dir().join("last-built.json"), &last)?;
+            if last_dirty {
+                store.write_json(&store.dir().join("last-built.json"), &last)?;
+            }
             Ok(())
         };
         save().map_err(|e| vec![e])?;

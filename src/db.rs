@@ -151,14 +151,17 @@ struct SummaryLine {
 impl SummaryCache {
     /// Load from a JSON-lines file (empty if absent; unreadable lines are skipped).
     pub fn load(path: &Path) -> Self {
+        use rayon::prelude::*;
         let mut map = HashMap::new();
         let mut lines = 0;
         if let Ok(text) = std::fs::read_to_string(path) {
-            for l in text.lines() {
-                lines += 1;
-                if let Ok(e) = serde_json::from_str::<SummaryLine>(l) {
-                    map.insert(e.k, e.v);
-                }
+            // Parsed on every core; later lines win, as in a sequential read.
+            let parsed: Vec<Option<SummaryLine>> =
+                text.par_lines().map(|l| serde_json::from_str::<SummaryLine>(l).ok()).collect();
+            lines = parsed.len();
+            map.reserve(lines);
+            for e in parsed.into_iter().flatten() {
+                map.insert(e.k, e.v);
             }
         }
         SummaryCache { map: Mutex::new(map), added: Mutex::default(), lines: lines.into() }
@@ -222,15 +225,15 @@ pub fn manifest_spec(db: &dyn Db, ws: Workspace) -> Result<Arc<WorkspaceSpec>, D
 
 /// The rules declared in one included file.
 #[salsa::tracked(returns(ref))]
-pub fn rule_file_decls(db: &dyn Db, file: SourceFile) -> Result<Vec<RuleDecl>, Diag> {
-    workspace::parse_rule_file(file.path(db), file.text(db))
+pub fn rule_file_decls(db: &dyn Db, file: SourceFile) -> Result<Vec<Arc<RuleDecl>>, Diag> {
+    Ok(workspace::parse_rule_file(file.path(db), file.text(db))?.into_iter().map(Arc::new).collect())
 }
 
 /// All rules by name, and the errors found collecting them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuleIndex {
-    /// Rule name -> declaration.
-    pub decls: BTreeMap<String, RuleDecl>,
+    /// Rule name -> declaration (shared: jobs and diagnostics hold them).
+    pub decls: BTreeMap<String, Arc<RuleDecl>>,
     /// Parse errors and duplicate names.
     pub errors: Vec<Diag>,
 }
@@ -239,9 +242,9 @@ pub struct RuleIndex {
 #[salsa::tracked(returns(ref))]
 pub fn rule_index(db: &dyn Db, ws: Workspace) -> RuleIndex {
     let mut idx = RuleIndex::default();
-    let mut all: Vec<RuleDecl> = Vec::new();
+    let mut all: Vec<Arc<RuleDecl>> = Vec::new();
     match manifest_spec(db, ws) {
-        Ok(spec) => all.extend(spec.rules.iter().cloned()),
+        Ok(spec) => all.extend(spec.rules.iter().cloned().map(Arc::new)),
         Err(e) => idx.errors.push(e.clone()),
     }
     for f in ws.rule_files(db) {
@@ -640,27 +643,37 @@ impl KeyParts {
     /// The output key: blake3 of every part, each field and map entry
     /// length-prefixed in a fixed order (maps are sorted).
     pub fn key(&self) -> String {
-        fn put(h: &mut blake3::Hasher, s: &str) {
-            h.update(&(s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
+        self.key_with(self.upstream.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    /// The key these parts would have with `upstream` (name -> content hash,
+    /// sorted by name) in place of `self.upstream`, without building them.
+    pub fn key_with<'a>(&self, upstream: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> String {
+        // One buffer, hashed once: many small `update` calls cost more than the hash.
+        fn put(b: &mut Vec<u8>, s: &str) {
+            b.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            b.extend_from_slice(s.as_bytes());
         }
-        fn put_map(h: &mut blake3::Hasher, tag: &str, m: &BTreeMap<String, String>) {
-            put(h, tag);
-            h.update(&(m.len() as u64).to_le_bytes());
+        fn put_map<'a>(b: &mut Vec<u8>, tag: &str, m: impl ExactSizeIterator<Item = (&'a str, &'a str)>) {
+            put(b, tag);
+            b.extend_from_slice(&(m.len() as u64).to_le_bytes());
             for (k, v) in m {
-                put(h, k);
-                put(h, v);
+                put(b, k);
+                put(b, v);
             }
         }
-        let mut h = blake3::Hasher::new();
-        put(&mut h, "relspec-key/v2");
-        put(&mut h, &self.signature);
-        put(&mut h, &self.engine);
-        put_map(&mut h, "datasets", &self.datasets);
-        put_map(&mut h, "params", &self.params);
-        put(&mut h, self.contract.as_deref().unwrap_or("-"));
-        put_map(&mut h, "upstream", &self.upstream);
-        h.finalize().to_hex().to_string()
+        fn pairs(m: &BTreeMap<String, String>) -> impl ExactSizeIterator<Item = (&str, &str)> {
+            m.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        }
+        let mut b = Vec::with_capacity(512);
+        put(&mut b, "relspec-key/v2");
+        put(&mut b, &self.signature);
+        put(&mut b, &self.engine);
+        put_map(&mut b, "datasets", pairs(&self.datasets));
+        put_map(&mut b, "params", pairs(&self.params));
+        put(&mut b, self.contract.as_deref().unwrap_or("-"));
+        put_map(&mut b, "upstream", upstream);
+        blake3::hash(&b).to_hex().to_string()
     }
 
     /// Why `self` differs from `prev`: a list of human-readable reasons.
@@ -699,7 +712,7 @@ fn diff_map(why: &mut Vec<String>, what: &str, a: &BTreeMap<String, String>, b: 
 
 /// The static key parts of a rule (everything but upstream content hashes).
 #[salsa::tracked(returns(ref))]
-pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Option<KeyParts> {
+pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Option<Arc<KeyParts>> {
     let spec = manifest_spec(db, ws).as_ref().ok()?;
     let plan = rule_summary(db, ws, name).as_ref().ok()?;
     let fps = dataset_fingerprints(db, ws);
@@ -729,7 +742,7 @@ pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> O
             blake3::hash(format!("{}|{}|{}", c.name, cols.join(","), checks.join(";")).as_bytes()).to_hex().to_string(),
         );
     }
-    Some(parts)
+    Some(Arc::new(parts))
 }
 
 /// Tables a contract's `references` checks read.

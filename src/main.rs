@@ -668,8 +668,12 @@ fn diff_cmd(
                 print_errors(Some(p), &set.errors);
                 return Err(vec![]);
             }
-            let sigs: std::collections::BTreeMap<String, String> =
-                p.graph().order.iter().filter_map(|r| p.job(r).map(|j| (r.clone(), j.parts.signature))).collect();
+            let sigs: std::collections::BTreeMap<String, String> = p
+                .graph()
+                .order
+                .iter()
+                .filter_map(|r| p.job(r).map(|j| (r.clone(), j.parts.signature.clone())))
+                .collect();
             Ok((sigs, set.rules))
         };
         let (bs, ba) = analyze(&mut basep, "base")?;

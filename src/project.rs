@@ -43,9 +43,9 @@ pub struct RuleJob {
     /// What it reads.
     pub deps: Vec<Dep>,
     /// Static key parts.
-    pub parts: KeyParts,
+    pub parts: Arc<KeyParts>,
     /// Declaration (for diagnostics).
-    pub decl: RuleDecl,
+    pub decl: Arc<RuleDecl>,
 }
 
 impl Project {
@@ -147,7 +147,7 @@ impl Project {
 
     /// The declaration of a rule.
     pub fn decl(&self, name: &str) -> Option<&RuleDecl> {
-        db::rule_index(&self.db, self.ws).decls.get(name)
+        db::rule_index(&self.db, self.ws).decls.get(name).map(|d| &**d)
     }
 
     /// A detached job for `name` (the graph must be error-free for it).
@@ -160,7 +160,7 @@ impl Project {
             summary,
             deps: self.graph().deps.get(name).cloned().unwrap_or_default(),
             parts,
-            decl: self.decl(name)?.clone(),
+            decl: db::rule_index(&self.db, self.ws).decls.get(name)?.clone(),
         })
     }
 

@@ -232,8 +232,8 @@ impl Store {
     }
 
     /// Publish the object of `rec` at `dest` (copy to a sibling temp file, then
-    /// rename) and record it in the ledger. Callers skip outputs for which
-    /// [`Store::published_matches`] holds.
+    /// rename) and record it in the ledger. Callers skip outputs whose ledger
+    /// entry has the same content hash and [`Store::published_file_matches`].
     pub fn publish(&self, rec: &Record, dest: &Path, published: &mut Published, rel: &str) -> Result<()> {
         let parent = dest.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
@@ -250,11 +250,9 @@ impl Store {
         Ok(())
     }
 
-    /// Whether `dest` still holds what the ledger entry says was published for `rec`.
-    pub fn published_matches(&self, prev: &PublishedEntry, rec: &Record, dest: &Path) -> bool {
-        fs::metadata(dest).is_ok_and(|meta| {
-            prev.content_hash == rec.content_hash && prev.bytes == meta.len() && prev.mtime_ns == mtime_ns(&meta)
-        })
+    /// Whether the file at `dest` still has the size and mtime the ledger entry recorded.
+    pub fn published_file_matches(&self, prev: &PublishedEntry, dest: &Path) -> bool {
+        fs::metadata(dest).is_ok_and(|meta| prev.bytes == meta.len() && prev.mtime_ns == mtime_ns(&meta))
     }
 
     /// Load the record of what is published.
