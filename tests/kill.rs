@@ -94,3 +94,24 @@ fn killed_builds_leave_a_consistent_cache() {
         tree_bytes(&root.join("out")).into_iter().filter(|(k, _)| !k.starts_with('.')).collect();
     assert_eq!(got, expected_now);
 }
+
+/// A staging file left by a killed publish is removed by the next build that
+/// publishes, but a build that fails on a static error writes (and removes) nothing.
+#[test]
+fn staging_leftovers_are_removed_only_by_a_build_that_proceeds() {
+    let dir = default_workspace();
+    let root = dir.path();
+    ok(root, &["build"]);
+    let leftover = root.join("out/.edges.parquet.relspec-tmp-4242");
+    std::fs::write(&leftover, b"half a parquet file").unwrap();
+    let rule = root.join("rules/edges.sql");
+    let good = std::fs::read_to_string(&rule).unwrap();
+    std::fs::write(&rule, format!("{good}\nJOIN no_such_table USING (x)")).unwrap();
+    let err = fails(root, &["build"]);
+    assert!(err.contains("edges.sql"), "{err}");
+    assert!(leftover.exists(), "a build stopped by a static error leaves the output dir alone");
+    std::fs::write(&rule, good).unwrap();
+    ok(root, &["build"]);
+    assert!(!leftover.exists(), "the next build removes the staging leftover");
+    assert!(root.join("out/edges.parquet").exists());
+}
