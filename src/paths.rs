@@ -4,12 +4,16 @@ use std::path::Path;
 
 /// `p` relative to `root`, with `/` separators.
 pub fn rel_path(root: &Path, p: &Path) -> String {
-    p.strip_prefix(root)
-        .unwrap_or(p)
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
+    let rel = p.strip_prefix(root).unwrap_or(p);
+    // Fast path: a plain UTF-8 path already uses `/` (Unix) and has no `.` parts.
+    if std::path::MAIN_SEPARATOR == '/' {
+        if let Some(s) = rel.to_str() {
+            if !s.starts_with('/') && !s.starts_with("./") && !s.contains("/./") && !s.contains("//") && !s.ends_with('/') {
+                return s.to_string();
+            }
+        }
+    }
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// Whether a file or directory name is hidden or private (`.x`, `_x`).
@@ -47,4 +51,27 @@ pub fn glob_files(root: &Path, pattern: &str) -> Result<Vec<String>, String> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rel_path;
+    use std::path::Path;
+
+    /// The fast path agrees with component-wise joining.
+    #[test]
+    fn rel_path_normalizes_like_components() {
+        let root = Path::new("/w");
+        for (p, want) in [
+            ("/w/rules/a.sql", "rules/a.sql"),
+            ("/w/rules//a.sql", "rules/a.sql"),
+            ("/w/./rules/./a.sql", "rules/a.sql"),
+            ("/w/rules/", "rules"),
+            ("/w", ""),
+            ("rules/a.sql", "rules/a.sql"),
+            ("./rules/a.sql", "./rules/a.sql"),
+        ] {
+            assert_eq!(rel_path(root, Path::new(p)), want, "{p}");
+        }
+    }
 }
