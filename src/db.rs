@@ -136,7 +136,7 @@ pub struct RuleSummary {
 /// pure function of the definition, so reading it inside tracked queries is safe.
 #[derive(Debug, Default)]
 pub struct SummaryCache {
-    map: Mutex<HashMap<String, RuleSummary>>,
+    map: Mutex<HashMap<String, Arc<RuleSummary>>>,
     added: Mutex<Vec<String>>,
     lines: std::sync::atomic::AtomicUsize,
 }
@@ -161,7 +161,7 @@ impl SummaryCache {
             lines = parsed.len();
             map.reserve(lines);
             for e in parsed.into_iter().flatten() {
-                map.insert(e.k, e.v);
+                map.insert(e.k, Arc::new(e.v));
             }
         }
         SummaryCache { map: Mutex::new(map), added: Mutex::default(), lines: lines.into() }
@@ -181,8 +181,8 @@ impl SummaryCache {
         let path = store.dir().join(SUMMARIES_FILE);
         let map = self.map.lock().unwrap();
         let lines = self.lines.load(std::sync::atomic::Ordering::Relaxed);
-        let line = |k: &String, v: &RuleSummary| {
-            serde_json::to_string(&SummaryLine { k: k.clone(), v: v.clone() }).unwrap_or_default() + "\n"
+        let line = |k: &String, v: &Arc<RuleSummary>| {
+            serde_json::to_string(&SummaryLine { k: k.clone(), v: (**v).clone() }).unwrap_or_default() + "\n"
         };
         if lines + added.len() > 2 * map.len() + 64 {
             let mut keys: Vec<&String> = map.keys().collect();
@@ -204,10 +204,10 @@ impl SummaryCache {
         }
         Ok(())
     }
-    fn get(&self, k: &str) -> Option<RuleSummary> {
+    fn get(&self, k: &str) -> Option<Arc<RuleSummary>> {
         self.map.lock().unwrap().get(k).cloned()
     }
-    fn insert(&self, k: String, v: RuleSummary) {
+    fn insert(&self, k: String, v: Arc<RuleSummary>) {
         self.map.lock().unwrap().insert(k.clone(), v);
         self.added.lock().unwrap().push(k);
     }
@@ -330,7 +330,7 @@ pub fn rule_summary<'db>(
         h.finalize().to_hex().to_string()
     };
     if let Some(s) = db.summaries().get(&key) {
-        return Ok(Arc::new(s));
+        return Ok(s);
     }
     let c = compile_rule(db, ws, name).clone()?;
     let s = RuleSummary {
@@ -339,8 +339,9 @@ pub fn rule_summary<'db>(
         signature: relplan::signature(&c.0),
         sites: c.1.clone(),
     };
+    let s = Arc::new(s);
     db.summaries().insert(key, s.clone());
-    Ok(Arc::new(s))
+    Ok(s)
 }
 
 /// Fingerprints of every dataset (or why it has none).
@@ -711,7 +712,8 @@ fn diff_map(why: &mut Vec<String>, what: &str, a: &BTreeMap<String, String>, b: 
 }
 
 /// The static key parts of a rule (everything but upstream content hashes).
-#[salsa::tracked(returns(ref))]
+/// Not a tracked query: it only copies memoized values together, and a memo
+/// per rule cost more than the copying (one less query per rule per process).
 pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Option<Arc<KeyParts>> {
     let spec = manifest_spec(db, ws).as_ref().ok()?;
     let plan = rule_summary(db, ws, name).as_ref().ok()?;

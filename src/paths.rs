@@ -8,7 +8,12 @@ pub fn rel_path(root: &Path, p: &Path) -> String {
     // Fast path: a plain UTF-8 path already uses `/` (Unix) and has no `.` parts.
     if std::path::MAIN_SEPARATOR == '/' {
         if let Some(s) = rel.to_str() {
-            if !s.starts_with('/') && !s.starts_with("./") && !s.contains("/./") && !s.contains("//") && !s.ends_with('/') {
+            if !s.starts_with('/')
+                && !s.starts_with("./")
+                && !s.contains("/./")
+                && !s.contains("//")
+                && !s.ends_with('/')
+            {
                 return s.to_string();
             }
         }

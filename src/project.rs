@@ -154,7 +154,7 @@ impl Project {
     pub fn job(&self, name: &str) -> Option<RuleJob> {
         let rn = RuleName::new(&self.db, name.to_string());
         let summary = db::rule_summary(&self.db, self.ws, rn).as_ref().ok()?.clone();
-        let parts = db::static_key(&self.db, self.ws, rn).clone()?;
+        let parts = db::static_key(&self.db, self.ws, rn)?;
         Some(RuleJob {
             name: name.to_string(),
             summary,
