@@ -6,11 +6,21 @@ use common::*;
 /// Replace the temp dir path and timings so snapshots are stable.
 fn scrub(s: &str, root: &std::path::Path) -> String {
     let s = s.replace(&root.display().to_string(), "[ROOT]");
+    // A timing becomes `[T]` together with its padding (a right-aligned
+    // column is one space wider below 10 ms than above).
     let re_ms = |line: &str| -> String {
-        line.split(' ')
-            .map(|w| if w.parse::<f64>().is_ok() && w.contains('.') { "[T]" } else { w })
-            .collect::<Vec<_>>()
-            .join(" ")
+        let mut out: Vec<&str> = Vec::new();
+        for w in line.split(' ') {
+            if w.parse::<f64>().is_ok() && w.contains('.') {
+                while out.last() == Some(&"") {
+                    out.pop();
+                }
+                out.push("[T]");
+            } else {
+                out.push(w);
+            }
+        }
+        out.join(" ")
     };
     s.lines().map(re_ms).collect::<Vec<_>>().join("\n")
 }
