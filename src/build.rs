@@ -174,8 +174,9 @@ struct Prefetched {
     /// Keys whose cached object exists with the recorded size.
     intact: HashSet<String>,
     published: Published,
-    /// Ledger paths whose published file still has the recorded size and mtime.
-    on_disk: HashSet<String>,
+    /// Rule -> content hash its output was published with, for published
+    /// files that still have the recorded size and mtime.
+    on_disk: HashMap<String, String>,
     /// Staging files left in the output dir by a killed publish.
     staging: Vec<PathBuf>,
 }
@@ -204,12 +205,13 @@ fn prefetch(store: &Store, out_dir: &Path, prefix: &str) -> Prefetched {
     let on_disk = published
         .entries
         .iter()
-        .filter(|(rel, prev)| {
-            rel.strip_prefix(prefix)
-                .and_then(|r| r.strip_prefix('/'))
-                .is_some_and(|file| store.published_file_matches(prev, &out_dir.join(file)))
+        .filter_map(|(rel, prev)| {
+            let file = rel.strip_prefix(prefix)?.strip_prefix('/')?;
+            let rule = file.strip_suffix(".parquet")?;
+            store
+                .published_file_matches(prev, &out_dir.join(file))
+                .then(|| (rule.to_string(), prev.content_hash.clone()))
         })
-        .map(|(rel, _)| rel.clone())
         .collect();
     Prefetched { last, intact, published, on_disk, staging }
 }
@@ -540,20 +542,13 @@ pub fn build(
         // was published (content hash here, size and mtime in `prefetch`) are
         // (re)written.
         let prefix = spec.output_dir.trim_end_matches('/');
-        let places: Vec<(&String, String, PathBuf)> = targets
+        let stale: Vec<(&String, String, PathBuf)> = targets
             .iter()
-            .filter(|t| records.contains_key(*t))
+            .filter(|t| records.get(*t).is_some_and(|rec| on_disk.get(*t) != Some(&rec.content_hash)))
             .map(|t| (t, format!("{prefix}/{t}.parquet"), out_dir.join(format!("{t}.parquet"))))
             .collect();
-        let stale: Vec<&(&String, String, PathBuf)> = places
-            .iter()
-            .filter(|(t, rel, _)| {
-                !(on_disk.contains(rel)
-                    && published.entries.get(rel).is_some_and(|prev| prev.content_hash == records[*t].content_hash))
-            })
-            .collect();
         let published_dirty = !stale.is_empty();
-        for (t, rel, dest) in stale {
+        for (t, rel, dest) in &stale {
             match store.publish(&records[*t], dest, &mut published, rel) {
                 Ok(()) => {
                     if let Some(r) = reports.get_mut(*t) {
@@ -585,6 +580,11 @@ pub fn build(
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "published and saved");
     let rules = order.iter().filter(|r| target_set.contains(*r)).filter_map(|r| reports.remove(r)).collect();
+    // Freeing the per-rule maps costs ~2.5 µs a rule (13 ms at 5,000 rules):
+    // hand them to a thread instead of the caller's critical path.
+    let garbage = (records, job_by_name, last, published, intact, on_disk, order, targets, target_set, need);
+    let garbage2 = (session, registered, artifacts, reports, started_at, task_names);
+    std::thread::spawn(move || drop((garbage, garbage2)));
     Ok(BuildReport { rules, elapsed_ms: t0.elapsed().as_secs_f64() * 1000.0, files_hashed, errors })
 }
 
