@@ -1,6 +1,7 @@
 //! A build killed with SIGKILL at arbitrary points never leaves a corrupt
 //! cache entry or a half-written published output; the next build succeeds
-//! and publishes what a clean build publishes.
+//! and publishes what a clean build publishes. Concurrent builds of one
+//! workspace are serialized by the store lock.
 
 mod common;
 use common::*;
@@ -114,4 +115,43 @@ fn staging_leftovers_are_removed_only_by_a_build_that_proceeds() {
     ok(root, &["build"]);
     assert!(!leftover.exists(), "the next build removes the staging leftover");
     assert!(root.join("out/edges.parquet").exists());
+}
+
+/// Four builds of one workspace started at once: the lock serializes them, so
+/// every rule is built exactly once in all, the others reuse its output, and
+/// the cache and outputs equal a clean build's.
+#[test]
+fn concurrent_builds_are_serialized_by_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    relspec::synth::write_workspace(root, 40, 60_000).unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            relspec_process(root)
+                .args(["build", "--json"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut built = 0;
+    let mut waited = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let rules = report["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), 40);
+        built += rules.iter().filter(|r| r["status"] == "built").count();
+        assert!(rules.iter().all(|r| r["status"] == "built" || r["status"] == "reused"), "{report}");
+        waited += String::from_utf8_lossy(&out.stderr).contains("waiting for another build") as usize;
+    }
+    assert_eq!(built, 40, "each rule is built once across the four builds");
+    assert!(waited >= 1, "at least one build waited for the lock");
+    assert_store_consistent(root);
+    let reference = tempfile::tempdir().unwrap();
+    relspec::synth::write_workspace(reference.path(), 40, 60_000).unwrap();
+    ok(reference.path(), &["build"]);
+    assert_eq!(tree_bytes(&root.join("out")), tree_bytes(&reference.path().join("out")));
 }
