@@ -314,7 +314,10 @@ pub fn rule_summary<'db>(
     ws: Workspace,
     name: RuleName<'db>,
 ) -> Result<Arc<RuleSummary>, CompileError> {
-    let Some(def) = rule_def(db, ws, name) else {
+    // Straight from the index, not through `rule_def`: a memo hit costs one
+    // hash of the definition, less than a query per rule; the summary is
+    // backdated when equal, so an edit elsewhere changes nothing downstream.
+    let Some(def) = rule_index(db, ws).decls.get(name.text(db)).map(|d| &d.def) else {
         return Err(CompileError {
             diag: Diag::new(ErrorKind::Usage(format!("no rule named `{}`", name.text(db)))),
             pos: None,
@@ -723,7 +726,7 @@ pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> O
         engine: engine_fingerprint(db, ws).clone(),
         ..Default::default()
     };
-    let def = rule_def(db, ws, name).as_ref()?;
+    let def = &rule_index(db, ws).decls.get(name.text(db))?.def;
     let contract = match &def.produces {
         Some(cn) => Some(spec.contracts.get(cn)?),
         None => None,
