@@ -3,21 +3,11 @@
 //! with nothing changed, and warm after editing one rule. See benches/README.md.
 
 mod common;
-use common::{median, sizes};
+use common::{median, relspec, sizes};
 use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
 
 fn check(root: &Path) -> (f64, serde_json::Value) {
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_relspec"))
-        .current_dir(root)
-        .args(["check", "--json"])
-        .output()
-        .expect("run relspec");
-    let wall = t.elapsed().as_secs_f64() * 1000.0;
-    assert!(out.status.success(), "relspec check failed: {}", String::from_utf8_lossy(&out.stdout));
-    (wall, serde_json::from_slice(&out.stdout).unwrap())
+    relspec(root, &["check", "--json"])
 }
 
 fn main() {

@@ -6,19 +6,7 @@
 //! overhead beyond the edited rule's own execution time.
 
 mod common;
-use common::{median, sizes};
-use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
-
-fn relspec(root: &Path, args: &[&str]) -> (f64, serde_json::Value) {
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_relspec")).current_dir(root).args(args).output().expect("run relspec");
-    let wall = t.elapsed().as_secs_f64() * 1000.0;
-    assert!(out.status.success(), "relspec failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (wall, v)
-}
+use common::{median, relspec, sizes};
 
 fn built_ms(report: &serde_json::Value) -> (usize, f64) {
     let rules = report["rules"].as_array().unwrap();

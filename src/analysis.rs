@@ -90,22 +90,13 @@ struct Memo {
 
 impl Memo {
     fn load(path: &std::path::Path) -> Memo {
-        let mut m = Memo::default();
-        if let Ok(text) = std::fs::read_to_string(path) {
-            for l in text.lines() {
-                m.lines += 1;
-                if let Ok(e) = serde_json::from_str::<MemoLine>(l) {
-                    if e.v == ANALYSIS_VERSION {
-                        m.rules.insert(e.rule, e.a);
-                    }
-                }
-            }
-        }
-        m
+        let (entries, lines) = crate::store::load_jsonl::<MemoLine>(path);
+        let rules = entries.into_iter().filter(|e| e.v == ANALYSIS_VERSION).map(|e| (e.rule, e.a)).collect();
+        Memo { rules, lines }
     }
 
-    /// Append `added` rules' entries, or rewrite compactly (only `live` rules)
-    /// once the file holds twice as many lines as rules.
+    /// Append `added` rules' entries, or rewrite with the `live` rules only
+    /// (see [`crate::store::Store::save_jsonl`]).
     fn save(
         &self,
         store: &crate::store::Store,
@@ -113,21 +104,12 @@ impl Memo {
         added: &[String],
         live: &HashSet<&String>,
     ) -> Result<()> {
-        let line = |rule: &String, a: &Analysis| {
-            serde_json::to_string(&MemoLine { v: ANALYSIS_VERSION.into(), rule: rule.clone(), a: a.clone() })
-                .unwrap_or_default()
-                + "\n"
+        let line = |rule: &String| {
+            self.rules.get(rule).map(|a| MemoLine { v: ANALYSIS_VERSION.into(), rule: rule.clone(), a: a.clone() })
         };
-        let io = |e: std::io::Error| Diag::new(ErrorKind::Store(format!("{}: {e}", path.display())));
-        if self.lines + added.len() > 2 * live.len() + 64 {
-            let text: String = self.rules.iter().filter(|(k, _)| live.contains(k)).map(|(k, a)| line(k, a)).collect();
-            store.write_atomic(path, text.as_bytes(), false)
-        } else {
-            use std::io::Write;
-            let text: String = added.iter().filter_map(|k| self.rules.get(k).map(|a| line(k, a))).collect();
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
-            f.write_all(text.as_bytes()).map_err(io)
-        }
+        let added: Vec<MemoLine> = added.iter().filter_map(line).collect();
+        let all = || self.rules.keys().filter(|k| live.contains(k)).filter_map(line).collect();
+        store.save_jsonl(path, self.lines, live.len(), &added, all).map(|_| ())
     }
 }
 
@@ -137,12 +119,7 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
     if !set.errors.is_empty() {
         return Ok(set);
     }
-    let rules: Vec<String> = if rules.is_empty() { p.graph().order.clone() } else { rules.to_vec() };
-    let mut need: HashSet<String> = rules.iter().cloned().collect();
-    for r in &rules {
-        need.extend(p.upstream(r));
-    }
-    let order: Vec<String> = p.graph().order.iter().filter(|r| need.contains(*r)).cloned().collect();
+    let order = if rules.is_empty() { p.graph().order.clone() } else { p.with_upstream(rules) };
     let jobs: Vec<RuleJob> = order.iter().filter_map(|r| p.job(r)).collect();
     let spec = p.spec()?;
     let store = p.store()?.clone();

@@ -151,19 +151,8 @@ struct SummaryLine {
 impl SummaryCache {
     /// Load from a JSON-lines file (empty if absent; unreadable lines are skipped).
     pub fn load(path: &Path) -> Self {
-        use rayon::prelude::*;
-        let mut map = HashMap::new();
-        let mut lines = 0;
-        if let Ok(text) = std::fs::read_to_string(path) {
-            // Parsed on every core; later lines win, as in a sequential read.
-            let parsed: Vec<Option<SummaryLine>> =
-                text.par_lines().map(|l| serde_json::from_str::<SummaryLine>(l).ok()).collect();
-            lines = parsed.len();
-            map.reserve(lines);
-            for e in parsed.into_iter().flatten() {
-                map.insert(e.k, Arc::new(e.v));
-            }
-        }
+        let (entries, lines) = crate::store::load_jsonl::<SummaryLine>(path);
+        let map = entries.into_iter().map(|e| (e.k, Arc::new(e.v))).collect();
         SummaryCache { map: Mutex::new(map), added: Mutex::default(), lines: lines.into() }
     }
     /// Replace the contents with another cache's.
@@ -171,37 +160,23 @@ impl SummaryCache {
         *self.map.lock().unwrap() = other.map.into_inner().unwrap();
         self.lines.store(other.lines.into_inner(), std::sync::atomic::Ordering::Relaxed);
     }
-    /// Append what was added since loading (rewrite compactly when the file
-    /// has grown to twice the live entries).
+    /// Append what was added since loading (see [`crate::store::Store::save_jsonl`]).
     pub fn save(&self, store: &crate::store::Store) -> Result<(), Diag> {
         let added = std::mem::take(&mut *self.added.lock().unwrap());
         if added.is_empty() {
             return Ok(());
         }
-        let path = store.dir().join(SUMMARIES_FILE);
         let map = self.map.lock().unwrap();
-        let lines = self.lines.load(std::sync::atomic::Ordering::Relaxed);
-        let line = |k: &String, v: &Arc<RuleSummary>| {
-            serde_json::to_string(&SummaryLine { k: k.clone(), v: (**v).clone() }).unwrap_or_default() + "\n"
-        };
-        if lines + added.len() > 2 * map.len() + 64 {
+        let line = |k: &String| map.get(k).map(|v| SummaryLine { k: k.clone(), v: (**v).clone() });
+        let added: Vec<SummaryLine> = added.iter().filter_map(line).collect();
+        let all = || {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            let text: String = keys.into_iter().map(|k| line(k, &map[k])).collect();
-            store.write_atomic(&path, text.as_bytes(), false)?;
-            self.lines.store(map.len(), std::sync::atomic::Ordering::Relaxed);
-        } else {
-            use std::io::Write;
-            let text: String = added.iter().filter_map(|k| map.get(k).map(|v| line(k, v))).collect();
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| Diag::new(ErrorKind::Store(format!("{}: {e}", path.display()))))?;
-            f.write_all(text.as_bytes())
-                .map_err(|e| Diag::new(ErrorKind::Store(format!("{}: {e}", path.display()))))?;
-            self.lines.fetch_add(added.len(), std::sync::atomic::Ordering::Relaxed);
-        }
+            keys.into_iter().filter_map(line).collect()
+        };
+        let lines = self.lines.load(std::sync::atomic::Ordering::Relaxed);
+        let n = store.save_jsonl(&store.dir().join(SUMMARIES_FILE), lines, map.len(), &added, all)?;
+        self.lines.store(n, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
     fn get(&self, k: &str) -> Option<Arc<RuleSummary>> {

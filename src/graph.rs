@@ -32,19 +32,15 @@ pub struct Lineages<'a> {
 }
 
 impl Lineages<'_> {
-    fn kind(&self, table: &str) -> &'static str {
-        if self.rules.contains_key(table) { "rule" } else { "dataset" }
+    /// A node without children.
+    fn node(&self, table: &str, column: Option<&str>, how: Option<How>) -> LineageNode {
+        let kind = if self.rules.contains_key(table) { "rule" } else { "dataset" };
+        LineageNode { table: table.into(), column: column.map(Into::into), kind, how, children: vec![] }
     }
 
     /// Where `table.column` comes from, transitively (`depth` 0 = unlimited).
     pub fn upstream(&self, table: &str, column: &str, how: Option<How>, depth: usize) -> LineageNode {
-        let mut node = LineageNode {
-            table: table.into(),
-            column: Some(column.into()),
-            kind: self.kind(table),
-            how,
-            children: vec![],
-        };
+        let mut node = self.node(table, Some(column), how);
         if depth == 1 {
             return node;
         }
@@ -72,13 +68,7 @@ impl Lineages<'_> {
         how: Option<How>,
         seen: &mut BTreeSet<(String, String)>,
     ) -> LineageNode {
-        let mut node = LineageNode {
-            table: table.into(),
-            column: Some(column.into()),
-            kind: self.kind(table),
-            how,
-            children: vec![],
-        };
+        let mut node = self.node(table, Some(column), how);
         if !seen.insert((table.to_string(), column.to_string())) {
             return node;
         }
@@ -91,13 +81,7 @@ impl Lineages<'_> {
             let key_uses: BTreeSet<How> =
                 l.keys.iter().filter(|s| s.table == table && s.column == column).map(|s| s.how).collect();
             for h in key_uses {
-                node.children.push(LineageNode {
-                    table: rule.clone(),
-                    column: None,
-                    kind: "rule",
-                    how: Some(h),
-                    children: vec![],
-                });
+                node.children.push(self.node(rule, None, Some(h)));
             }
         }
         node

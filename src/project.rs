@@ -146,8 +146,8 @@ impl Project {
     }
 
     /// The declaration of a rule.
-    pub fn decl(&self, name: &str) -> Option<&RuleDecl> {
-        db::rule_index(&self.db, self.ws).decls.get(name).map(|d| &**d)
+    pub fn decl(&self, name: &str) -> Option<&Arc<RuleDecl>> {
+        db::rule_index(&self.db, self.ws).decls.get(name)
     }
 
     /// A detached job for `name` (the graph must be error-free for it).
@@ -160,7 +160,7 @@ impl Project {
             summary,
             deps: self.graph().deps.get(name).cloned().unwrap_or_default(),
             parts,
-            decl: db::rule_index(&self.db, self.ws).decls.get(name)?.clone(),
+            decl: self.decl(name)?.clone(),
         })
     }
 
@@ -251,6 +251,19 @@ impl Project {
             }
         }
         out
+    }
+
+    /// `targets` and every rule they read, transitively, in dependency order.
+    pub fn with_upstream(&self, targets: &[String]) -> Vec<String> {
+        let g = self.graph();
+        let mut need: HashSet<String> = targets.iter().cloned().collect();
+        // When every rule is a target (a plain `build`) there is nothing to add.
+        if !g.order.iter().all(|r| need.contains(r)) {
+            for t in targets {
+                need.extend(self.upstream(t));
+            }
+        }
+        g.order.iter().filter(|r| need.contains(*r)).cloned().collect()
     }
 
     /// Every rule that reads `name`, transitively.

@@ -214,6 +214,31 @@ impl Store {
         self.write_atomic(path, &bytes, false)
     }
 
+    /// Save an append-only JSON-lines memo holding `lines` lines: append the
+    /// `added` entries, or, once the file would hold more than twice the `live`
+    /// entries (+64), rewrite it with `all()` only. Returns the new line count.
+    pub fn save_jsonl<T: Serialize>(
+        &self,
+        path: &Path,
+        lines: usize,
+        live: usize,
+        added: &[T],
+        all: impl FnOnce() -> Vec<T>,
+    ) -> Result<usize> {
+        let text =
+            |v: &[T]| -> String { v.iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect() };
+        if lines + added.len() > 2 * live + 64 {
+            let all = all();
+            self.write_atomic(path, text(&all).as_bytes(), false)?;
+            Ok(all.len())
+        } else {
+            let mut f =
+                fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| io("cannot open", path, e))?;
+            f.write_all(text(added).as_bytes()).map_err(|e| io("cannot write", path, e))?;
+            Ok(lines + added.len())
+        }
+    }
+
     /// Atomically write bytes at `path`: a temp file in the store, then rename
     /// (fsynced first when `durable`).
     pub fn write_atomic(&self, path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
@@ -463,4 +488,15 @@ fn inode(meta: &fs::Metadata) -> u64 {
 #[cfg(not(unix))]
 fn inode(_meta: &fs::Metadata) -> u64 {
     0
+}
+
+/// Load an append-only JSON-lines memo (see [`Store::save_jsonl`]), parsed on
+/// every core: the entries that parse, in file order (so later lines win when
+/// inserted in turn), and the file's line count. Absent file: nothing.
+pub fn load_jsonl<T: serde::de::DeserializeOwned + Send>(path: &Path) -> (Vec<T>, usize) {
+    use rayon::prelude::*;
+    let Ok(text) = fs::read_to_string(path) else { return (Vec::new(), 0) };
+    let parsed: Vec<Option<T>> = text.par_lines().map(|l| serde_json::from_str(l).ok()).collect();
+    let lines = parsed.len();
+    (parsed.into_iter().flatten().collect(), lines)
 }
