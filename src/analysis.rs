@@ -116,19 +116,30 @@ impl Memo {
 /// Analyze `rules` (all rules when empty) and what they read.
 pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
     let mut set = AnalysisSet { errors: p.static_errors(), ..Default::default() };
-    if !set.errors.is_empty() {
-        return Ok(set);
-    }
+    // Without a parsed manifest there is nothing to plan; otherwise every rule
+    // whose own definition and inputs are sound is planned, so one run reports
+    // the errors of every rule, not only the static ones.
+    let Ok(spec) = p.spec() else { return Ok(set) };
     let order = if rules.is_empty() { p.graph().order.clone() } else { p.with_upstream(rules) };
-    let jobs: Vec<RuleJob> = order.iter().filter_map(|r| p.job(r)).collect();
-    let spec = p.spec()?;
+    // Rules with a static error of their own, or whose inputs cannot be keyed
+    // (an unlistable dataset: already reported), are not planned; neither is
+    // anything downstream of them.
+    let mut failed: HashSet<String> = p.graph().broken.iter().cloned().collect();
+    let mut jobs: Vec<RuleJob> = Vec::with_capacity(order.len());
+    for r in &order {
+        match p.job(r) {
+            Some(j) if !failed.contains(r) => jobs.push(j),
+            _ => {
+                failed.insert(r.clone());
+            }
+        }
+    }
     let store = p.store()?.clone();
     let memo_path = store.dir().join(MEMO_FILE);
     let mut memo = Memo::load(&memo_path);
     let mut added: Vec<String> = Vec::new();
     let mut session = None;
     let mut registered: HashSet<String> = HashSet::new();
-    let mut failed: HashSet<String> = HashSet::new();
 
     for job in jobs {
         if job.deps.iter().any(|d| matches!(d, Dep::Rule(u) if failed.contains(u))) {

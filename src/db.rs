@@ -371,6 +371,9 @@ pub struct Graph {
     pub deps: BTreeMap<String, Vec<Dep>>,
     /// All errors: parse, compile, unknown names, cycles, unknown contracts.
     pub errors: Vec<Diag>,
+    /// Rules with an error of their own (compile error, unknown table, param
+    /// or contract, part of a cycle). Other rules can still be planned.
+    pub broken: BTreeSet<String>,
 }
 
 /// Byte span in the rule's file for a position inside the rule.
@@ -470,9 +473,11 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
             Ok(c) => (&**c, &c.sites),
             Err(e) => {
                 g.errors.push(diag_in_rule(db, ws, decl, e.diag.clone(), e.pos, 1));
+                g.broken.insert(name.clone());
                 continue;
             }
         };
+        let errors_before = g.errors.len();
         let mut deps = Vec::new();
         for r in &plan.reads {
             if spec.datasets.contains_key(r) {
@@ -536,6 +541,9 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
                 }
             }
         }
+        if g.errors.len() > errors_before {
+            g.broken.insert(name.clone());
+        }
         g.deps.insert(name.clone(), deps);
     }
     // Topological order (Kahn, by name for stability), then cycle report.
@@ -571,10 +579,11 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
         let d = Diag::new(ErrorKind::Cycle(cycle.join(" -> ")))
             .with_help("a rule cannot read its own output, directly or through other rules");
         g.errors.push(diag_in_rule(db, ws, decl, d, None, 1));
-        g.order.clear();
-    } else {
-        g.order = order;
+        g.broken.extend(stuck.iter().map(|s| s.to_string()));
     }
+    // With a cycle, `order` holds the rules outside it (and not downstream of
+    // it), so `check` still plans them; `build` refuses any static error.
+    g.order = order;
     g
 }
 

@@ -16,6 +16,12 @@ use std::sync::Arc;
 /// Version of relspec itself (part of the engine fingerprint).
 pub const RELSPEC_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Stack reserved for threads that plan or execute (the CLI's main thread and
+/// the runtime's workers). Deep plans recurse deeply; DataFusion's
+/// `recursive_protection` grows the stack on the heap where it knows to, and
+/// this reserve covers relspec's own walks. Only touched pages are committed.
+pub const DEEP_STACK_BYTES: usize = 256 << 20;
+
 /// Builds sessions from a runtime profile and owns the async runtime.
 pub struct Engine {
     profile: Profile,
@@ -44,6 +50,7 @@ impl Engine {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(profile.target_partitions.unwrap_or_else(num_cpus).max(1))
             .thread_name("relspec-exec")
+            .thread_stack_size(DEEP_STACK_BYTES)
             .enable_all()
             .build()
             .map_err(|e| Diag::new(ErrorKind::Execution(format!("cannot start the async runtime: {e}"))))?;

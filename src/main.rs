@@ -154,7 +154,18 @@ fn main() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let manifest = if cli.workspace.is_dir() { cli.workspace.join("workspace.toml") } else { cli.workspace.clone() };
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "started");
-    let res = run(cli.command, &manifest);
+    // Deep plans (a UNION ALL of 1,000 rules, deeply nested expressions) recurse
+    // deeply in the SQL parser, the planner and relspec's own plan walks; run on
+    // a thread whose stack is reserved (not committed) large enough for them.
+    let _ = rayon::ThreadPoolBuilder::new().stack_size(relspec::engine::DEEP_STACK_BYTES).build_global();
+    let res = std::thread::Builder::new()
+        .name("relspec-main".into())
+        .stack_size(relspec::engine::DEEP_STACK_BYTES)
+        .spawn(move || run(cli.command, &manifest))
+        .map_err(|e| vec![Diag::new(ErrorKind::Internal(format!("cannot start the main thread: {e}")))])
+        .and_then(|h| {
+            h.join().unwrap_or_else(|_| Err(vec![Diag::new(ErrorKind::Internal("the build thread panicked".into()))]))
+        });
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "finished");
     let code = match res {
         Ok(code) => code,

@@ -418,18 +418,24 @@ fn now_ns() -> u128 {
 struct StatEntry {
     size: u64,
     mtime_ns: u128,
+    /// Inode change time: a rewrite that restores size and mtime still moves it.
+    #[serde(default)]
+    ctime_ns: u128,
     ino: u64,
     hash: String,
     hashed_at_ns: u128,
 }
 
-/// Input file hashes keyed by (path, size, mtime, inode), so a no-op build
+/// Input file hashes keyed by (path, size, mtime, ctime, inode), so a no-op build
 /// hashes nothing. Paths are relative to the workspace root.
 ///
 /// Racily clean rule (as git's index): an entry is trusted only if the file's
 /// mtime is older than the moment it was hashed by more than the mtime
 /// granularity we assume (1 s); otherwise the file may have changed within the
-/// same timestamp, and it is hashed again.
+/// same timestamp, and it is hashed again. The inode change time (ctime) is
+/// compared too, as git's index does: a file rewritten in place with the same
+/// size and its mtime restored (`touch -d`, `cp -p`, some sync tools) has a new
+/// ctime, which no user-space call can set back.
 #[derive(Debug, Default)]
 pub struct StatCache {
     entries: HashMap<String, StatEntry>,
@@ -462,22 +468,38 @@ impl StatCache {
     /// Content hash of `abs` (keyed by `rel`), from the cache when the stat matches.
     pub fn hash(&mut self, rel: &str, abs: &Path) -> std::io::Result<String> {
         let meta = fs::metadata(abs)?;
-        let (size, mtime, ino) = (meta.len(), mtime_ns(&meta), inode(&meta));
+        let (size, mtime, ctime, ino) = (meta.len(), mtime_ns(&meta), ctime_ns(&meta), inode(&meta));
         if let Some(e) = self.entries.get(rel) {
-            if e.size == size && e.mtime_ns == mtime && e.ino == ino && mtime + RACY_WINDOW_NS < e.hashed_at_ns {
+            if e.size == size
+                && e.mtime_ns == mtime
+                && e.ctime_ns == ctime
+                && e.ino == ino
+                && mtime.max(ctime) + RACY_WINDOW_NS < e.hashed_at_ns
+            {
                 return Ok(e.hash.clone());
             }
         }
         let hashed_at_ns = now_ns();
         let hash = hash_file(abs)?;
         self.hashed += 1;
-        let entry = StatEntry { size, mtime_ns: mtime, ino, hash: hash.clone(), hashed_at_ns };
+        let entry = StatEntry { size, mtime_ns: mtime, ctime_ns: ctime, ino, hash: hash.clone(), hashed_at_ns };
         if self.entries.get(rel) != Some(&entry) {
             self.entries.insert(rel.to_string(), entry);
             self.dirty = true;
         }
         Ok(hash)
     }
+}
+
+/// Inode change time in nanoseconds since the epoch (0 where the platform has none).
+#[cfg(unix)]
+fn ctime_ns(meta: &fs::Metadata) -> u128 {
+    use std::os::unix::fs::MetadataExt;
+    (meta.ctime().max(0) as u128) * 1_000_000_000 + meta.ctime_nsec().max(0) as u128
+}
+#[cfg(not(unix))]
+fn ctime_ns(_meta: &fs::Metadata) -> u128 {
+    0
 }
 
 #[cfg(unix)]
@@ -499,4 +521,44 @@ pub fn load_jsonl<T: serde::de::DeserializeOwned + Send>(path: &Path) -> (Vec<T>
     let parsed: Vec<Option<T>> = text.par_lines().map(|l| serde_json::from_str(l).ok()).collect();
     let lines = parsed.len();
     (parsed.into_iter().flatten().collect(), lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A file rewritten in place with the same size and its mtime restored
+    /// keeps size, mtime and inode; only its ctime moves. The stat cache must
+    /// hash it again (git's index compares ctime for this reason).
+    #[test]
+    fn same_size_rewrite_with_restored_mtime_is_rehashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.csv");
+        fs::write(&path, "id\n1\n").unwrap();
+        // An old mtime, so the entry is past the racily-clean window and trusted.
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+        let before = fs::metadata(&path).unwrap();
+        let mut cache = StatCache::default();
+        let first = cache.hash("data.csv", &path).unwrap();
+        assert_eq!(cache.hash("data.csv", &path).unwrap(), first);
+        assert_eq!(cache.hashed, 1, "an unchanged file is served from the cache");
+
+        // ctime has a granularity of the clock tick; make sure it can move.
+        std::thread::sleep(Duration::from_millis(20));
+        let f = fs::File::options().write(true).truncate(false).open(&path).unwrap();
+        (&f).write_all(b"id\n2\n").unwrap();
+        f.set_modified(old).unwrap();
+        drop(f);
+        let after = fs::metadata(&path).unwrap();
+        assert_eq!(
+            (after.len(), mtime_ns(&after), inode(&after)),
+            (before.len(), mtime_ns(&before), inode(&before)),
+            "the rewrite keeps size, mtime and inode"
+        );
+        let second = cache.hash("data.csv", &path).unwrap();
+        assert_ne!(second, first, "the rewrite must be seen");
+        assert_eq!(second, hash_file(&path).unwrap());
+    }
 }

@@ -539,3 +539,31 @@ fn every_compile_error_class_points_at_file_line_and_column() {
     );
     assert!(before == after, "nothing published or cached changed");
 }
+
+/// Static errors in some rules do not stop `check` from planning the others:
+/// an unknown table, a SQL syntax error and an unknown column in three
+/// independent rules of three files are all reported in one run, and a
+/// sound rule downstream of none of them is still checked.
+#[test]
+fn check_reports_static_and_planning_errors_together() {
+    let ws = default_workspace();
+    let root = ws.path();
+    write(root, "rules/bad_table.sql", "SELECT def_id FROM cst_deff\n");
+    write(root, "rules/bad_syntax.sql", "SELECT def_id FROM cst_defs WHERE\n");
+    write(root, "rules/bad_column.sql", "SELECT def_idd FROM cst_defs\n");
+    let v = failing_check(root);
+    let errors = v["errors"].as_array().unwrap();
+    let by_rule = |r: &str| errors.iter().find(|e| e["rule"] == r).unwrap_or_else(|| panic!("no error for {r}: {v}"));
+    let t = by_rule("bad_table");
+    assert_eq!(t["file"], "rules/bad_table.sql");
+    assert!(t["message"].as_str().unwrap().contains("cst_deff"), "{t}");
+    let s = by_rule("bad_syntax");
+    assert_eq!(s["file"], "rules/bad_syntax.sql");
+    assert_eq!(s["line"].as_u64(), Some(1), "{s}");
+    let c = by_rule("bad_column");
+    assert_eq!(c["file"], "rules/bad_column.sql");
+    assert!(c["message"].as_str().unwrap().contains("def_idd"), "{c}");
+    assert!(c["help"].as_str().unwrap_or_default().contains("def_id"), "{c}");
+    assert_eq!((c["line"].as_u64(), c["column"].as_u64()), (Some(1), Some(8)), "{c}");
+    assert_eq!(errors.len(), 3, "exactly the three errors: {v}");
+}

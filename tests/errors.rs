@@ -173,9 +173,26 @@ fn failing_rule_keeps_last_good_output_and_others_still_publish() {
         "'CALLS' AS kind",
         "CAST(CAST('x' AS VARCHAR) AS BIGINT) * 0 || 'CALLS' AS kind",
     );
-    edit_file(root, "rules/stats.toml", "count(*) AS calls", "count(*) + 0 AS calls");
-    let msg = fails(root, &["build"]);
-    assert!(msg.contains("rule `edges`"), "{msg}");
+    let counts_before = read_rows(&out(root, "callee_counts"));
+    edit_file(root, "rules/stats.toml", "count(*) AS calls", "count(*) * 10 AS calls");
+    let (code, stdout, stderr) = run(root, &["build", "--json"]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(format!("{stdout}{stderr}").contains("rule `edges`"), "{stdout}{stderr}");
     assert_eq!(edges_before, std::fs::read(out(root, "edges")).unwrap());
-    assert!(msg.contains("built   callee_counts") || msg.contains("callee_counts"), "{msg}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let status = |r: &str| {
+        report["rules"].as_array().unwrap().iter().find(|x| x["rule"] == r).map(|x| x["status"].clone()).unwrap()
+    };
+    assert_eq!(status("edges"), "failed", "{report}");
+    assert_eq!(status("callee_counts"), "built", "{report}");
+    // callee_counts was published with its new definition: every count times ten.
+    let expected: Vec<Vec<String>> = counts_before
+        .iter()
+        .map(|r| vec![r[0].clone(), (r[1].parse::<i64>().unwrap() * 10).to_string()])
+        .collect();
+    let mut got = read_rows(&out(root, "callee_counts"));
+    let mut want = expected;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
 }

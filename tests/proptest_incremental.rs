@@ -18,6 +18,9 @@ const N: usize = 20;
 #[derive(Debug, Clone)]
 enum Edit {
     RewriteData(usize),
+    /// Rewrite a data file in place with the same size, then restore its
+    /// mtime (as `cp -p`, `touch -r` or sync tools do): only ctime moves.
+    RewriteDataKeepStat(usize),
     ChangeRule(usize, usize),
     ReformatRule(usize),
     ChangeParam(i64),
@@ -29,6 +32,7 @@ enum Edit {
 fn edit_strategy() -> impl Strategy<Value = Edit> {
     prop_oneof![
         (1usize..4).prop_map(Edit::RewriteData),
+        (0usize..200).prop_map(Edit::RewriteDataKeepStat),
         (0..N, 0usize..3).prop_map(|(i, v)| Edit::ChangeRule(i, v)),
         (0..N).prop_map(Edit::ReformatRule),
         (0i64..3).prop_map(Edit::ChangeParam),
@@ -61,6 +65,22 @@ fn apply(root: &Path, m: &mut Model, e: &Edit) {
             let name = m.data_files[0].0.clone();
             std::fs::write(root.join("data/events").join(&name), synth::events_csv(0, 200, *seed)).unwrap();
             m.data_files[0].1 = *seed;
+        }
+        Edit::RewriteDataKeepStat(row) => {
+            let path = root.join("data/events").join(&m.data_files[0].0);
+            let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+            let mut text = std::fs::read(&path).unwrap();
+            // The last digit of a value column (rows are `id,kind,value`): same length.
+            let lines: Vec<usize> = std::iter::once(0)
+                .chain(text.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i + 1))
+                .collect();
+            let line = 1 + row % (lines.len() - 2);
+            let end = lines[line + 1] - 2;
+            text[end] = b'0' + (text[end] - b'0' + 1) % 10;
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            use std::io::Write;
+            (&f).write_all(&text).unwrap();
+            f.set_modified(mtime).unwrap();
         }
         Edit::ChangeRule(i, v) => {
             m.variants[*i] = *v;
@@ -139,33 +159,82 @@ fn input_state(root: &Path, m: &Model, i: usize, clean: &BTreeMap<String, Vec<u8
     }
 }
 
+/// Set every data file's mtime an hour back, so the stat cache trusts its
+/// entries (they are past the racily-clean window) and an edit that restores
+/// an mtime would go unseen without another signal (ctime).
+fn age_data_files(root: &Path) {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for e in walkdir::WalkDir::new(root.join("data")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            std::fs::File::options().write(true).open(e.path()).unwrap().set_modified(old).unwrap();
+        }
+    }
+}
+
+/// Build, apply `edits` one by one and check after each that the incremental
+/// build equals a clean one and rebuilt exactly the rules in a new state.
+fn check_edits(edits: &[Edit]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    synth::write_workspace(root, N, 200).unwrap();
+    age_data_files(root);
+    let mut m = Model {
+        variants: vec![0; N],
+        bias: 1,
+        data_files: vec![("part-0.csv".into(), 0)],
+        contract_label: false,
+        reformats: 0,
+    };
+    // One long-lived project, as the watch loop keeps it.
+    let mut p = Project::open(&root.join("workspace.toml")).unwrap();
+    let first = build::build(&mut p, &BuildOptions::default(), &NoProgress).unwrap();
+    prop_assert_eq!(first.count(Status::Built), N);
+    let mut clean = outputs(root);
+    let mut seen: BTreeSet<(usize, String)> = (0..N).map(|i| (i, input_state(root, &m, i, &clean))).collect();
+    for e in &edits {
+        apply(root, &mut m, e);
+        // mtimes may not move within the racy window; the stat cache must still see the change.
+        let r = build::build(&mut p, &BuildOptions::default(), &NoProgress).unwrap();
+        prop_assert!(r.ok(), "{:?}", r.errors);
+        clean = clean_build(root);
+        prop_assert_eq!(&outputs(root), &clean, "after {:?}", e);
+        let states: Vec<(usize, String)> = (0..N).map(|i| (i, input_state(root, &m, i, &clean))).collect();
+        let expected: BTreeSet<String> =
+            states.iter().filter(|s| !seen.contains(*s)).map(|(i, _)| synth::rule_name(*i)).collect();
+        let rebuilt: BTreeSet<String> =
+            r.rules.iter().filter(|x| x.status == Status::Built).map(|x| x.rule.clone()).collect();
+        prop_assert_eq!(rebuilt, expected, "after {:?}", e);
+        seen.extend(states);
+    }
+    Ok(())
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, max_shrink_iters: 20, failure_persistence: None, ..ProptestConfig::default() })]
+    // 64 cases by default (PROPTEST_CASES overrides); failures found are saved
+    // beside this file and replayed first on every run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
+        max_shrink_iters: 50,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn incremental_equals_clean(edits in prop::collection::vec(edit_strategy(), 1..6)) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        synth::write_workspace(root, N, 200).unwrap();
-        let mut m = Model { variants: vec![0; N], bias: 1, data_files: vec![("part-0.csv".into(), 0)], contract_label: false, reformats: 0 };
-        // One long-lived project, as the watch loop keeps it.
-        let mut p = Project::open(&root.join("workspace.toml")).unwrap();
-        let first = build::build(&mut p, &BuildOptions::default(), &NoProgress).unwrap();
-        prop_assert_eq!(first.count(Status::Built), N);
-        let mut clean = outputs(root);
-        let mut seen: BTreeSet<(usize, String)> = (0..N).map(|i| (i, input_state(root, &m, i, &clean))).collect();
-        for e in &edits {
-            apply(root, &mut m, e);
-            // mtimes may not move within the racy window; the stat cache must still see the change.
-            let r = build::build(&mut p, &BuildOptions::default(), &NoProgress).unwrap();
-            prop_assert!(r.ok(), "{:?}", r.errors);
-            clean = clean_build(root);
-            prop_assert_eq!(&outputs(root), &clean, "after {:?}", e);
-            let states: Vec<(usize, String)> = (0..N).map(|i| (i, input_state(root, &m, i, &clean))).collect();
-            let expected: BTreeSet<String> = states.iter().filter(|s| !seen.contains(*s)).map(|(i, _)| synth::rule_name(*i)).collect();
-            let rebuilt: BTreeSet<String> = r.rules.iter().filter(|x| x.status == Status::Built).map(|x| x.rule.clone()).collect();
-            prop_assert_eq!(rebuilt, expected, "after {:?}", e);
-            seen.extend(states);
-        }
+        check_edits(&edits)?;
     }
+}
+
+/// The shrunk case in `proptest_incremental.proptest-regressions`, spelled out:
+/// its seed maps to other edits whenever the strategy changes.
+#[test]
+fn regression_toggle_contract_twice() {
+    check_edits(&[Edit::ToggleContract, Edit::ToggleContract]).unwrap();
+}
+
+/// A same-size rewrite with the mtime restored is seen (by its ctime).
+#[test]
+fn same_size_rewrite_with_restored_mtime() {
+    check_edits(&[Edit::RewriteDataKeepStat(3), Edit::RewriteDataKeepStat(17)]).unwrap();
 }
