@@ -19,7 +19,7 @@ fn main() {
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        relspec::synth::write_workspace(root, n, 2000).unwrap();
+        relspec_core::synth::write_workspace(root, n, 2000).unwrap();
         let (cold, v) = check(root);
         assert_eq!(v["planned"].as_u64(), Some(n as u64));
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -28,8 +28,8 @@ fn main() {
         let target = n / 2 + 5; // a chain link in the middle of the workspace
         let mut edits = Vec::new();
         for variant in 1..=5 {
-            let path = root.join("rules").join(format!("{}.sql", relspec::synth::rule_name(target)));
-            std::fs::write(&path, relspec::synth::rule_sql(target, variant)).unwrap();
+            let path = root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(target)));
+            std::fs::write(&path, relspec_core::synth::rule_sql(target, variant)).unwrap();
             let (wall, v) = check(root);
             assert_eq!(v["planned"].as_u64(), Some(1), "one rule re-planned");
             edits.push(wall);

@@ -23,7 +23,7 @@ fn main() {
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        relspec::synth::write_workspace(root, n, 2000).unwrap();
+        relspec_core::synth::write_workspace(root, n, 2000).unwrap();
         let (cold, _) = relspec(root, &["build", "--json"]);
         // Let the racily-clean window pass so the stat cache is trusted, then warm once.
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -34,8 +34,8 @@ fn main() {
         let mut walls = Vec::new();
         let mut execs = Vec::new();
         for variant in 1..=5 {
-            let path = root.join("rules").join(format!("{}.sql", relspec::synth::rule_name(target)));
-            std::fs::write(&path, relspec::synth::rule_sql(target, variant)).unwrap();
+            let path = root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(target)));
+            std::fs::write(&path, relspec_core::synth::rule_sql(target, variant)).unwrap();
             let (wall, report) = relspec(root, &["build", "--json"]);
             let (count, ms) = built_ms(&report);
             assert_eq!(count, 1, "exactly the edited rule rebuilds");

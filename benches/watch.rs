@@ -77,12 +77,12 @@ fn main() {
     println!("| workspace | save -> published (median of 20) | beyond the rule's execution | idle CPU (5 s) |");
     println!("|---|---:|---:|---:|");
     let d = tempfile::tempdir().unwrap();
-    relspec::workspace::scaffold::init(d.path()).unwrap();
+    relspec_core::scaffold::init(d.path()).unwrap();
     let stats = std::fs::read_to_string(d.path().join("rules/stats.toml")).unwrap();
     bench("default (5 rules)", d.path(), "rules/stats.toml", |i| {
         stats.replace("count(*) AS calls", &format!("count(*) + {i} AS calls"))
     });
     let g = tempfile::tempdir().unwrap();
-    relspec::synth::write_workspace(g.path(), 1000, 2000).unwrap();
-    bench("generated (1000 rules)", g.path(), "rules/r00999.sql", |i| relspec::synth::rule_sql(999, i));
+    relspec_core::synth::write_workspace(g.path(), 1000, 2000).unwrap();
+    bench("generated (1000 rules)", g.path(), "rules/r00999.sql", |i| relspec_core::synth::rule_sql(999, i));
 }

@@ -2,9 +2,9 @@
 //! Holds no logic of its own; everything is in the library.
 
 use clap::{Parser, Subcommand};
-use relspec::build::{self, BuildOptions, BuildReport, Progress, RuleReport, Status};
-use relspec::error::{Diag, ErrorKind};
-use relspec::project::Project;
+use relspec_core::build::{self, BuildOptions, BuildReport, Progress, RuleReport, Status};
+use relspec_core::error::{Diag, ErrorKind};
+use relspec_core::project::Project;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -154,24 +154,39 @@ fn main() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let manifest = if cli.workspace.is_dir() { cli.workspace.join("workspace.toml") } else { cli.workspace.clone() };
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "started");
+    let json = cli.command.json();
     // Deep plans (a UNION ALL of 1,000 rules, deeply nested expressions) recurse
     // deeply in the SQL parser, the planner and relspec's own plan walks; run on
     // a thread whose stack is reserved (not committed) large enough for them.
-    let _ = rayon::ThreadPoolBuilder::new().stack_size(relspec::engine::DEEP_STACK_BYTES).build_global();
+    let _ = rayon::ThreadPoolBuilder::new().stack_size(relspec_core::engine::DEEP_STACK_BYTES).build_global();
+    let m2 = manifest.clone();
     let res = std::thread::Builder::new()
         .name("relspec-main".into())
-        .stack_size(relspec::engine::DEEP_STACK_BYTES)
-        .spawn(move || run(cli.command, &manifest))
+        .stack_size(relspec_core::engine::DEEP_STACK_BYTES)
+        .spawn(move || run(cli.command, &m2))
         .map_err(|e| vec![Diag::new(ErrorKind::Internal(format!("cannot start the main thread: {e}")))])
         .and_then(|h| {
-            h.join().unwrap_or_else(|_| Err(vec![Diag::new(ErrorKind::Internal("the build thread panicked".into()))]))
+            h.join().unwrap_or_else(|_| Err(vec![Diag::new(ErrorKind::Internal("relspec panicked".into()))]))
         });
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "finished");
     let code = match res {
         Ok(code) => code,
         Err(errs) => {
-            print_errors(None, &errs);
-            ExitCode::from(1)
+            if json {
+                // Every error of a `--json` command is JSON on stdout.
+                let root = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
+                let errors: Vec<serde_json::Value> = errs
+                    .iter()
+                    .map(|e| {
+                        let text = e.location.as_ref().and_then(|l| std::fs::read_to_string(root.join(&l.file)).ok());
+                        e.to_json(text.as_deref())
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({"ok": false, "errors": errors}));
+            } else {
+                print_errors(None, &errs);
+            }
+            ExitCode::from(EXIT_ERROR)
         }
     };
     // Skip tearing down the database and caches: the process is done.
@@ -179,11 +194,36 @@ fn main() {
     let _ = std::io::stdout().flush();
     std::process::exit(if code == ExitCode::SUCCESS {
         0
-    } else if code == ExitCode::from(2) {
-        2
+    } else if code == ExitCode::from(EXIT_BREAKING) {
+        EXIT_BREAKING.into()
     } else {
-        1
+        EXIT_ERROR.into()
     })
+}
+
+/// Exit status of a failed command: bad input, a failed rule, a stale
+/// workspace under `build --check`. (2 is clap's usage error.)
+const EXIT_ERROR: u8 = 1;
+/// Exit status of `diff --fail-on-breaking` when a change is breaking.
+const EXIT_BREAKING: u8 = 3;
+
+impl Command {
+    /// Whether the command prints JSON (so its errors must be JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Build { json, .. }
+            | Command::Status { json, .. }
+            | Command::Check { json }
+            | Command::Explain { json, .. }
+            | Command::Datasets { json }
+            | Command::Watch { json, .. }
+            | Command::Lineage { json, .. }
+            | Command::Diff { json, .. } => *json,
+            Command::Graph { .. } | Command::Init { .. } | Command::Gc | Command::Synth { .. } | Command::Clean => {
+                false
+            }
+        }
+    }
 }
 
 type CliResult = Result<ExitCode, Vec<Diag>>;
@@ -222,7 +262,7 @@ fn errors_json(p: &Project, errs: &[Diag]) -> serde_json::Value {
 fn run(cmd: Command, manifest: &Path) -> CliResult {
     match cmd {
         Command::Init { dir } => {
-            relspec::workspace::scaffold::init(&dir).map_err(|e| vec![e])?;
+            relspec_core::scaffold::init(&dir).map_err(|e| vec![e])?;
             println!("created workspace in {}; run `relspec -w {} build`", dir.display(), dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -239,7 +279,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                     } else {
                         print_errors(Some(&p), &errs);
                     }
-                    return Ok(ExitCode::from(1));
+                    return Ok(ExitCode::from(EXIT_ERROR));
                 }
             };
             progress.clear();
@@ -269,7 +309,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             // The process exits next: skip tearing down the database (it costs
             // more than a no-op build).
             std::mem::forget(p);
-            Ok(if !report.ok() || (check && stale > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if !report.ok() || (check && stale > 0) { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS })
         }
         Command::Status { select, json } => {
             let mut p = open(manifest)?;
@@ -277,8 +317,12 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             let report = match build::build(&mut p, &opts, &build::NoProgress) {
                 Ok(r) => r,
                 Err(errs) => {
-                    print_errors(Some(&p), &errs);
-                    return Ok(ExitCode::from(1));
+                    if json {
+                        println!("{}", serde_json::json!({"ok": false, "errors": errors_json(&p, &errs)}));
+                    } else {
+                        print_errors(Some(&p), &errs);
+                    }
+                    return Ok(ExitCode::from(EXIT_ERROR));
                 }
             };
             if json {
@@ -297,7 +341,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
         Command::Check { json } => {
             let mut p = open(manifest)?;
             p.refresh().map_err(|e| vec![e])?;
-            let set = relspec::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
+            let set = relspec_core::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
             let errs = &set.errors;
             if json {
                 println!(
@@ -316,7 +360,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                 print_errors(Some(&p), errs);
             }
             std::mem::forget(p);
-            Ok(if errs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if errs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
         }
         Command::Lineage { target, upstream, downstream, json } => {
             lineage_cmd(manifest, &target, upstream, downstream, json)
@@ -327,23 +371,23 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             let errs = p.static_errors();
             if !errs.is_empty() {
                 print_errors(Some(&p), &errs);
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(EXIT_ERROR));
             }
             let lineages = if columns {
-                let set = relspec::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
+                let set = relspec_core::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
                 if !set.errors.is_empty() {
                     print_errors(Some(&p), &set.errors);
-                    return Ok(ExitCode::from(1));
+                    return Ok(ExitCode::from(EXIT_ERROR));
                 }
                 Some(set.rules.into_iter().map(|(k, a)| (k, a.lineage)).collect())
             } else {
                 None
             };
             let fmt = match format {
-                GraphFormat::Dot => relspec::graph::Format::Dot,
-                GraphFormat::Mermaid => relspec::graph::Format::Mermaid,
+                GraphFormat::Dot => relspec_core::graph::Format::Dot,
+                GraphFormat::Mermaid => relspec_core::graph::Format::Mermaid,
             };
-            print!("{}", relspec::graph::render(fmt, &p.graph().deps, lineages.as_ref()));
+            print!("{}", relspec_core::graph::render(fmt, &p.graph().deps, lineages.as_ref()));
             Ok(ExitCode::SUCCESS)
         }
         Command::Diff { base, base_dir, json, fail_on_breaking } => {
@@ -354,25 +398,29 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             p.refresh().map_err(|e| vec![e])?;
             if p.decl(&rule).is_none() {
                 let mut d = Diag::new(ErrorKind::Usage(format!("no rule named `{rule}`")));
-                if let Some(s) = relspec::relplan::lower::suggest(&rule, p.graph().deps.keys()) {
+                if let Some(s) = relspec_core::suggest::suggest(&rule, p.graph().deps.keys()) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
                 return Err(vec![d]);
             }
             let plan = p.plan(&rule).map_err(|e| vec![e])?;
-            let sig = relspec::relplan::signature(&plan);
+            let sig = relspec_core::relplan::signature(&plan);
             // The last build's artifact when it is of this definition; else plan now.
-            let artifact =
-                p.store().ok().and_then(|s| relspec::bundle::latest_artifact(s, &rule)).filter(|a| a.signature == sig);
+            let artifact = p
+                .store()
+                .ok()
+                .and_then(|s| relspec_core::bundle::latest_artifact(s, &rule))
+                .filter(|a| a.signature == sig);
             let (snaps, kernels, lineage, checks, key, substrait, source) = match artifact {
                 Some(a) => (a.plans, a.kernels, a.lineage, a.checks, Some(a.key), a.substrait, "last build"),
                 None => {
                     let (mut plans, errs) = p.plan_all(std::slice::from_ref(&rule)).map_err(|e| vec![e])?;
                     if !errs.is_empty() {
-                        print_errors(Some(&p), &errs);
-                        return Ok(ExitCode::from(1));
+                        return Err(errs);
                     }
-                    let (snaps, kernels, lineage) = plans.remove(&rule).expect("planned");
+                    let (snaps, kernels, lineage) = plans
+                        .remove(&rule)
+                        .ok_or_else(|| vec![Diag::new(ErrorKind::Internal(format!("`{rule}` was not planned")))])?;
                     (snaps, kernels, lineage, vec![], None, None, "planned now (not built with this definition)")
                 }
             };
@@ -409,7 +457,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                     let srcs: Vec<String> = c
                         .sources
                         .iter()
-                        .map(|s| format!("{}.{} ({})", s.table, s.column, relspec::graph::how_name(s.how)))
+                        .map(|s| format!("{}.{} ({})", s.table, s.column, relspec_core::graph::how_name(s.how)))
                         .collect();
                     println!(
                         "{}: {}  <- {}",
@@ -422,7 +470,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                     let keys: Vec<String> = lineage
                         .keys
                         .iter()
-                        .map(|s| format!("{}.{} ({})", s.table, s.column, relspec::graph::how_name(s.how)))
+                        .map(|s| format!("{}.{} ({})", s.table, s.column, relspec_core::graph::how_name(s.how)))
                         .collect();
                     println!("rows decided by: {}", keys.join(", "));
                 }
@@ -449,7 +497,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
         Command::Datasets { json } => {
             let mut p = open(manifest)?;
             p.refresh().map_err(|e| vec![e])?;
-            let infos = relspec::project::dataset_infos(&mut p)?;
+            let infos = relspec_core::project::dataset_infos(&mut p)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&infos).unwrap());
             } else {
@@ -470,7 +518,7 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Watch { json, once, jobs, debounce_ms } => {
-            use relspec::watch::{WatchEvent, WatchOptions};
+            use relspec_core::watch::{WatchEvent, WatchOptions};
             use std::io::Write;
             let opts =
                 WatchOptions { once, jobs, quiet: std::time::Duration::from_millis(debounce_ms), ..Default::default() };
@@ -519,56 +567,27 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                 }
                 let _ = out.flush();
             };
-            let ok = relspec::watch::watch(manifest, &opts, &sink).map_err(|e| vec![e])?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            let ok = relspec_core::watch::watch(manifest, &opts, &sink).map_err(|e| vec![e])?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
         }
         Command::Synth { dir, rules, rows } => {
-            relspec::synth::write_workspace(&dir, rules, rows)
+            relspec_core::synth::write_workspace(&dir, rules, rows)
                 .map_err(|e| vec![Diag::new(ErrorKind::Io(format!("{}: {e}", dir.display())))])?;
             println!("wrote {rules} rules to {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc => {
             let mut p = open(manifest)?;
-            let report =
-                build::build(&mut p, &BuildOptions { dry_run: true, ..Default::default() }, &build::NoProgress)?;
-            let live: std::collections::HashSet<String> = report.rules.iter().filter_map(|r| r.key.clone()).collect();
-            let store = p.store().map_err(|e| vec![e])?;
-            let _lock = store.lock().map_err(|e| vec![e])?;
-            let (recs, objs, bytes) = store.gc(&live).map_err(|e| vec![e])?;
-            println!("gc: removed {recs} records and {objs} objects ({bytes} bytes); kept {} live outputs", live.len());
+            let g = relspec_core::maintenance::gc(&mut p)?;
+            println!(
+                "gc: removed {} records and {} objects ({} bytes); kept {} live outputs",
+                g.records, g.objects, g.bytes, g.live
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Clean => {
             let p = open(manifest)?;
-            let spec = p.spec().map_err(|e| vec![e])?;
-            let store = p.store().map_err(|e| vec![e])?;
-            let lock = store.lock().map_err(|e| vec![e])?;
-            let cache = spec.cache_path(&p.root);
-            for sub in [
-                "objects",
-                "records",
-                "tmp",
-                "plans",
-                "artifacts",
-                "runs",
-                "analysis.json",
-                "analysis.jsonl",
-                "rule-summaries.json",
-                "rule-summaries.jsonl",
-                "stat-cache.json",
-                "published.json",
-                "last-built.json",
-            ] {
-                let path = cache.join(sub);
-                let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-            }
-            drop(lock);
-            let out = spec.output_path(&p.root);
-            if out.is_dir() {
-                std::fs::remove_dir_all(&out)
-                    .map_err(|e| vec![Diag::new(ErrorKind::Io(format!("{}: {e}", out.display())))])?;
-            }
+            let (cache, out) = relspec_core::maintenance::clean(&p).map_err(|e| vec![e])?;
             println!("removed the cache in {} and the outputs in {}", cache.display(), out.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -576,16 +595,15 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
 }
 
 fn lineage_cmd(manifest: &Path, target: &str, upstream: bool, downstream: bool, json: bool) -> CliResult {
-    use relspec::graph::{Lineages, render_tree};
+    use relspec_core::graph::{Lineages, render_tree};
     let mut p = open(manifest)?;
     p.refresh().map_err(|e| vec![e])?;
-    let set = relspec::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
+    let set = relspec_core::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
     if !set.errors.is_empty() {
-        print_errors(Some(&p), &set.errors);
-        return Ok(ExitCode::from(1));
+        return Err(set.errors);
     }
     let spec = p.spec().map_err(|e| vec![e])?;
-    let rules: std::collections::BTreeMap<String, relspec::lineage::RuleLineage> =
+    let rules: std::collections::BTreeMap<String, relspec_core::lineage::RuleLineage> =
         set.rules.into_iter().map(|(k, a)| (k, a.lineage)).collect();
     let (table, column) = match target.split_once('.') {
         Some((t, c)) => (t, Some(c)),
@@ -595,7 +613,7 @@ fn lineage_cmd(manifest: &Path, target: &str, upstream: bool, downstream: bool, 
     if !is_rule && !spec.datasets.contains_key(table) {
         let mut d = Diag::new(ErrorKind::Usage(format!("no rule or dataset named `{table}`")));
         let known = rules.keys().chain(spec.datasets.keys());
-        if let Some(s) = relspec::relplan::lower::suggest(table, known) {
+        if let Some(s) = relspec_core::suggest::suggest(table, known) {
             d = d.with_help(format!("did you mean `{s}`?"));
         }
         return Err(vec![d]);
@@ -603,7 +621,7 @@ fn lineage_cmd(manifest: &Path, target: &str, upstream: bool, downstream: bool, 
     let columns: Vec<String> = match (column, rules.get(table)) {
         (Some(c), Some(l)) if l.column(c).is_none() => {
             let mut d = Diag::new(ErrorKind::Usage(format!("rule `{table}` has no output column `{c}`")));
-            if let Some(s) = relspec::relplan::lower::suggest(c, l.columns.iter().map(|c| &c.name)) {
+            if let Some(s) = relspec_core::suggest::suggest(c, l.columns.iter().map(|c| &c.name)) {
                 d = d.with_help(format!("did you mean `{table}.{s}`?"));
             }
             return Err(vec![d]);
@@ -621,7 +639,7 @@ fn lineage_cmd(manifest: &Path, target: &str, upstream: bool, downstream: bool, 
     let down = downstream || !is_rule;
     let walk = Lineages { rules: &rules };
     let depth = if upstream || column.is_some() { 0 } else { 2 };
-    let trees: Vec<relspec::graph::LineageNode> = columns
+    let trees: Vec<relspec_core::graph::LineageNode> = columns
         .iter()
         .map(|c| if down { walk.downstream(table, c, None) } else { walk.upstream(table, c, None, depth) })
         .collect();
@@ -640,7 +658,7 @@ fn lineage_cmd(manifest: &Path, target: &str, upstream: bool, downstream: bool, 
         if !keys.is_empty() {
             out.push_str(&format!("rows of {table} are decided by:\n"));
             for k in &keys {
-                out.push_str(&format!("    {}.{} ({})\n", k.table, k.column, relspec::graph::how_name(k.how)));
+                out.push_str(&format!("    {}.{} ({})\n", k.table, k.column, relspec_core::graph::how_name(k.how)));
             }
         }
         print!("{out}");
@@ -656,7 +674,7 @@ fn diff_cmd(
     json: bool,
     fail_on_breaking: bool,
 ) -> CliResult {
-    use relspec::diff::{Change, Detail, Version, diff};
+    use relspec_core::diff::{Change, Detail, Version, diff};
     let mut head = open(manifest)?;
     head.refresh().map_err(|e| vec![e])?;
     let (base_manifest, scratch) = match (base, base_dir) {
@@ -665,25 +683,30 @@ fn diff_cmd(
             let spec = head.spec().map_err(|e| vec![e])?;
             let dest = spec.cache_path(&head.root).join("tmp").join(format!("diff-base-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dest);
-            let m = relspec::diff::checkout_git(manifest, r, &dest).map_err(|e| vec![e])?;
+            let m = relspec_core::diff::checkout_git(manifest, r, &dest).map_err(|e| vec![e])?;
             (m, Some(dest))
         }
         (None, None) => return Err(vec![Diag::new(ErrorKind::Usage("give --base GIT_REF or --base-dir PATH".into()))]),
     };
-    let result: Result<relspec::diff::DiffReport, Vec<Diag>> = (|| {
+    let result: Result<relspec_core::diff::DiffReport, Vec<Diag>> = (|| {
         let mut basep = open(&base_manifest)?;
         let analyze = |p: &mut Project, which: &str| -> Result<_, Vec<Diag>> {
-            let set = relspec::analysis::analyze(p, &[]).map_err(|e| vec![e])?;
+            let set = relspec_core::analysis::analyze(p, &[]).map_err(|e| vec![e])?;
             if !set.errors.is_empty() {
-                eprintln!("error: the {which} version does not compile:");
-                print_errors(Some(p), &set.errors);
+                if json {
+                    let v = serde_json::json!({"ok": false, "version": which, "errors": errors_json(p, &set.errors)});
+                    println!("{v}");
+                } else {
+                    eprintln!("error: the {which} version does not compile:");
+                    print_errors(Some(p), &set.errors);
+                }
                 return Err(vec![]);
             }
             let sigs: std::collections::BTreeMap<String, String> = p
                 .graph()
                 .order
                 .iter()
-                .filter_map(|r| p.job(r).map(|j| (r.clone(), j.parts.signature.clone())))
+                .filter_map(|r| p.job(r).ok().map(|j| (r.clone(), j.parts.signature.clone())))
                 .collect();
             Ok((sigs, set.rules))
         };
@@ -700,7 +723,7 @@ fn diff_cmd(
     }
     let report = match result {
         Ok(r) => r,
-        Err(errs) if errs.is_empty() => return Ok(ExitCode::from(1)),
+        Err(errs) if errs.is_empty() => return Ok(ExitCode::from(EXIT_ERROR)),
         Err(errs) => return Err(errs),
     };
     if json {
@@ -747,7 +770,7 @@ fn diff_cmd(
         );
     }
     std::mem::forget(head);
-    Ok(if fail_on_breaking && report.breaking { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if fail_on_breaking && report.breaking { ExitCode::from(EXIT_BREAKING) } else { ExitCode::SUCCESS })
 }
 
 fn summary(report: &BuildReport, check: bool) {

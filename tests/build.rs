@@ -52,7 +52,7 @@ fn expected_edges(root: &Path) -> Vec<Vec<String>> {
             *e = (d, sc);
         }
     }
-    let norm = |p: &str| relspec::kernels::normalize_path(p);
+    let norm = |p: &str| relspec_exec::kernels::normalize_path(p);
     let mut rows = BTreeSet::new();
     for (src, (dst, _)) in &best {
         let cfile = callsites.iter().find(|c| c.0 == *src).unwrap().1;

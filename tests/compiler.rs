@@ -4,17 +4,19 @@
 
 mod common;
 use common::*;
-use relspec::workspace::{RuleBody, RuleDef, parse_rule_file};
+use relspec_core::workspace::{RuleBody, RuleDef, parse_rule_file};
 use std::path::Path;
 
 fn sql_sig(sql: &str) -> String {
     let def = RuleDef { body: RuleBody::Sql(sql.into()), produces: None, tags: vec![], description: None };
-    relspec::relplan::signature(&relspec::relplan::compile(&def).unwrap_or_else(|e| panic!("{sql}: {:?}", e.diag)).0)
+    relspec_core::relplan::signature(
+        &relspec_core::relplan::compile(&def).unwrap_or_else(|e| panic!("{sql}: {:?}", e.diag)).0,
+    )
 }
 
 fn toml_sig(text: &str) -> String {
     let decls = parse_rule_file(Path::new("r.toml"), text).unwrap();
-    relspec::relplan::signature(&relspec::relplan::compile(&decls[0].def).unwrap().0)
+    relspec_core::relplan::signature(&relspec_core::relplan::compile(&decls[0].def).unwrap().0)
 }
 
 /// Pairs that mean the same thing: equal signatures.
@@ -242,14 +244,14 @@ fn fifty_errors_are_reported_in_a_stable_order() {
 fn check_replans_only_what_an_edit_reaches() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    relspec::synth::write_workspace(root, 30, 100).unwrap();
+    relspec_core::synth::write_workspace(root, 30, 100).unwrap();
     let v = json(root, &["check", "--json"]);
     assert_eq!((v["rules_checked"].as_u64(), v["planned"].as_u64()), (Some(30), Some(30)));
     let v = json(root, &["check", "--json"]);
     assert_eq!(v["planned"], 0, "warm check plans nothing");
     // Same output schema: only the edited rule is planned (schema-level cutoff).
     let rule = root.join("rules/r00003.sql");
-    std::fs::write(&rule, relspec::synth::rule_sql(3, 7)).unwrap();
+    std::fs::write(&rule, relspec_core::synth::rule_sql(3, 7)).unwrap();
     let v = json(root, &["check", "--json"]);
     assert_eq!(v["planned"], 1, "{v}");
     // A new output column: its reader is planned again, and stops there
@@ -445,7 +447,7 @@ fn semantic_diff_classifies_changes_and_follows_column_lineage() {
     let v = diff_json(h, base.path());
     assert_eq!(v["rules"][0]["details"][0]["kind"], "column_retyped", "{v}");
     let (code, out, _) = run(h, &["diff", "--base-dir", base.path().to_str().unwrap(), "--fail-on-breaking"]);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 3, "{out}");
     assert!(out.contains("changed x  (breaking)") && out.contains("z: `b2`"), "{out}");
 }
 

@@ -186,13 +186,114 @@ fn failing_rule_keeps_last_good_output_and_others_still_publish() {
     assert_eq!(status("edges"), "failed", "{report}");
     assert_eq!(status("callee_counts"), "built", "{report}");
     // callee_counts was published with its new definition: every count times ten.
-    let expected: Vec<Vec<String>> = counts_before
-        .iter()
-        .map(|r| vec![r[0].clone(), (r[1].parse::<i64>().unwrap() * 10).to_string()])
-        .collect();
+    let expected: Vec<Vec<String>> =
+        counts_before.iter().map(|r| vec![r[0].clone(), (r[1].parse::<i64>().unwrap() * 10).to_string()]).collect();
     let mut got = read_rows(&out(root, "callee_counts"));
     let mut want = expected;
     got.sort();
     want.sort();
     assert_eq!(got, want);
+}
+
+#[test]
+fn duplicate_rule_names() {
+    let msg = breaks(
+        |r| write(r, "rules/calls.sql", "SELECT src, dst, score FROM callsite_candidates\n"),
+        &["rule `calls` is defined twice", "rules/calls.sql"],
+    );
+    assert!(msg.contains("workspace.toml"), "names the other definition: {msg}");
+}
+
+#[test]
+fn dataset_and_rule_with_one_name() {
+    breaks(
+        |r| write(r, "rules/files.sql", "SELECT 1 AS x\n"),
+        &["`files` is both a dataset and a rule", "rules/files.sql", "rename the rule"],
+    );
+}
+
+#[test]
+fn unknown_contract() {
+    breaks(
+        |r| edit_file(r, "workspace.toml", "produces = \"calls\"", "produces = \"cals\""),
+        &["unknown contract `cals`", "did you mean `calls`?", "rule `calls`", "workspace.toml:"],
+    );
+}
+
+#[test]
+fn unsupported_format_version() {
+    let msg = breaks(
+        |r| edit_file(r, "workspace.toml", "version = 1", "version = 7"),
+        &["workspace format version 7 is not supported", "workspace.toml:"],
+    );
+    assert!(msg.contains("workspace.toml:7:"), "points at the version line: {msg}");
+}
+
+#[test]
+fn bad_include_glob() {
+    breaks(
+        |r| {
+            edit_file(
+                r,
+                "workspace.toml",
+                "include = [\"rules/*.toml\", \"rules/*.sql\"]",
+                "include = [\"rules/[*.toml\"]",
+            )
+        },
+        &["include pattern `rules/[*.toml`", "workspace.toml"],
+    );
+}
+
+#[test]
+fn bad_memory_limit() {
+    let msg = breaks(
+        |r| edit_file(r, "workspace.toml", "memory_limit = \"1GiB\"", "memory_limit = \"lots\""),
+        &["memory_limit", "workspace.toml:"],
+    );
+    assert!(msg.contains("lots"), "{msg}");
+}
+
+#[test]
+fn multi_character_csv_delimiter() {
+    breaks(
+        |r| {
+            edit_file(
+                r,
+                "workspace.toml",
+                "partition_cols = { lang = \"string\" }",
+                "partition_cols = { lang = \"string\" }\ndelimiter = \"||\"",
+            )
+        },
+        &["dataset `cst_callsites`: delimiter `||` must be one ASCII character", "workspace.toml:"],
+    );
+}
+
+#[test]
+fn invalid_rule_file_name() {
+    breaks(
+        |r| write(r, "rules/my-rule.sql", "SELECT 1 AS x\n"),
+        &["rule file name `my-rule` is not a valid rule name", "rules/my-rule.sql"],
+    );
+}
+
+/// A `--json` command's errors are JSON on stdout, with a non-zero exit.
+#[test]
+fn json_errors_are_json() {
+    let ws = default_workspace();
+    let root = ws.path();
+    edit_file(root, "rules/edges.sql", "FROM cst_defs AS d", "FROM cst_deffs AS d");
+    for cmd in [&["build", "--json"][..], &["check", "--json"], &["status", "--json"]] {
+        let (code, stdout, _) = run(root, cmd);
+        assert_eq!(code, 1, "{cmd:?}: {stdout}");
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{cmd:?}: stdout is not JSON ({e}):\n{stdout}"));
+        let errors = v["errors"].as_array().unwrap_or_else(|| panic!("{cmd:?}: no errors array: {v}"));
+        assert!(errors.iter().any(|e| e["message"].as_str().unwrap_or("").contains("cst_deffs")), "{cmd:?}: {v}");
+    }
+    // An unreadable workspace too.
+    std::fs::write(root.join("workspace.toml"), "[workspace\n").unwrap();
+    let (code, stdout, _) = run(root, &["build", "--json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert!(v["errors"][0]["file"].as_str().unwrap_or("").contains("workspace.toml"), "{v}");
 }

@@ -46,10 +46,10 @@ fn assert_store_consistent(root: &Path) {
 fn killed_builds_leave_a_consistent_cache() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    relspec::synth::write_workspace(root, 40, 60_000).unwrap();
+    relspec_core::synth::write_workspace(root, 40, 60_000).unwrap();
     // Reference: a clean build elsewhere, and how long a full build takes.
     let ref_dir = tempfile::tempdir().unwrap();
-    relspec::synth::write_workspace(ref_dir.path(), 40, 60_000).unwrap();
+    relspec_core::synth::write_workspace(ref_dir.path(), 40, 60_000).unwrap();
     let t = Instant::now();
     ok(ref_dir.path(), &["build"]);
     let full = t.elapsed();
@@ -80,9 +80,13 @@ fn killed_builds_leave_a_consistent_cache() {
         assert_store_consistent(root);
         if round % 2 == 1 {
             // Change the data so later rounds have work to do again.
-            std::fs::write(root.join("data/events/part-0.csv"), relspec::synth::events_csv(0, 60_000, round)).unwrap();
-            std::fs::write(ref_dir.path().join("data/events/part-0.csv"), relspec::synth::events_csv(0, 60_000, round))
+            std::fs::write(root.join("data/events/part-0.csv"), relspec_core::synth::events_csv(0, 60_000, round))
                 .unwrap();
+            std::fs::write(
+                ref_dir.path().join("data/events/part-0.csv"),
+                relspec_core::synth::events_csv(0, 60_000, round),
+            )
+            .unwrap();
         }
     }
     assert!(kills > 0, "at least one build was killed mid-way");
@@ -96,7 +100,7 @@ fn killed_builds_leave_a_consistent_cache() {
     assert_eq!(published(root), expected_now);
     // Back to the first data: objects written by rounds that may have been
     // killed are reused, and the result equals the first clean build.
-    std::fs::write(root.join("data/events/part-0.csv"), relspec::synth::events_csv(0, 60_000, 0)).unwrap();
+    std::fs::write(root.join("data/events/part-0.csv"), relspec_core::synth::events_csv(0, 60_000, 0)).unwrap();
     ok(root, &["build"]);
     assert_store_consistent(root);
     assert_ne!(expected, expected_now, "the data edits changed the outputs");
@@ -131,7 +135,7 @@ fn staging_leftovers_are_removed_only_by_a_build_that_proceeds() {
 fn concurrent_builds_are_serialized_by_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    relspec::synth::write_workspace(root, 40, 60_000).unwrap();
+    relspec_core::synth::write_workspace(root, 40, 60_000).unwrap();
     let children: Vec<_> = (0..4)
         .map(|_| {
             relspec_process(root)
@@ -158,7 +162,7 @@ fn concurrent_builds_are_serialized_by_the_lock() {
     assert!(waited >= 1, "at least one build waited for the lock");
     assert_store_consistent(root);
     let reference = tempfile::tempdir().unwrap();
-    relspec::synth::write_workspace(reference.path(), 40, 60_000).unwrap();
+    relspec_core::synth::write_workspace(reference.path(), 40, 60_000).unwrap();
     ok(reference.path(), &["build"]);
     assert_eq!(tree_bytes(&root.join("out")), tree_bytes(&reference.path().join("out")));
 }

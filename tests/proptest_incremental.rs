@@ -7,9 +7,10 @@
 mod common;
 use common::tree_bytes;
 use proptest::prelude::*;
-use relspec::build::{self, BuildOptions, NoProgress, Status};
-use relspec::project::Project;
-use relspec::synth;
+use proptest::test_runner::{FileFailurePersistence, TestCaseError};
+use relspec_core::build::{self, BuildOptions, NoProgress, Status};
+use relspec_core::project::Project;
+use relspec_core::synth;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -192,7 +193,7 @@ fn check_edits(edits: &[Edit]) -> Result<(), TestCaseError> {
     prop_assert_eq!(first.count(Status::Built), N);
     let mut clean = outputs(root);
     let mut seen: BTreeSet<(usize, String)> = (0..N).map(|i| (i, input_state(root, &m, i, &clean))).collect();
-    for e in &edits {
+    for e in edits {
         apply(root, &mut m, e);
         // mtimes may not move within the racy window; the stat cache must still see the change.
         let r = build::build(&mut p, &BuildOptions::default(), &NoProgress).unwrap();

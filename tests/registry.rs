@@ -3,14 +3,14 @@
 
 mod common;
 use common::*;
-use relspec::datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
-use relspec::datafusion::arrow::datatypes::{DataType, Field, Schema};
-use relspec::datafusion::parquet::arrow::ArrowWriter;
-use relspec::datafusion::parquet::file::properties::WriterProperties;
-use relspec::datafusion::physical_plan::metrics::MetricValue;
-use relspec::datafusion::physical_plan::{ExecutionPlan, collect};
-use relspec::engine::Engine;
-use relspec::workspace::{DataFormat, DatasetSpec, Profile, ScanOptions};
+use relspec_core::datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+use relspec_core::datafusion::arrow::datatypes::{DataType, Field, Schema};
+use relspec_core::datafusion::parquet::arrow::ArrowWriter;
+use relspec_core::datafusion::parquet::file::properties::WriterProperties;
+use relspec_core::datafusion::physical_plan::metrics::MetricValue;
+use relspec_core::datafusion::physical_plan::{ExecutionPlan, collect};
+use relspec_core::engine::Engine;
+use relspec_core::workspace::{DataFormat, DatasetSpec, Profile, ScanOptions};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -66,7 +66,7 @@ fn pruned_row_groups(plan: &Arc<dyn ExecutionPlan>) -> (usize, usize) {
 
 fn query(
     engine: &Engine,
-    ctx: &relspec::datafusion::prelude::SessionContext,
+    ctx: &relspec_core::datafusion::prelude::SessionContext,
     sql: &str,
 ) -> (Vec<RecordBatch>, Arc<dyn ExecutionPlan>) {
     engine.block_on(async {
@@ -93,7 +93,7 @@ fn parquet_pruning_skips_row_groups_and_partitions_appear() {
             ..Default::default()
         };
         let ds = spec("occ", "data/occ", DataFormat::Parquet, scan);
-        let schema = engine.block_on(relspec::registry::register(&ctx, root, &ds)).unwrap();
+        let schema = engine.block_on(relspec_exec::registry::register(&ctx, root, &ds)).unwrap();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["id", "name", "year"]);
         assert_eq!(schema.field_with_name("year").unwrap().data_type(), &DataType::Int32);
@@ -125,12 +125,12 @@ fn globs_and_fingerprints_follow_the_files() {
     write(root, "data/b/y.csv", "id\n2\n");
     write(root, "data/b/.hidden.csv", "id\n3\n");
     let ds = spec("t", "data/*/*.csv", DataFormat::Csv, ScanOptions::default());
-    let files = relspec::registry::resolve_files(root, &ds).unwrap();
+    let files = relspec_exec::registry::resolve_files(root, &ds).unwrap();
     assert_eq!(files, ["data/a/x.csv", "data/b/y.csv"]);
-    let fp1 = relspec::registry::fingerprint(&ds, &[("data/a/x.csv".into(), "h1".into())]);
-    let fp2 = relspec::registry::fingerprint(&ds, &[("data/a/x.csv".into(), "h2".into())]);
+    let fp1 = relspec_exec::registry::fingerprint(&ds, &[("data/a/x.csv".into(), "h1".into())]);
+    let fp2 = relspec_exec::registry::fingerprint(&ds, &[("data/a/x.csv".into(), "h2".into())]);
     assert_ne!(fp1, fp2);
     let missing = spec("m", "data/nothing/*.csv", DataFormat::Csv, ScanOptions::default());
-    let err = relspec::registry::resolve_files(root, &missing).unwrap_err();
+    let err = relspec_exec::registry::resolve_files(root, &missing).unwrap_err();
     assert!(err.to_string().contains("no file matches"), "{err}");
 }

@@ -4,8 +4,8 @@
 
 mod common;
 use common::*;
-use relspec::datafusion::arrow::util::display::array_value_to_string;
-use relspec::datafusion::dataframe::DataFrame;
+use relspec_core::datafusion::arrow::util::display::array_value_to_string;
+use relspec_core::datafusion::dataframe::DataFrame;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -35,15 +35,15 @@ fn substrait_plans_are_deterministic_and_execute_to_the_published_output() {
     ok(root, &["build"]);
     assert_eq!(first, substrait_files(root), "same plans, byte-identical Substrait");
 
-    let mut p = relspec::project::Project::open(&root.join("workspace.toml")).unwrap();
+    let mut p = relspec_core::project::Project::open(&root.join("workspace.toml")).unwrap();
     let spec = p.spec().unwrap();
     let datasets: HashSet<String> = spec.datasets.keys().cloned().collect();
     let (engine, ctx) = p.session_with(&datasets).unwrap();
     for rule in first.keys() {
-        engine.block_on(relspec::registry::register_output(&ctx, rule, &out(root, rule))).unwrap();
+        engine.block_on(relspec_exec::registry::register_output(&ctx, rule, &out(root, rule))).unwrap();
     }
     for (rule, bytes) in &first {
-        let plan = engine.block_on(relspec::substrait::decode(&ctx, bytes)).unwrap();
+        let plan = engine.block_on(relspec_exec::substrait::decode(&ctx, bytes)).unwrap();
         let batches = engine.block_on(DataFrame::new(ctx.state(), plan).collect()).unwrap();
         let mut rows = Vec::new();
         for b in &batches {

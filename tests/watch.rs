@@ -174,12 +174,12 @@ fn watch_once_exits_after_the_first_build() {
 fn a_change_during_a_build_cancels_it_and_the_next_build_catches_up() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    relspec::synth::write_workspace(root, 60, 100_000).unwrap();
+    relspec_core::synth::write_workspace(root, 60, 100_000).unwrap();
     let mut w = Watcher::start(root);
     // Start a long build, and change the data again as soon as it is under way.
-    std::fs::write(root.join("data/events/part-0.csv"), relspec::synth::events_csv(0, 100_000, 1)).unwrap();
+    std::fs::write(root.join("data/events/part-0.csv"), relspec_core::synth::events_csv(0, 100_000, 1)).unwrap();
     w.until(|e| e["event"] == "rule" && e["status"] == "built");
-    std::fs::write(root.join("data/events/part-0.csv"), relspec::synth::events_csv(0, 100_000, 2)).unwrap();
+    std::fs::write(root.join("data/events/part-0.csv"), relspec_core::synth::events_csv(0, 100_000, 2)).unwrap();
     let events = w.until(|e| e["event"] == "build_done" && e["ok"] == true);
     assert!(events.iter().any(|e| e["event"] == "cancelled"), "the first build was cancelled: {events:#?}");
     let published: std::collections::BTreeMap<_, _> = tree_bytes(&root.join("out")).into_iter().collect();

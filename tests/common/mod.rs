@@ -3,15 +3,15 @@
 #![allow(dead_code)]
 
 use assert_cmd::Command;
-use relspec::datafusion::arrow::array::RecordBatch;
-use relspec::datafusion::arrow::util::display::array_value_to_string;
-use relspec::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use relspec_core::datafusion::arrow::array::RecordBatch;
+use relspec_core::datafusion::arrow::util::display::array_value_to_string;
+use relspec_core::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};
 
 /// A temp dir holding a copy of the default workspace.
 pub fn default_workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    relspec::workspace::scaffold::init(dir.path()).unwrap();
+    relspec_core::scaffold::init(dir.path()).unwrap();
     dir
 }
 

@@ -113,13 +113,12 @@ struct Node {
     order: Option<String>,
 }
 
+/// A value or rows hash: the one key hasher over the parts (shortened; these
+/// hashes compare versions of one rule, they are not store keys).
 fn h(parts: &[&str]) -> String {
-    let mut hasher = blake3::Hasher::new();
-    for p in parts {
-        hasher.update(p.as_bytes());
-        hasher.update(&[0]);
-    }
-    hasher.finalize().to_hex()[..32].to_string()
+    let mut hasher = relspec_spec::key::KeyHasher::new("relspec/lineage/v2");
+    hasher.list("parts", parts.iter().copied());
+    hasher.finish()[..32].to_string()
 }
 
 /// Compute the lineage of a plan (the plan `lower` built, before its final sort).

@@ -5,7 +5,7 @@
 //! Architecture invariant: a failed check fails the rule; the build then
 //! stores and publishes nothing for it, and the last good output stays.
 
-use crate::relplan::lower::scalar;
+use crate::lower::scalar;
 use crate::workspace::{ContractSpec, DataCheck};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;

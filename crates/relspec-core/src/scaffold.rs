@@ -6,14 +6,14 @@ use std::path::Path;
 
 /// Files of the scaffold: (relative path, contents).
 pub const FILES: &[(&str, &str)] = &[
-    ("workspace.toml", include_str!("../../workspace.toml")),
-    ("rules/edges.sql", include_str!("../../rules/edges.sql")),
-    ("rules/stats.toml", include_str!("../../rules/stats.toml")),
-    ("data/files.csv", include_str!("../../data/files.csv")),
-    ("data/cst/defs.csv", include_str!("../../data/cst/defs.csv")),
-    ("data/cst/callsites/lang=python/part-0.csv", include_str!("../../data/cst/callsites/lang=python/part-0.csv")),
-    ("data/cst/callsites/lang=rust/part-0.csv", include_str!("../../data/cst/callsites/lang=rust/part-0.csv")),
-    ("data/scip/occurrences.json", include_str!("../../data/scip/occurrences.json")),
+    ("workspace.toml", include_str!("../../../workspace.toml")),
+    ("rules/edges.sql", include_str!("../../../rules/edges.sql")),
+    ("rules/stats.toml", include_str!("../../../rules/stats.toml")),
+    ("data/files.csv", include_str!("../../../data/files.csv")),
+    ("data/cst/defs.csv", include_str!("../../../data/cst/defs.csv")),
+    ("data/cst/callsites/lang=python/part-0.csv", include_str!("../../../data/cst/callsites/lang=python/part-0.csv")),
+    ("data/cst/callsites/lang=rust/part-0.csv", include_str!("../../../data/cst/callsites/lang=rust/part-0.csv")),
+    ("data/scip/occurrences.json", include_str!("../../../data/scip/occurrences.json")),
     (".gitignore", "/out/\n/cache/*\n!/cache/.keep\n"),
     ("cache/.keep", ""),
 ];

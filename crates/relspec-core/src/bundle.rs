@@ -14,12 +14,12 @@
 //! outputs they describe are stored; a build that executes nothing writes no
 //! bundle (a no-op build leaves the cache byte-for-byte unchanged).
 
-use crate::build::Status;
 use crate::contracts::CheckResult;
 use crate::engine::PlanSnapshots;
 use crate::error::Result;
 use crate::kernels::KernelUse;
 use crate::lineage::RuleLineage;
+use crate::status::Status;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -125,7 +125,7 @@ pub struct RunBundle {
 
 /// Relative path of the artifact of output `key`.
 pub fn artifact_path(key: &str) -> String {
-    format!("artifacts/{key}.json")
+    format!("{}/{key}.json", crate::store::layout::ARTIFACTS)
 }
 
 /// Write an artifact (idempotent: same key, same meaning).
@@ -148,7 +148,7 @@ pub fn new_run_id() -> String {
 
 /// Write a run bundle and prune old ones; returns its path.
 pub fn write_run(store: &Store, run: &RunBundle) -> Result<std::path::PathBuf> {
-    let dir = store.dir().join("runs");
+    let dir = store.dir().join(crate::store::layout::RUNS);
     let path = dir.join(format!("{}.json", run.run_id));
     store.write_json(&path, run)?;
     let mut ids = run_files(store);
@@ -162,7 +162,7 @@ pub fn write_run(store: &Store, run: &RunBundle) -> Result<std::path::PathBuf> {
 }
 
 fn run_files(store: &Store) -> Vec<String> {
-    let mut ids: Vec<String> = std::fs::read_dir(store.dir().join("runs"))
+    let mut ids: Vec<String> = std::fs::read_dir(store.dir().join(crate::store::layout::RUNS))
         .into_iter()
         .flatten()
         .flatten()
@@ -176,14 +176,17 @@ fn run_files(store: &Store) -> Vec<String> {
 /// The most recent run bundle, if any.
 pub fn latest_run(store: &Store) -> Option<RunBundle> {
     let last = run_files(store).pop()?;
-    std::fs::read(store.dir().join("runs").join(last)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    std::fs::read(store.dir().join(crate::store::layout::RUNS).join(last))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// The latest artifact of `rule`: from the newest run bundle that mentions it.
 pub fn latest_artifact(store: &Store, rule: &str) -> Option<Artifact> {
     for f in run_files(store).iter().rev() {
-        let run: Option<RunBundle> =
-            std::fs::read(store.dir().join("runs").join(f)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let run: Option<RunBundle> = std::fs::read(store.dir().join(crate::store::layout::RUNS).join(f))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(a) = run.and_then(|r| r.rules.get(rule).and_then(RunRule::artifact_path)) {
             return read_artifact(store, &a);
         }

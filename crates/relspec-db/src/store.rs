@@ -20,30 +20,48 @@
 //! absolute path or an mtime, so the cache is relocatable.
 
 use crate::error::{Diag, ErrorKind, Result};
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The `created_by` written into every Parquet footer (fixed, so output bytes
-/// do not depend on the machine).
-pub const PARQUET_CREATED_BY: &str = concat!("relspec ", env!("CARGO_PKG_VERSION"), " (parquet 59)");
-
-/// Rows per Parquet write call; fixed so page boundaries never depend on the
-/// engine's batch size.
-const WRITE_CHUNK: usize = 8192;
-
 fn io(what: &str, p: &Path, e: std::io::Error) -> Diag {
     Diag::new(ErrorKind::Store(format!("{what} {}: {e}", p.display())))
+}
+
+/// The cache directory's layout: every name the store and its users keep
+/// under it. `clean` removes exactly these (and the legacy names), nothing else.
+pub mod layout {
+    /// Content-addressed Parquet objects, `objects/<h[..2]>/<h>.parquet`.
+    pub const OBJECTS: &str = "objects";
+    /// Records by output key, `records/<k[..2]>/<k>.json`.
+    pub const RECORDS: &str = "records";
+    /// Staging area for writes (renamed into place).
+    pub const TMP: &str = "tmp";
+    /// Per-output-key artifacts (plans, lineage, contract results).
+    pub const ARTIFACTS: &str = "artifacts";
+    /// Run bundles.
+    pub const RUNS: &str = "runs";
+    /// The lock file guarding concurrent builds.
+    pub const LOCK: &str = "lock";
+    /// Input file hashes by stat.
+    pub const STAT_CACHE: &str = "stat-cache.json";
+    /// The publish ledger.
+    pub const PUBLISHED: &str = "published.json";
+    /// Each rule's key and output at the last build.
+    pub const LAST_BUILT: &str = "last-built.json";
+    /// The rule-summary memo (JSON lines).
+    pub const SUMMARIES: &str = "rule-summaries.jsonl";
+    /// The analysis (check) memo (JSON lines).
+    pub const ANALYSIS: &str = "analysis.jsonl";
+    /// Everything above but the lock.
+    pub const ALL: &[&str] =
+        &[OBJECTS, RECORDS, TMP, ARTIFACTS, RUNS, STAT_CACHE, PUBLISHED, LAST_BUILT, SUMMARIES, ANALYSIS];
+    /// Names older versions used (removed by `clean`).
+    pub const LEGACY: &[&str] = &["plans", "analysis.json", "rule-summaries.json"];
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -58,6 +76,23 @@ pub struct ColumnInfo {
     pub data_type: String,
     /// Nullable.
     pub nullable: bool,
+}
+
+/// What the caller knows about an object it puts in the store.
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    /// Rule that produced it.
+    pub rule: String,
+    /// Plan signature.
+    pub signature: String,
+    /// Output schema.
+    pub schema: Vec<ColumnInfo>,
+    /// Row count.
+    pub rows: u64,
+    /// Execution time in milliseconds.
+    pub elapsed_ms: u64,
+    /// The key's parts (to explain why a later build differs).
+    pub parts: Option<serde_json::Value>,
 }
 
 /// What the store knows about one materialized output.
@@ -113,7 +148,7 @@ impl Store {
 
     /// Take the store's exclusive lock, waiting for another build to finish.
     pub fn lock(&self) -> Result<StoreLock> {
-        let p = self.dir.join("lock");
+        let p = self.dir.join(layout::LOCK);
         let f =
             File::options().create(true).truncate(false).write(true).open(&p).map_err(|e| io("cannot open", &p, e))?;
         match f.try_lock() {
@@ -130,17 +165,17 @@ impl Store {
     /// A fresh staging path under `tmp/`.
     pub fn tmp_path(&self, suffix: &str) -> PathBuf {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.dir.join("tmp").join(format!("{}-{n}{suffix}", std::process::id()))
+        self.dir.join(layout::TMP).join(format!("{}-{n}{suffix}", std::process::id()))
     }
 
     /// Path of the record of `key`.
     pub fn record_path(&self, key: &str) -> PathBuf {
-        self.dir.join("records").join(&key[..2]).join(format!("{key}.json"))
+        self.dir.join(layout::RECORDS).join(&key[..2]).join(format!("{key}.json"))
     }
 
     /// Path of the object with this content hash.
     pub fn object_path(&self, content_hash: &str) -> PathBuf {
-        self.dir.join("objects").join(&content_hash[..2]).join(format!("{content_hash}.parquet"))
+        self.dir.join(layout::OBJECTS).join(&content_hash[..2]).join(format!("{content_hash}.parquet"))
     }
 
     /// Whether the object with this content hash exists with this size.
@@ -156,51 +191,40 @@ impl Store {
         (meta.len() == rec.bytes && rec.key == key).then_some(rec)
     }
 
-    /// Write `batches` as a deterministic Parquet object and record it under `key`.
-    pub fn put(
-        &self,
-        key: &str,
-        rule: &str,
-        signature: &str,
-        schema: SchemaRef,
-        batches: &[RecordBatch],
-        elapsed_ms: u64,
-        parts: Option<serde_json::Value>,
-    ) -> Result<Record> {
-        let tmp = self.tmp_path(".parquet");
-        let rows = write_parquet(&tmp, schema.clone(), batches)?;
-        let content_hash = hash_file(&tmp).map_err(|e| io("cannot hash", &tmp, e))?;
-        let bytes = fs::metadata(&tmp).map_err(|e| io("cannot stat", &tmp, e))?.len();
+    /// Move a finished object file (written under [`Store::tmp_path`]) into
+    /// place by its content hash and record it under `key`: object first,
+    /// then the record, so a record never points at a partial object.
+    pub fn put_file(&self, key: &str, tmp: &Path, meta: ObjectMeta) -> Result<Record> {
+        let ObjectMeta { rule, signature, schema, rows, elapsed_ms, parts } = meta;
+        let content_hash = hash_file(tmp).map_err(|e| io("cannot hash", tmp, e))?;
+        let bytes = fs::metadata(tmp).map_err(|e| io("cannot stat", tmp, e))?.len();
         let obj = self.object_path(&content_hash);
         if fs::metadata(&obj).map(|m| m.len() == bytes).unwrap_or(false) {
-            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(tmp);
         } else {
             let parent = obj.parent().unwrap();
             fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
-            fs::rename(&tmp, &obj).map_err(|e| io("cannot move into place", &obj, e))?;
+            fs::rename(tmp, &obj).map_err(|e| io("cannot move into place", &obj, e))?;
         }
-        let rec = Record {
-            key: key.to_string(),
-            content_hash,
-            rule: rule.to_string(),
-            signature: signature.to_string(),
-            schema: schema
-                .fields()
-                .iter()
-                .map(|f| ColumnInfo {
-                    name: f.name().clone(),
-                    data_type: f.data_type().to_string(),
-                    nullable: f.is_nullable(),
-                })
-                .collect(),
-            rows,
-            bytes,
-            elapsed_ms,
-            parts,
-        };
+        let rec =
+            Record { key: key.to_string(), content_hash, rule, signature, schema, rows, bytes, elapsed_ms, parts };
         let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
         self.write_atomic(&self.record_path(key), &bytes, true)?;
         Ok(rec)
+    }
+
+    /// Remove everything the store keeps (see [`layout`]) but the lock; the
+    /// caller holds the lock.
+    pub fn clean(&self) -> Result<()> {
+        for name in layout::ALL.iter().chain(layout::LEGACY) {
+            let path = self.dir.join(name);
+            let res = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            match res {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("cannot remove", &path, e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Atomically write a side-cache JSON document at `path` (compact, not
@@ -282,18 +306,21 @@ impl Store {
 
     /// Load the record of what is published.
     pub fn load_published(&self) -> Published {
-        fs::read(self.dir.join("published.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        fs::read(self.dir.join(layout::PUBLISHED))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 
     /// Save the record of what is published.
     pub fn save_published(&self, p: &Published) -> Result<()> {
-        self.write_json(&self.dir.join("published.json"), p)
+        self.write_json(&self.dir.join(layout::PUBLISHED), p)
     }
 
     /// Every record in the store.
     pub fn records(&self) -> Vec<Record> {
         let mut out = Vec::new();
-        for e in walkdir::WalkDir::new(self.dir.join("records")).into_iter().flatten() {
+        for e in walkdir::WalkDir::new(self.dir.join(layout::RECORDS)).into_iter().flatten() {
             if e.file_type().is_file() {
                 if let Some(r) = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) {
                     out.push(r);
@@ -317,7 +344,7 @@ impl Store {
             }
         }
         let (mut objects_removed, mut freed) = (0, 0);
-        for e in walkdir::WalkDir::new(self.dir.join("objects")).into_iter().flatten() {
+        for e in walkdir::WalkDir::new(self.dir.join(layout::OBJECTS)).into_iter().flatten() {
             if !e.file_type().is_file() {
                 continue;
             }
@@ -329,7 +356,7 @@ impl Store {
             }
         }
         // Artifacts (plans, lineage, Substrait) of outputs that are gone.
-        for e in fs::read_dir(self.dir.join("artifacts")).into_iter().flatten().flatten() {
+        for e in fs::read_dir(self.dir.join(layout::ARTIFACTS)).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             let key = name.split('.').next().unwrap_or_default();
             if !live.contains(key) {
@@ -337,7 +364,7 @@ impl Store {
                 let _ = fs::remove_file(e.path());
             }
         }
-        let tmp = self.dir.join("tmp");
+        let tmp = self.dir.join(layout::TMP);
         for e in fs::read_dir(&tmp).map_err(|e| io("cannot list", &tmp, e))?.flatten() {
             let _ = fs::remove_file(e.path());
         }
@@ -361,35 +388,6 @@ pub struct PublishedEntry {
     pub bytes: u64,
     /// Its mtime after publishing (local only; never part of a key).
     pub mtime_ns: u128,
-}
-
-/// Deterministic Parquet writer settings.
-pub fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_created_by(PARQUET_CREATED_BY.to_string())
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
-        .set_max_row_group_row_count(Some(128 * 1024))
-        .build()
-}
-
-/// Write batches to `path` as Parquet, re-chunked to fixed-size slices so the
-/// bytes do not depend on how the engine batched the rows. Returns the row count.
-pub fn write_parquet(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
-    let err = |e: String| Diag::new(ErrorKind::Store(format!("cannot write {}: {e}", path.display())));
-    let all = concat_batches(&schema, batches).map_err(|e| err(e.to_string()))?;
-    let f = File::create(path).map_err(|e| io("cannot create", path, e))?;
-    let mut w =
-        ArrowWriter::try_new(BufWriter::new(f), schema, Some(writer_properties())).map_err(|e| err(e.to_string()))?;
-    let mut off = 0;
-    while off < all.num_rows() {
-        let len = WRITE_CHUNK.min(all.num_rows() - off);
-        w.write(&all.slice(off, len)).map_err(|e| err(e.to_string()))?;
-        off += len;
-    }
-    let inner = w.into_inner().map_err(|e| err(e.to_string()))?;
-    let f = inner.into_inner().map_err(|e| err(e.to_string()))?;
-    f.sync_all().map_err(|e| io("cannot sync", path, e))?;
-    Ok(all.num_rows() as u64)
 }
 
 /// blake3 of a file's bytes (memory-mapped and multi-threaded for large files).
@@ -449,7 +447,7 @@ const RACY_WINDOW_NS: u128 = 1_000_000_000;
 impl StatCache {
     /// Load from the store (empty if missing or unreadable).
     pub fn load(store: &Store) -> StatCache {
-        let entries = fs::read(store.dir.join("stat-cache.json"))
+        let entries = fs::read(store.dir.join(layout::STAT_CACHE))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
@@ -459,7 +457,7 @@ impl StatCache {
     /// Save if anything changed.
     pub fn save(&mut self, store: &Store) -> Result<()> {
         if self.dirty {
-            store.write_json(&store.dir.join("stat-cache.json"), &self.entries)?;
+            store.write_json(&store.dir.join(layout::STAT_CACHE), &self.entries)?;
             self.dirty = false;
         }
         Ok(())
@@ -539,6 +537,8 @@ mod tests {
         // An old mtime, so the entry is past the racily-clean window and trusted.
         let old = SystemTime::now() - Duration::from_secs(3600);
         fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+        // Past the racily-clean window of the file's inode change time too.
+        std::thread::sleep(Duration::from_millis(1100));
         let before = fs::metadata(&path).unwrap();
         let mut cache = StatCache::default();
         let first = cache.hash("data.csv", &path).unwrap();

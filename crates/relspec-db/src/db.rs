@@ -11,10 +11,11 @@
 //! here, so a no-op build never plans.
 
 use crate::error::{Diag, ErrorKind, line_col, offset_of};
-use crate::relplan::lower::suggest;
 use crate::relplan::{self, CompileError, ReadSite, RelPlan, SourcePos};
 use crate::store::StatCache;
 use crate::workspace::{self, RuleDecl, RuleDef, RuleOrigin, WorkspaceSpec};
+use relspec_spec::key::KeyHasher;
+use relspec_spec::suggest::suggest;
 use salsa::Setter;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ pub type DatasetFiles = Result<Vec<DataFile>, Diag>;
 /// The workspace: its manifest, included rule files and dataset file lists.
 #[salsa::input(debug)]
 pub struct Workspace {
+    /// The execution layer's versions (see [`EngineInfo`]); set once.
+    #[returns(ref)]
+    pub engine: EngineInfo,
     /// `workspace.toml`.
     pub manifest: SourceFile,
     /// Included rule files, sorted by path.
@@ -56,6 +60,32 @@ pub struct Workspace {
     /// Dataset name -> its files.
     #[returns(ref)]
     pub datasets: BTreeMap<String, DatasetFiles>,
+}
+
+/// What the engine contributes to every output key: a digest of the versions
+/// of the execution layer (relspec, DataFusion, the Parquet writer, every
+/// kernel and its lane). The exec layer computes it; the database only hashes
+/// it together with the profile's semantic fields, so this crate needs no
+/// DataFusion.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct EngineInfo {
+    /// Digest of the engine's versions.
+    pub versions: String,
+}
+
+/// The engine fingerprint of a profile under an engine: its versions, the
+/// RelPlan version and the semantic profile fields. Tuning fields
+/// (target_partitions, batch_size, memory limit and pool, spill dir) are left
+/// out: they cannot change results.
+pub fn engine_fingerprint_of(engine: &EngineInfo, profile: &workspace::Profile) -> String {
+    KeyHasher::new("relspec/engine/v1")
+        .field("versions", &engine.versions)
+        .field("relplan", relplan::RELPLAN_VERSION)
+        .field("catalog", &profile.catalog)
+        .field("schema", &profile.schema)
+        .bool("information_schema", profile.information_schema)
+        .opt("time_zone", profile.time_zone.as_deref())
+        .finish()
 }
 
 /// A rule name, interned.
@@ -189,7 +219,7 @@ impl SummaryCache {
 }
 
 /// File name of the summary memo under the cache dir.
-pub const SUMMARIES_FILE: &str = "rule-summaries.jsonl";
+pub const SUMMARIES_FILE: &str = crate::store::layout::SUMMARIES;
 
 /// The parsed manifest.
 #[salsa::tracked(returns(ref))]
@@ -298,15 +328,7 @@ pub fn rule_summary<'db>(
             pos: None,
         });
     };
-    let key = {
-        let mut h = blake3::Hasher::new();
-        h.update(relplan::RELPLAN_VERSION.as_bytes());
-        match &def.body {
-            workspace::RuleBody::Sql(sql) => h.update(b"\nsql\n").update(sql.as_bytes()),
-            other => h.update(format!("\n{other:?}").as_bytes()),
-        };
-        h.finalize().to_hex().to_string()
-    };
+    let key = summary_key(def);
     if let Some(s) = db.summaries().get(&key) {
         return Ok(s);
     }
@@ -322,6 +344,20 @@ pub fn rule_summary<'db>(
     Ok(s)
 }
 
+/// The summary memo's key for a definition: relspec's version, the memo
+/// schema, the RelPlan version and the rule's body (SQL text, or the parsed
+/// pipeline). Only a cache key: a change in how a body prints is a miss, never
+/// a wrong hit, and a new relspec version never reads an older entry.
+fn summary_key(def: &RuleDef) -> String {
+    let mut h = KeyHasher::new("relspec/rule-summary/v1");
+    h.field("version", &memo_version()).field("relplan", relplan::RELPLAN_VERSION);
+    match &def.body {
+        workspace::RuleBody::Sql(sql) => h.field("sql", sql),
+        other => h.field("pipeline", &format!("{other:?}")),
+    };
+    h.finish()
+}
+
 /// Fingerprints of every dataset (or why it has none).
 #[salsa::tracked(returns(ref))]
 pub fn dataset_fingerprints(db: &dyn Db, ws: Workspace) -> BTreeMap<String, Result<String, Diag>> {
@@ -334,7 +370,7 @@ pub fn dataset_fingerprints(db: &dyn Db, ws: Workspace) -> BTreeMap<String, Resu
                 Some(Ok(fs)) => {
                     let pairs: Vec<(String, String)> =
                         fs.iter().map(|f| (f.path(db).clone(), f.hash(db).clone())).collect();
-                    Ok(crate::registry::fingerprint(ds, &pairs))
+                    Ok(crate::datasets::fingerprint(ds, &pairs))
                 }
                 Some(Err(e)) => Err(e.clone()),
                 None => Err(Diag::new(ErrorKind::MissingData { dataset: name.clone(), location: ds.path.clone() })),
@@ -348,7 +384,7 @@ pub fn dataset_fingerprints(db: &dyn Db, ws: Workspace) -> BTreeMap<String, Resu
 #[salsa::tracked(returns(ref))]
 pub fn engine_fingerprint(db: &dyn Db, ws: Workspace) -> String {
     match manifest_spec(db, ws) {
-        Ok(spec) => crate::engine::fingerprint(&spec.profile),
+        Ok(spec) => engine_fingerprint_of(ws.engine(db), &spec.profile),
         Err(_) => String::new(),
     }
 }
@@ -610,6 +646,18 @@ fn find_cycle(deps: &BTreeMap<String, Vec<Dep>>, stuck: &BTreeSet<&str>) -> Vec<
     }
 }
 
+/// Domain (kind and version) of output keys. v3: the one key hasher.
+pub const OUTPUT_KEY_DOMAIN: &str = "relspec/output-key/v3";
+
+/// Version of the persisted memos' format; with the relspec version it keys
+/// every memo entry, so new code never trusts an entry old code computed.
+pub const MEMO_SCHEMA: &str = "memo/v1";
+
+/// The key prefix of persisted memo entries: relspec's version and the memo schema.
+pub fn memo_version() -> String {
+    format!("relspec {} {MEMO_SCHEMA}", env!("CARGO_PKG_VERSION"))
+}
+
 /// The parts of a rule's output key that do not depend on upstream outputs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 pub struct KeyParts {
@@ -637,31 +685,17 @@ impl KeyParts {
     /// The key these parts would have with `upstream` (name -> content hash,
     /// sorted by name) in place of `self.upstream`, without building them.
     pub fn key_with<'a>(&self, upstream: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> String {
-        // One buffer, hashed once: many small `update` calls cost more than the hash.
-        fn put(b: &mut Vec<u8>, s: &str) {
-            b.extend_from_slice(&(s.len() as u64).to_le_bytes());
-            b.extend_from_slice(s.as_bytes());
-        }
-        fn put_map<'a>(b: &mut Vec<u8>, tag: &str, m: impl ExactSizeIterator<Item = (&'a str, &'a str)>) {
-            put(b, tag);
-            b.extend_from_slice(&(m.len() as u64).to_le_bytes());
-            for (k, v) in m {
-                put(b, k);
-                put(b, v);
-            }
-        }
         fn pairs(m: &BTreeMap<String, String>) -> impl ExactSizeIterator<Item = (&str, &str)> {
             m.iter().map(|(k, v)| (k.as_str(), v.as_str()))
         }
-        let mut b = Vec::with_capacity(512);
-        put(&mut b, "relspec-key/v2");
-        put(&mut b, &self.signature);
-        put(&mut b, &self.engine);
-        put_map(&mut b, "datasets", pairs(&self.datasets));
-        put_map(&mut b, "params", pairs(&self.params));
-        put(&mut b, self.contract.as_deref().unwrap_or("-"));
-        put_map(&mut b, "upstream", upstream);
-        blake3::hash(&b).to_hex().to_string()
+        KeyHasher::new(OUTPUT_KEY_DOMAIN)
+            .field("signature", &self.signature)
+            .field("engine", &self.engine)
+            .map("datasets", pairs(&self.datasets))
+            .map("params", pairs(&self.params))
+            .opt("contract", self.contract.as_deref())
+            .map("upstream", upstream)
+            .finish()
     }
 
     /// Why `self` differs from `prev`: a list of human-readable reasons.
@@ -701,37 +735,56 @@ fn diff_map(why: &mut Vec<String>, what: &str, a: &BTreeMap<String, String>, b: 
 /// The static key parts of a rule (everything but upstream content hashes).
 /// Not a tracked query: it only copies memoized values together, and a memo
 /// per rule cost more than the copying (one less query per rule per process).
-pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Option<Arc<KeyParts>> {
-    let spec = manifest_spec(db, ws).as_ref().ok()?;
-    let plan = rule_summary(db, ws, name).as_ref().ok()?;
+pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Result<Arc<KeyParts>, Diag> {
+    let spec = manifest_spec(db, ws).as_ref().map_err(Clone::clone)?;
+    let plan = rule_summary(db, ws, name).as_ref().map_err(|e| e.diag.clone())?;
     let fps = dataset_fingerprints(db, ws);
     let mut parts = KeyParts {
         signature: plan.signature.clone(),
         engine: engine_fingerprint(db, ws).clone(),
         ..Default::default()
     };
-    let def = &rule_index(db, ws).decls.get(name.text(db))?.def;
+    let rule = name.text(db);
+    let def = &rule_index(db, ws)
+        .decls
+        .get(rule)
+        .ok_or_else(|| Diag::new(ErrorKind::Usage(format!("no rule named `{rule}`"))))?
+        .def;
     let contract = match &def.produces {
-        Some(cn) => Some(spec.contracts.get(cn)?),
+        Some(cn) => Some(
+            spec.contracts.get(cn).ok_or_else(|| Diag::new(ErrorKind::Invalid(format!("unknown contract `{cn}`"))))?,
+        ),
         None => None,
     };
     for r in plan.reads.iter().map(String::as_str).chain(contract.into_iter().flat_map(contract_tables)) {
         if let Some(fp) = fps.get(r) {
-            parts.datasets.insert(r.to_string(), fp.as_ref().ok()?.clone());
+            parts.datasets.insert(r.to_string(), fp.as_ref().map_err(Clone::clone)?.clone());
         }
     }
     for p in &plan.params {
-        parts.params.insert(p.clone(), spec.params.get(p)?.canonical());
+        let v = spec.params.get(p).ok_or_else(|| Diag::new(ErrorKind::UnknownParam(p.clone())))?;
+        parts.params.insert(p.clone(), v.canonical());
     }
     if let Some(c) = contract {
-        let cols: Vec<String> =
-            c.columns.iter().map(|c| format!("{}:{}:{:?}", c.name, c.data_type, c.nullable)).collect();
-        let checks: Vec<String> = c.checks.iter().map(|k| k.describe()).collect();
-        parts.contract = Some(
-            blake3::hash(format!("{}|{}|{}", c.name, cols.join(","), checks.join(";")).as_bytes()).to_hex().to_string(),
-        );
+        parts.contract = Some(contract_hash(c));
     }
-    Some(Arc::new(parts))
+    Ok(Arc::new(parts))
+}
+
+/// The hash of a contract's definition (name, columns, checks), as it enters
+/// the keys of the rules that produce it.
+pub fn contract_hash(c: &workspace::ContractSpec) -> String {
+    let mut h = KeyHasher::new("relspec/contract/v1");
+    h.field("name", &c.name);
+    h.u64("columns", c.columns.len() as u64);
+    for col in &c.columns {
+        h.field("column", &col.name)
+            .field("type", &col.data_type)
+            .opt("nullable", col.nullable.map(|n| if n { "true" } else { "false" }));
+    }
+    let checks: Vec<String> = c.checks.iter().map(|k| k.describe()).collect();
+    h.list("checks", checks.iter().map(String::as_str));
+    h.finish()
 }
 
 /// Tables a contract's `references` checks read.
@@ -750,11 +803,15 @@ pub struct Loader {
     sources: HashMap<PathBuf, SourceFile>,
     data: HashMap<String, DataFile>,
     ws: Option<Workspace>,
+    engine: EngineInfo,
+    files_read: usize,
+    files_stated: usize,
 }
 
 impl Loader {
-    /// A loader for the workspace whose manifest is `manifest` (absolute).
-    pub fn new(manifest: &Path) -> Self {
+    /// A loader for the workspace whose manifest is `manifest` (absolute),
+    /// under the engine described by `engine`.
+    pub fn new(manifest: &Path, engine: EngineInfo) -> Self {
         let root = manifest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         let root = if root.as_os_str().is_empty() { PathBuf::from(".") } else { root };
         Loader {
@@ -763,6 +820,9 @@ impl Loader {
             sources: HashMap::new(),
             data: HashMap::new(),
             ws: None,
+            engine,
+            files_read: 0,
+            files_stated: 0,
         }
     }
 
@@ -802,7 +862,7 @@ impl Loader {
         Ok(match self.ws {
             Some(ws) => ws,
             None => {
-                let ws = Workspace::new(db, manifest, Vec::new(), BTreeMap::new());
+                let ws = Workspace::new(db, self.engine.clone(), manifest, Vec::new(), BTreeMap::new());
                 self.ws = Some(ws);
                 ws
             }
@@ -813,10 +873,84 @@ impl Loader {
     /// Fails only if `workspace.toml` itself cannot be read.
     pub fn sync(&mut self, db: &mut RelspecDb, stat: &mut StatCache) -> Result<Workspace, Diag> {
         let ws = self.sync_manifest(db)?;
-        let manifest_rel = self.manifest.clone();
-        let spec = manifest_spec(db, ws).clone();
-        let Ok(spec) = spec else { return Ok(ws) };
+        let Ok(spec) = manifest_spec(db, ws).clone() else { return Ok(ws) };
+        let rule_paths = self.rule_paths(&spec)?;
+        self.sync_rule_files(db, ws, rule_paths, None)?;
+        let mut datasets = BTreeMap::new();
+        for (name, ds) in &spec.datasets {
+            datasets.insert(name.clone(), self.dataset_files(db, stat, name, ds, None));
+        }
+        if ws.datasets(db) != &datasets {
+            ws.set_datasets(db).to(datasets);
+        }
+        Ok(ws)
+    }
 
+    /// Bring the inputs that `changed` paths (absolute or relative to the root,
+    /// as a file watcher names them) can affect up to date: the manifest (then
+    /// everything), the rule files among them (and the include listing when
+    /// one was added or removed), and the datasets whose location covers them
+    /// (re-listed; only their changed files are re-hashed). Nothing else is
+    /// read or stat-ed, as ruff_db's `Files` syncs only what an event names.
+    pub fn sync_paths(
+        &mut self,
+        db: &mut RelspecDb,
+        stat: &mut StatCache,
+        changed: &[PathBuf],
+    ) -> Result<Workspace, Diag> {
+        let rels: BTreeSet<String> = changed
+            .iter()
+            .map(|p| crate::paths::rel_path(&self.root, p.strip_prefix(&self.root).unwrap_or(p)))
+            .collect();
+        let manifest_rel = crate::paths::rel_path(Path::new(""), &self.manifest);
+        if self.ws.is_none() || rels.contains(&manifest_rel) {
+            return self.sync(db, stat);
+        }
+        let ws = self.sync_manifest(db)?;
+        let Ok(spec) = manifest_spec(db, ws).clone() else { return Ok(ws) };
+        // Rule files: re-read the changed ones; re-list the includes only when a
+        // changed path is not a known rule file (a file added, removed or renamed).
+        let known: BTreeSet<String> =
+            ws.rule_files(db).iter().map(|f| crate::paths::rel_path(Path::new(""), f.path(db))).collect();
+        let rule_like = |r: &String| r.ends_with(".toml") || r.ends_with(".sql");
+        let touched: Vec<&String> = rels.iter().filter(|r| rule_like(r)).collect();
+        if !touched.is_empty() {
+            let relist = touched.iter().any(|r| !known.contains(*r) || !self.root.join(r).is_file());
+            let paths = if relist { self.rule_paths(&spec)? } else { known.iter().cloned().collect() };
+            let reread: BTreeSet<String> = touched.iter().map(|r| r.to_string()).collect();
+            self.sync_rule_files(db, ws, paths, Some(&reread))?;
+        }
+        let mut datasets = ws.datasets(db).clone();
+        for (name, ds) in &spec.datasets {
+            let prefix = crate::datasets::location_prefix(&ds.path);
+            // A path under the location, or a directory above it (moved or removed).
+            // Paths outside the root (absolute, as the watcher names them) hit
+            // every dataset that lives outside it.
+            let outside = |x: &str| x.starts_with('/') || x.starts_with("..");
+            let hit: BTreeSet<String> = rels
+                .iter()
+                .filter(|r| {
+                    prefix.is_empty()
+                        || r.starts_with(&prefix)
+                        || prefix.starts_with(r.as_str())
+                        || (outside(r) && outside(&prefix))
+                })
+                .cloned()
+                .collect();
+            if !hit.is_empty() || !datasets.contains_key(name) {
+                let only = if hit.iter().any(|r| outside(r)) { None } else { Some(&hit) };
+                datasets.insert(name.clone(), self.dataset_files(db, stat, name, ds, only));
+            }
+        }
+        if ws.datasets(db) != &datasets {
+            ws.set_datasets(db).to(datasets);
+        }
+        Ok(ws)
+    }
+
+    /// Rule files matched by the manifest's include globs, sorted.
+    fn rule_paths(&self, spec: &WorkspaceSpec) -> Result<Vec<String>, Diag> {
+        let manifest_rel = self.manifest.clone();
         let mut rule_paths = BTreeSet::new();
         for pattern in &spec.include {
             match crate::paths::glob_files(&self.root, pattern) {
@@ -827,53 +961,93 @@ impl Loader {
                 }
             }
         }
-        let rule_paths: Vec<String> = rule_paths
+        Ok(rule_paths
             .into_iter()
             .filter(|p| (p.ends_with(".toml") || p.ends_with(".sql")) && Path::new(p) != manifest_rel)
+            .collect())
+    }
+
+    /// Set the rule file list to `paths`, reading the files in `reread` (all
+    /// when `None`, and always those not loaded before).
+    fn sync_rule_files(
+        &mut self,
+        db: &mut RelspecDb,
+        ws: Workspace,
+        paths: Vec<String>,
+        reread: Option<&BTreeSet<String>>,
+    ) -> Result<(), Diag> {
+        let read: Vec<&String> = paths
+            .iter()
+            .filter(|p| reread.is_none_or(|r| r.contains(*p)) || !self.sources.contains_key(Path::new(p)))
             .collect();
         // Read in parallel (one open/read/close per file adds up at thousands of rules).
         use rayon::prelude::*;
         let texts: Vec<std::io::Result<String>> =
-            rule_paths.par_iter().map(|p| std::fs::read_to_string(self.root.join(p))).collect();
-        let mut rule_files = Vec::new();
-        for (p, text) in rule_paths.iter().zip(texts) {
+            read.par_iter().map(|p| std::fs::read_to_string(self.root.join(p))).collect();
+        self.files_read += read.len();
+        let mut fresh: HashMap<&String, String> = HashMap::with_capacity(read.len());
+        for (p, text) in read.into_iter().zip(texts) {
             let text = text.map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", self.root.join(p).display()))))?;
-            rule_files.push(self.source_text(db, Path::new(p), text));
+            fresh.insert(p, text);
+        }
+        let mut rule_files = Vec::with_capacity(paths.len());
+        for p in &paths {
+            rule_files.push(match fresh.remove(p) {
+                Some(text) => self.source_text(db, Path::new(p), text),
+                None => self.sources[Path::new(p)],
+            });
         }
         if ws.rule_files(db) != &rule_files {
             ws.set_rule_files(db).to(rule_files);
         }
+        Ok(())
+    }
 
-        let mut datasets = BTreeMap::new();
-        for (name, ds) in &spec.datasets {
-            let files = crate::registry::resolve_files(&self.root, ds).and_then(|paths| {
-                let mut out = Vec::new();
-                for p in paths {
-                    let hash = stat.hash(&p, &self.root.join(&p)).map_err(|e| {
-                        Diag::new(ErrorKind::DatasetRead { dataset: name.clone(), message: format!("{p}: {e}") })
-                    })?;
-                    out.push(match self.data.get(&p) {
-                        Some(f) => {
-                            if f.hash(db) != &hash {
-                                f.set_hash(db).to(hash);
-                            }
-                            *f
-                        }
-                        None => {
-                            let f = DataFile::new(db, p.clone(), hash);
-                            self.data.insert(p, f);
-                            f
-                        }
-                    });
+    /// Re-list one dataset and update its file inputs; files not in `changed`
+    /// (all when `None`) keep the hash their input holds when already loaded.
+    fn dataset_files(
+        &mut self,
+        db: &mut RelspecDb,
+        stat: &mut StatCache,
+        name: &str,
+        ds: &workspace::DatasetSpec,
+        changed: Option<&BTreeSet<String>>,
+    ) -> DatasetFiles {
+        crate::datasets::resolve_files(&self.root, ds).and_then(|paths| {
+            let mut out = Vec::with_capacity(paths.len());
+            for p in paths {
+                if let (Some(c), Some(f)) = (changed, self.data.get(&p)) {
+                    if !c.contains(&p) {
+                        out.push(*f);
+                        continue;
+                    }
                 }
-                Ok(out)
-            });
-            datasets.insert(name.clone(), files);
-        }
-        if ws.datasets(db) != &datasets {
-            ws.set_datasets(db).to(datasets);
-        }
-        Ok(ws)
+                let hash = stat.hash(&p, &self.root.join(&p)).map_err(|e| {
+                    Diag::new(ErrorKind::DatasetRead { dataset: name.to_string(), message: format!("{p}: {e}") })
+                })?;
+                self.files_stated += 1;
+                out.push(match self.data.get(&p) {
+                    Some(f) => {
+                        if f.hash(db) != &hash {
+                            f.set_hash(db).to(hash);
+                        }
+                        *f
+                    }
+                    None => {
+                        let f = DataFile::new(db, p.clone(), hash);
+                        self.data.insert(p, f);
+                        f
+                    }
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Files read and data files stat-ed by syncs since the loader was made
+    /// (what a sync costs; tests check that a targeted sync reads one file).
+    pub fn io_counts(&self) -> (usize, usize) {
+        (self.files_read, self.files_stated)
     }
 }
 

@@ -6,7 +6,6 @@
 //! so salsa can memoize it.
 
 pub mod manifest;
-pub mod scaffold;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -119,7 +118,7 @@ impl ParamValue {
             ParamValue::Int(i) => format!("int:{i}"),
             ParamValue::Float(b) => format!("float:{}", f64::from_bits(*b)),
             ParamValue::Bool(b) => format!("bool:{b}"),
-            ParamValue::Str(s) => format!("str:{s:?}"),
+            ParamValue::Str(s) => format!("str:{}", serde_json::Value::from(s.as_str())),
         }
     }
 }
@@ -318,6 +317,20 @@ pub enum JoinHow {
     Semi,
     /// Left anti join (rows of the left without a match).
     Anti,
+}
+
+impl crate::key::StableName for JoinHow {
+    fn stable_name(&self) -> &'static str {
+        // Part of the canonical RelPlan (relplan/v2): never change these.
+        match self {
+            JoinHow::Inner => "Inner",
+            JoinHow::Left => "Left",
+            JoinHow::Right => "Right",
+            JoinHow::Full => "Full",
+            JoinHow::Semi => "Semi",
+            JoinHow::Anti => "Anti",
+        }
+    }
 }
 
 /// One pipeline step. Expressions are SQL expression text.

@@ -34,7 +34,7 @@ pub async fn decode(ctx: &SessionContext, bytes: &[u8]) -> Result<LogicalPlan> {
 /// Write the Substrait plan of output `key`; returns its path relative to the cache.
 pub async fn write(ctx: &SessionContext, store: &Store, key: &str, plan: &LogicalPlan) -> Result<String> {
     let bytes = encode(ctx, plan)?;
-    let rel = format!("artifacts/{key}.substrait");
+    let rel = format!("{}/{key}.substrait", crate::store::layout::ARTIFACTS);
     let path = store.dir().join(&rel);
     if std::fs::read(&path).is_ok_and(|old| old == bytes) {
         return Ok(rel);

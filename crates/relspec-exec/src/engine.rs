@@ -116,23 +116,23 @@ fn num_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-/// The engine fingerprint: semantic profile fields and library versions.
-///
-/// Tuning fields (target_partitions, batch_size, memory limit and pool,
-/// spill dir) are deliberately left out: they cannot change results.
+/// What this engine contributes to every output key: the versions of relspec,
+/// DataFusion, the Parquet writer and every kernel (name, version, lanes).
+/// The database combines it with the profile's semantic fields.
+pub fn info() -> relspec_db::EngineInfo {
+    let versions = relspec_spec::key::KeyHasher::new("relspec/engine-versions/v1")
+        .field("relspec", RELSPEC_VERSION)
+        .field("datafusion", datafusion::DATAFUSION_VERSION)
+        .field("parquet_writer", crate::parquet::PARQUET_CREATED_BY)
+        .field("kernels", &crate::kernels::registry_fingerprint())
+        .finish();
+    relspec_db::EngineInfo { versions }
+}
+
+/// The engine fingerprint of `profile` under this engine (see
+/// [`relspec_db::engine_fingerprint_of`]). Tuning fields are left out.
 pub fn fingerprint(profile: &Profile) -> String {
-    let doc = serde_json::json!({
-        "relspec": RELSPEC_VERSION,
-        "datafusion": datafusion::DATAFUSION_VERSION,
-        "parquet_writer": crate::store::PARQUET_CREATED_BY,
-        "relplan": crate::relplan::RELPLAN_VERSION,
-        "catalog": profile.catalog,
-        "schema": profile.schema,
-        "information_schema": profile.information_schema,
-        "time_zone": profile.time_zone,
-        "kernels": crate::kernels::registry_fingerprint(),
-    });
-    blake3::hash(doc.to_string().as_bytes()).to_hex().to_string()
+    relspec_db::engine_fingerprint_of(&info(), profile)
 }
 
 /// The whole profile (semantic and tuning fields) as JSON, for run bundles.

@@ -12,11 +12,12 @@ use crate::engine::render_physical;
 use crate::error::{Diag, ErrorKind, Result};
 use crate::kernels::KernelUse;
 use crate::project::{Project, RuleJob, snapshots};
-use crate::relplan::lower::{self, LowerError};
 use crate::store::{Published, Record, Store};
-use crate::workspace::{ContractSpec, ParamValue};
+use crate::workspace::{ContractSpec, WorkspaceSpec};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
+use relspec_exec::lower::{self, LowerError};
+use relspec_exec::planner::{Planner, Upstream};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -37,21 +38,7 @@ pub struct BuildOptions {
     pub cancel: Option<Arc<AtomicBool>>,
 }
 
-/// What happened to one rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Executed and stored.
-    Built,
-    /// Found in the cache.
-    Reused,
-    /// Would be built (dry run).
-    Stale,
-    /// Failed; nothing published for it.
-    Failed,
-    /// Not run because an upstream rule failed.
-    Skipped,
-}
+pub use crate::status::Status;
 
 /// The report line of one rule.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,7 +148,7 @@ fn last_parts(store: &Store, last: &LastBuilt, rule: &str) -> Option<KeyParts> {
 }
 
 fn load_last(store: &Store) -> LastBuilt {
-    std::fs::read(store.dir().join("last-built.json"))
+    std::fs::read(store.dir().join(crate::store::layout::LAST_BUILT))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
@@ -255,7 +242,10 @@ pub fn build(
     let targets = p.select(&opts.select).map_err(|e| vec![e])?;
     let target_set: HashSet<String> = targets.iter().cloned().collect();
     let order = p.with_upstream(&targets);
-    let jobs: Vec<RuleJob> = order.iter().filter_map(|r| p.job(r)).collect();
+    let (jobs, job_errors) = p.jobs(&order);
+    if !job_errors.is_empty() {
+        return Err(job_errors);
+    }
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "static keys");
     let store = p.store().map_err(|e| vec![e])?.clone();
     let Some(Ok(Prefetched { mut last, intact, mut published, on_disk, staging })) = pending.map(|h| h.join()) else {
@@ -277,8 +267,7 @@ pub fn build(
     let mut artifacts: HashMap<String, String> = HashMap::new();
 
     // Lazily created: a no-op build never starts DataFusion.
-    let mut session: Option<(Arc<crate::engine::Engine>, SessionContext)> = None;
-    let mut registered: HashSet<String> = HashSet::new();
+    let mut planner: Option<Planner> = None;
 
     let job_by_name: HashMap<String, RuleJob> = jobs.into_iter().map(|j| (j.name.clone(), j)).collect();
     let mut remaining: Vec<String> = order.clone();
@@ -390,41 +379,19 @@ pub fn build(
                     continue;
                 }
                 // Start execution.
-                if session.is_none() {
+                if planner.is_none() {
                     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "creating session");
-                    match p.session_with(&HashSet::new()) {
-                        Ok(s) => {
-                            tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "session created");
-                            session = Some(s)
-                        }
-                        Err(e) => return Err(vec![e]),
-                    }
+                    planner = Some(p.planner().map_err(|e| vec![e])?);
+                    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "session created");
                 }
-                let (engine, ctx) = session.as_ref().unwrap();
-                let mut reg_err = None;
-                for d in &job.deps {
-                    match d {
-                        Dep::Dataset(ds) if !registered.contains(ds) => {
-                            let res = engine.block_on(crate::registry::register(ctx, &p.root, &spec.datasets[ds]));
-                            match res {
-                                Ok(_) => {
-                                    registered.insert(ds.clone());
-                                }
-                                Err(e) => reg_err = Some(e),
-                            }
-                        }
-                        Dep::Rule(u) if !registered.contains(u) => {
-                            let obj = store.object_path(&records[u].content_hash);
-                            match engine.block_on(crate::registry::register_output(ctx, u, &obj)) {
-                                Ok(()) => {
-                                    registered.insert(u.clone());
-                                }
-                                Err(e) => reg_err = Some(e),
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                let pl = planner.as_mut().expect("set above");
+                let engine = pl.engine().clone();
+                // Upstream rules are read from their stored objects.
+                let reg = engine.block_on(pl.register_inputs(&job.deps, |u| match records.get(u) {
+                    Some(r) => Ok(Upstream::Object(store.object_path(&r.content_hash))),
+                    None => Err(Diag::new(ErrorKind::Internal(format!("`{u}` has no output yet")))),
+                }));
+                let reg_err = reg.err();
                 if let Some(e) = reg_err {
                     let r = RuleReport {
                         status: Status::Failed,
@@ -447,8 +414,8 @@ pub fn build(
                 progress.started(&name);
                 started_at.insert(name.clone(), Instant::now());
                 let contract = job.decl.def.produces.as_ref().and_then(|c| spec.contracts.get(c)).cloned();
-                let (ctx2, params, store2, rule, cancel) =
-                    (ctx.clone(), spec.params.clone(), store.clone(), name.clone(), opts.cancel.clone());
+                let (ctx2, spec2, store2, rule, cancel) =
+                    (pl.ctx().clone(), spec.clone(), store.clone(), name.clone(), opts.cancel.clone());
                 let sig = parts.signature.clone();
                 let parts_json = serde_json::to_value(&parts).ok();
                 let handle = tasks.spawn_on(
@@ -457,7 +424,7 @@ pub fn build(
                             &ctx2,
                             &rule,
                             &plan,
-                            &params,
+                            &spec2,
                             contract.as_ref(),
                             &store2,
                             &key,
@@ -484,7 +451,7 @@ pub fn build(
         if running.is_empty() {
             break;
         }
-        let engine = session.as_ref().unwrap().0.clone();
+        let Some(engine) = planner.as_ref().map(|pl| pl.engine().clone()) else { break };
         let joined = engine.block_on(tasks.join_next());
         let Some(joined) = joined else { break };
         let (name, res) = match joined {
@@ -559,7 +526,7 @@ pub fn build(
             }
             p.db.summaries().save(&store)?;
             if last_dirty {
-                store.write_json(&store.dir().join("last-built.json"), &last)?;
+                store.write_json(&store.dir().join(crate::store::layout::LAST_BUILT), &last)?;
             }
             Ok(())
         };
@@ -577,7 +544,7 @@ pub fn build(
     // Freeing the per-rule maps costs ~2.5 µs a rule (13 ms at 5,000 rules):
     // hand them to a thread instead of the caller's critical path.
     let garbage = (records, job_by_name, last, published, intact, on_disk, order, targets, target_set);
-    let garbage2 = (session, registered, artifacts, reports, started_at, task_names);
+    let garbage2 = (planner, artifacts, reports, started_at, task_names);
     std::thread::spawn(move || drop((garbage, garbage2)));
     Ok(BuildReport { rules, elapsed_ms: t0.elapsed().as_secs_f64() * 1000.0, files_hashed, errors })
 }
@@ -664,7 +631,7 @@ async fn execute(
     ctx: &SessionContext,
     rule: &str,
     plan: &crate::relplan::RelPlan,
-    params: &BTreeMap<String, ParamValue>,
+    spec: &WorkspaceSpec,
     contract: Option<&ContractSpec>,
     store: &Store,
     key: &str,
@@ -673,10 +640,7 @@ async fn execute(
     cancel: Option<Arc<AtomicBool>>,
 ) -> std::result::Result<Executed, LowerError> {
     let t = Instant::now();
-    let lowered = lower::lower(ctx, plan, params).await?;
-    if let Some(c) = contract {
-        lower::check_contract(lowered.df.schema(), c).map_err(|diag| LowerError { diag, pos: None })?;
-    }
+    let lowered = relspec_exec::planner::prepare(ctx, spec, plan, contract).await?;
     let mut snaps = snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
     let physical = ctx
         .state()
@@ -733,10 +697,12 @@ async fn execute(
     #[cfg(not(feature = "substrait"))]
     let substrait: Option<String> = None;
     let store2 = store.clone();
-    let record = tokio::task::spawn_blocking(move || store2.put(&key, &rule_s, &sig, schema, &batches, elapsed, parts))
-        .await
-        .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
-        .map_err(|diag| LowerError { diag, pos: None })?;
+    let record = tokio::task::spawn_blocking(move || {
+        relspec_exec::parquet::put(&store2, &key, &rule_s, &sig, schema, &batches, elapsed, parts)
+    })
+    .await
+    .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
+    .map_err(|diag| LowerError { diag, pos: None })?;
     let artifact = crate::bundle::Artifact {
         rule: rule.to_string(),
         key: record.key.clone(),

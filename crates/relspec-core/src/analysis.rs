@@ -17,17 +17,23 @@ use crate::db::{Db, Dep};
 use crate::error::{Diag, ErrorKind, Result};
 use crate::lineage::{self, RuleLineage};
 use crate::project::{Project, RuleJob};
-use crate::relplan::lower::{self, LowerError};
-use crate::workspace::DataCheck;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::MemTable;
+use relspec_exec::lower::LowerError;
+use relspec_exec::planner::{Planner, Upstream};
+use relspec_spec::key::KeyHasher;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
 /// Version of the analysis memo; bump when lineage or keys change meaning.
-const ANALYSIS_VERSION: &str = "analysis/v1";
+const ANALYSIS_VERSION: &str = "relspec/analysis/v2";
+
+/// The version a memo line must carry to be read: this relspec's version and
+/// the analysis memo's format.
+fn memo_line_version() -> String {
+    format!("{ANALYSIS_VERSION} {}", relspec_db::memo_version())
+}
 
 /// What planning one rule yields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,9 +47,12 @@ pub struct Analysis {
 impl Analysis {
     /// Hash of the output schema (names, types, nullability, in order).
     pub fn schema_hash(&self) -> String {
-        let cols: Vec<String> =
-            self.lineage.columns.iter().map(|c| format!("{}:{}:{}", c.name, c.data_type, c.nullable)).collect();
-        blake3::hash(cols.join(",").as_bytes()).to_hex().to_string()
+        let mut h = KeyHasher::new("relspec/schema/v1");
+        h.u64("columns", self.lineage.columns.len() as u64);
+        for c in &self.lineage.columns {
+            h.field("name", &c.name).field("type", &c.data_type).bool("nullable", c.nullable);
+        }
+        h.finish()
     }
 
     /// The output schema as Arrow.
@@ -80,7 +89,7 @@ struct MemoLine {
 }
 
 /// File name of the analysis memo under the cache dir (JSON lines, append-only).
-pub const MEMO_FILE: &str = "analysis.jsonl";
+pub const MEMO_FILE: &str = crate::store::layout::ANALYSIS;
 
 #[derive(Debug, Default)]
 struct Memo {
@@ -91,7 +100,8 @@ struct Memo {
 impl Memo {
     fn load(path: &std::path::Path) -> Memo {
         let (entries, lines) = crate::store::load_jsonl::<MemoLine>(path);
-        let rules = entries.into_iter().filter(|e| e.v == ANALYSIS_VERSION).map(|e| (e.rule, e.a)).collect();
+        let v = memo_line_version();
+        let rules = entries.into_iter().filter(|e| e.v == v).map(|e| (e.rule, e.a)).collect();
         Memo { rules, lines }
     }
 
@@ -105,7 +115,7 @@ impl Memo {
         live: &HashSet<&String>,
     ) -> Result<()> {
         let line = |rule: &String| {
-            self.rules.get(rule).map(|a| MemoLine { v: ANALYSIS_VERSION.into(), rule: rule.clone(), a: a.clone() })
+            self.rules.get(rule).map(|a| MemoLine { v: memo_line_version(), rule: rule.clone(), a: a.clone() })
         };
         let added: Vec<MemoLine> = added.iter().filter_map(line).collect();
         let all = || self.rules.keys().filter(|k| live.contains(k)).filter_map(line).collect();
@@ -119,7 +129,9 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
     // Without a parsed manifest there is nothing to plan; otherwise every rule
     // whose own definition and inputs are sound is planned, so one run reports
     // the errors of every rule, not only the static ones.
-    let Ok(spec) = p.spec() else { return Ok(set) };
+    if p.spec().is_err() {
+        return Ok(set);
+    }
     let order = if rules.is_empty() { p.graph().order.clone() } else { p.with_upstream(rules) };
     // Rules with a static error of their own, or whose inputs cannot be keyed
     // (an unlistable dataset: already reported), are not planned; neither is
@@ -128,7 +140,7 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
     let mut jobs: Vec<RuleJob> = Vec::with_capacity(order.len());
     for r in &order {
         match p.job(r) {
-            Some(j) if !failed.contains(r) => jobs.push(j),
+            Ok(j) if !failed.contains(r) => jobs.push(j),
             _ => {
                 failed.insert(r.clone());
             }
@@ -138,8 +150,7 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
     let memo_path = store.dir().join(MEMO_FILE);
     let mut memo = Memo::load(&memo_path);
     let mut added: Vec<String> = Vec::new();
-    let mut session = None;
-    let mut registered: HashSet<String> = HashSet::new();
+    let mut planner: Option<Planner> = None;
 
     for job in jobs {
         if job.deps.iter().any(|d| matches!(d, Dep::Rule(u) if failed.contains(u))) {
@@ -152,65 +163,26 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
             set.memoized += 1;
             continue;
         }
-        if session.is_none() {
-            session = Some(p.session_with(&HashSet::new())?);
+        if planner.is_none() {
+            planner = Some(p.planner()?);
         }
-        let (engine, ctx) = session.as_ref().unwrap();
-        let mut reg_err = None;
-        for d in &job.deps {
-            match d {
-                Dep::Dataset(ds) if !registered.contains(ds) => {
-                    match engine.block_on(crate::registry::register(ctx, &p.root, &spec.datasets[ds])) {
-                        Ok(_) => {
-                            registered.insert(ds.clone());
-                        }
-                        Err(e) => reg_err = Some(e),
-                    }
-                }
-                Dep::Rule(u) => {
-                    let schema = Arc::new(set.rules[u].arrow_schema()?);
-                    let table = MemTable::try_new(schema, vec![vec![]])
-                        .map_err(|e| Diag::new(ErrorKind::Internal(e.to_string())))?;
-                    let _ = ctx.deregister_table(u.as_str());
-                    ctx.register_table(u.as_str(), Arc::new(table))
-                        .map_err(|e| Diag::new(ErrorKind::Internal(e.to_string())))?;
-                }
-                _ => {}
-            }
-        }
-        if let Some(e) = reg_err {
+        let pl = planner.as_mut().expect("set above");
+        let engine = pl.engine().clone();
+        // Upstream rules are seen as empty tables of their analyzed schemas.
+        let done = &set.rules;
+        let reg = engine.block_on(pl.register_inputs(&job.deps, |u| {
+            let a = done.get(u).ok_or_else(|| Diag::new(ErrorKind::Internal(format!("`{u}` was not analyzed"))))?;
+            Ok(Upstream::Schema(Arc::new(a.arrow_schema()?)))
+        }));
+        if let Err(e) = reg {
             set.errors.push(e.in_rule(job.name.clone()));
             failed.insert(job.name.clone());
             continue;
         }
         let plan = p.plan(&job.name)?;
-        let contract = job.decl.def.produces.as_ref().and_then(|c| spec.contracts.get(c)).cloned();
+        let contract = pl.contract_of(job.decl.def.produces.as_ref());
         let res = engine.block_on(async {
-            let l = lower::lower(ctx, &plan, &spec.params).await?;
-            if let Some(c) = &contract {
-                lower::check_contract(l.df.schema(), c).map_err(|diag| LowerError { diag, pos: None })?;
-                for k in &c.checks {
-                    let DataCheck::References { table, target_column, .. } = k else { continue };
-                    let cols: Vec<String> = match set.rules.get(table) {
-                        Some(a) => a.lineage.columns.iter().map(|c| c.name.clone()).collect(),
-                        None => match ctx.table(table.as_str()).await {
-                            Ok(t) => t.schema().fields().iter().map(|f| f.name().clone()).collect(),
-                            Err(e) => return Err(lower::df_error(e, ErrorKind::Plan)),
-                        },
-                    };
-                    if !cols.contains(target_column) {
-                        let hint = lower::suggest(target_column, &cols)
-                            .map(|s| format!(" (did you mean `{s}`?)"))
-                            .unwrap_or_default();
-                        let diag = Diag::new(ErrorKind::Contract {
-                            contract: c.name.clone(),
-                            message: format!("{}: `{table}` has no column `{target_column}`{hint}", k.describe()),
-                        })
-                        .at(&c.file, c.span);
-                        return Err(LowerError { diag, pos: None });
-                    }
-                }
-            }
+            let l = pl.prepare(&plan, contract.as_ref()).await?;
             Ok::<_, LowerError>(lineage::of_plan(&l.body))
         });
         set.planned += 1;
@@ -237,20 +209,21 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
 }
 
 fn check_key(job: &RuleJob, done: &BTreeMap<String, Analysis>) -> String {
-    let mut parts = vec![
-        ANALYSIS_VERSION.to_string(),
-        job.parts.signature.clone(),
-        job.parts.engine.clone(),
-        format!("{:?}", job.parts.params),
-        job.parts.contract.clone().unwrap_or_default(),
-    ];
+    let mut h = KeyHasher::new(ANALYSIS_VERSION);
+    h.field("memo", &relspec_db::memo_version())
+        .field("signature", &job.parts.signature)
+        .field("engine", &job.parts.engine)
+        .map("params", job.parts.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .opt("contract", job.parts.contract.as_deref());
+    let mut datasets = Vec::new();
+    let mut rules = Vec::new();
     for d in &job.deps {
         match d {
-            Dep::Dataset(n) => parts.push(format!("ds:{n}:{}", job.parts.datasets.get(n).cloned().unwrap_or_default())),
-            Dep::Rule(u) => {
-                parts.push(format!("rule:{u}:{}", done.get(u).map(Analysis::schema_hash).unwrap_or_default()))
-            }
+            Dep::Dataset(n) => datasets.push((n.as_str(), job.parts.datasets.get(n).map(String::as_str).unwrap_or(""))),
+            Dep::Rule(u) => rules.push((u.as_str(), done.get(u).map(Analysis::schema_hash).unwrap_or_default())),
         }
     }
-    blake3::hash(parts.join("\n").as_bytes()).to_hex().to_string()
+    h.map("datasets", datasets.into_iter());
+    h.map("upstream_schemas", rules.iter().map(|(k, v)| (*k, v.as_str())));
+    h.finish()
 }

@@ -5,17 +5,16 @@
 //! DataFusion session: it is a pure function of the rule's definition, so a
 //! signature costs microseconds and a no-op build plans nothing.
 
-pub mod lower;
-
 use crate::error::{Diag, ErrorKind};
+use crate::key::StableName;
 use crate::workspace::{JoinHow, RuleBody, RuleDef, Step};
-use datafusion::sql::sqlparser::ast::{
+use sqlparser::ast::{
     Expr as SqlExpr, ExprWithAlias, Ident, ObjectNamePart, OrderByExpr, Query, Statement, TableFactor, Value, Visit,
     VisitMut, Visitor, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::Token;
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::Token;
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
@@ -103,7 +102,12 @@ pub enum PStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SourcePos {
     /// 1-based line/column inside the SQL text.
-    Sql { line: usize, col: usize },
+    Sql {
+        /// Line (1-based) within the SQL text.
+        line: usize,
+        /// Column (1-based).
+        col: usize,
+    },
     /// Index of the pipeline step.
     Step(usize),
 }
@@ -141,8 +145,19 @@ fn parser_error(e: ParserError) -> CompileError {
     CompileError { diag: Diag::new(ErrorKind::SqlSyntax(clean)), pos }
 }
 
+/// How deeply SQL may nest (expressions, subqueries, set operations).
+/// sqlparser's default (50) rejects a `UNION ALL` of 50 rules; its
+/// `recursive-protection` feature grows the stack on the heap as it goes, so a
+/// high limit is safe, and deeper input still gets a diagnostic, not an abort.
+pub const SQL_RECURSION_LIMIT: usize = 10_000;
+
 fn parse_query(sql: &str) -> std::result::Result<Statement, CompileError> {
-    let mut stmts = Parser::parse_sql(&dialect(), sql).map_err(parser_error)?;
+    let d = dialect();
+    let mut stmts = Parser::new(&d)
+        .with_recursion_limit(SQL_RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(parser_error)?;
     match stmts.len() {
         0 => Err(CompileError { diag: Diag::new(ErrorKind::SqlSyntax("the rule has no SQL query".into())), pos: None }),
         1 => {
@@ -171,7 +186,8 @@ fn parse_with<T>(
     f: impl FnOnce(&mut Parser) -> std::result::Result<T, ParserError>,
 ) -> std::result::Result<T, String> {
     let d = dialect();
-    let mut p = Parser::new(&d).try_with_sql(text).map_err(|e| e.to_string())?;
+    let mut p =
+        Parser::new(&d).with_recursion_limit(SQL_RECURSION_LIMIT).try_with_sql(text).map_err(|e| e.to_string())?;
     let v = f(&mut p).map_err(|e| e.to_string())?;
     if p.peek_token().token != Token::EOF {
         return Err(format!("unexpected `{}` after the expression in `{text}`", p.peek_token().token));
@@ -256,7 +272,7 @@ impl VisitorMut for IdentNormalizer {
         }
         ControlFlow::Continue(())
     }
-    fn pre_visit_relation(&mut self, r: &mut datafusion::sql::sqlparser::ast::ObjectName) -> ControlFlow<()> {
+    fn pre_visit_relation(&mut self, r: &mut sqlparser::ast::ObjectName) -> ControlFlow<()> {
         for p in r.0.iter_mut() {
             if let ObjectNamePart::Identifier(i) = p {
                 lower_ident(i)
@@ -287,7 +303,7 @@ fn canonical_sql<T: VisitMut + Clone + std::fmt::Display>(node: &T) -> String {
 /// DataFusion resolves them case-insensitively. Quoted identifiers and string
 /// literals keep their case.
 fn lower_unquoted_words(sql: &str) -> String {
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    use sqlparser::tokenizer::{Token, Tokenizer};
     match Tokenizer::new(&dialect(), sql).tokenize() {
         Ok(tokens) => tokens
             .into_iter()
@@ -419,7 +435,8 @@ fn canonical_step(s: &PStep) -> String {
     let orders = |os: &[OrderByExpr]| os.iter().map(canonical_sql).collect::<Vec<_>>().join(", ");
     match s {
         PStep::Join { table, alias, on, how } => {
-            format!("join {how:?} {table} as {} on {}", alias.as_deref().unwrap_or(table), canonical_sql(on))
+            let how = how.stable_name();
+            format!("join {how} {table} as {} on {}", alias.as_deref().unwrap_or(table), canonical_sql(on))
         }
         PStep::Filter(f) => format!("filter {}", canonical_sql(f)),
         PStep::Select(xs) => format!("select {}", list(xs)),
@@ -439,7 +456,7 @@ fn canonical_step(s: &PStep) -> String {
 
 /// blake3 of the canonical serialization: the plan signature.
 pub fn signature(plan: &RelPlan) -> String {
-    blake3::hash(plan.canonical.as_bytes()).to_hex().to_string()
+    crate::key::KeyHasher::new(RELPLAN_VERSION).str(&plan.canonical).finish()
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Column type names as users write them in schema hints and contracts.
 
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use arrow_schema::{DataType, TimeUnit};
 use std::str::FromStr;
 
 /// Parse a type name: SQL names (`bigint`, `varchar`, `double`, `decimal(10,2)`,

@@ -119,10 +119,11 @@ pub fn watch(manifest: &Path, opts: &WatchOptions, sink: &(dyn Fn(WatchEvent) + 
         std::fs::canonicalize(&p.root).map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", p.root.display()))))?;
     let cancel = Arc::new(AtomicBool::new(false));
     let building = Arc::new(AtomicBool::new(false));
-    let ok = run_build(&mut p, opts, &cancel, None, sink);
     if opts.once {
-        return Ok(ok);
+        return Ok(run_build(&mut p, opts, &cancel, None, sink));
     }
+    // The watcher is registered before the first build, so an edit made while
+    // it runs cancels it and is picked up by the next batch.
     let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
     let (c2, b2) = (cancel.clone(), building.clone());
     let ignore = ignore_dirs(&p, &root);
@@ -146,6 +147,9 @@ pub fn watch(manifest: &Path, opts: &WatchOptions, sink: &(dyn Fn(WatchEvent) + 
             .watch(r, RecursiveMode::Recursive)
             .map_err(|e| Diag::new(ErrorKind::Io(format!("cannot watch {}: {e}", r.display()))))?;
     }
+    building.store(true, Ordering::Relaxed);
+    let mut ok = run_build(&mut p, opts, &cancel, None, sink);
+    building.store(false, Ordering::Relaxed);
     sink(WatchEvent::Watching { roots: roots.iter().map(|r| r.display().to_string()).collect() });
     loop {
         // Wait for the first relevant event of a batch.
@@ -171,15 +175,21 @@ pub fn watch(manifest: &Path, opts: &WatchOptions, sink: &(dyn Fn(WatchEvent) + 
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(ok),
             }
         }
-        sink(WatchEvent::Change { paths: paths.into_iter().collect(), rescan });
+        sink(WatchEvent::Change { paths: paths.iter().cloned().collect(), rescan });
         cancel.store(false, Ordering::Relaxed);
         building.store(true, Ordering::Relaxed);
         let spec_before = p.spec().ok().map(|s| s.profile.clone());
-        let _ = p.sync_now();
+        // Sync what the events name; a rescan (overflow) re-reads everything.
+        let _ = if rescan {
+            p.sync_now()
+        } else {
+            let changed: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+            p.sync_paths(&changed)
+        };
         if p.spec().ok().map(|s| s.profile.clone()) != spec_before {
             p.reset_engine();
         }
-        run_build(&mut p, opts, &cancel, Some(first), sink);
+        ok = run_build(&mut p, opts, &cancel, Some(first), sink);
         building.store(false, Ordering::Relaxed);
     }
 }

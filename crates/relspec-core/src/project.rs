@@ -7,10 +7,11 @@ use crate::engine::{Engine, PlanSnapshots, render_physical};
 use crate::error::{Diag, ErrorKind, Result};
 use crate::kernels::KernelUse;
 use crate::relplan::RelPlan;
-use crate::relplan::lower::{self, LowerError};
 use crate::store::{StatCache, Store};
 use crate::workspace::{RuleDecl, WorkspaceSpec};
 use datafusion::prelude::SessionContext;
+use relspec_exec::lower::{self, LowerError};
+use relspec_exec::planner::{Planner, Upstream};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,7 +61,7 @@ impl Project {
             return Err(Diag::new(ErrorKind::Io(format!("{}: no such file", manifest.display())))
                 .with_help("run relspec in a directory with a workspace.toml, pass --workspace PATH, or create one with `relspec init DIR`"));
         }
-        let mut loader = Loader::new(manifest);
+        let mut loader = Loader::new(manifest, crate::engine::info());
         let root = loader.root().to_path_buf();
         let mut db = db;
         let stat = StatCache::default();
@@ -92,6 +93,20 @@ impl Project {
                 self.store = Some(Store::open(&spec.cache_path(&self.root))?);
             }
         }
+        Ok(())
+    }
+
+    /// Sync only the inputs that `changed` paths (from file events) can
+    /// affect; the next `build` will not sync again. A change of the manifest
+    /// syncs everything.
+    pub fn sync_paths(&mut self, changed: &[PathBuf]) -> Result<()> {
+        self.ws = self.loader.sync_paths(&mut self.db, &mut self.stat, changed)?;
+        if self.store.is_none() {
+            if let Ok(spec) = self.spec() {
+                self.store = Some(Store::open(&spec.cache_path(&self.root))?);
+            }
+        }
+        self.fresh = true;
         Ok(())
     }
 
@@ -150,18 +165,35 @@ impl Project {
         db::rule_index(&self.db, self.ws).decls.get(name)
     }
 
-    /// A detached job for `name` (the graph must be error-free for it).
-    pub fn job(&self, name: &str) -> Option<RuleJob> {
+    /// A detached job for `name`: everything needed to plan or execute it.
+    /// Fails with the reason when the rule cannot be keyed (unknown rule, a
+    /// compile error, an unknown contract or param, an unlistable dataset).
+    pub fn job(&self, name: &str) -> Result<RuleJob> {
+        let decl =
+            self.decl(name).ok_or_else(|| Diag::new(ErrorKind::Usage(format!("no rule named `{name}`"))))?.clone();
         let rn = RuleName::new(&self.db, name.to_string());
-        let summary = db::rule_summary(&self.db, self.ws, rn).as_ref().ok()?.clone();
-        let parts = db::static_key(&self.db, self.ws, rn)?;
-        Some(RuleJob {
+        let summary = db::rule_summary(&self.db, self.ws, rn).as_ref().map_err(|e| e.diag.clone())?.clone();
+        let parts = db::static_key(&self.db, self.ws, rn).map_err(|e| e.in_rule(name.to_string()))?;
+        Ok(RuleJob {
             name: name.to_string(),
             summary,
             deps: self.graph().deps.get(name).cloned().unwrap_or_default(),
             parts,
-            decl: self.decl(name)?.clone(),
+            decl,
         })
+    }
+
+    /// Jobs for `names`, in order; the errors of those that have none.
+    pub fn jobs(&self, names: &[String]) -> (Vec<RuleJob>, Vec<Diag>) {
+        let mut jobs = Vec::with_capacity(names.len());
+        let mut errors = Vec::new();
+        for n in names {
+            match self.job(n) {
+                Ok(j) => jobs.push(j),
+                Err(e) => errors.push(e),
+            }
+        }
+        (jobs, errors)
     }
 
     /// The compiled RelPlan of a rule (parses its SQL if not done in this process).
@@ -281,22 +313,10 @@ impl Project {
         out
     }
 
-    /// A session with the given datasets registered.
-    pub fn session_with(&mut self, datasets: &HashSet<String>) -> Result<(Arc<Engine>, SessionContext)> {
+    /// A planner on a fresh session of the engine.
+    pub fn planner(&mut self) -> Result<Planner> {
         let engine = self.engine()?;
-        let spec = self.spec()?;
-        let ctx = engine.session()?;
-        crate::kernels::register(&ctx);
-        let root = self.root.clone();
-        engine.block_on(async {
-            for name in datasets {
-                if let Some(ds) = spec.datasets.get(name) {
-                    crate::registry::register(&ctx, &root, ds).await?;
-                }
-            }
-            Ok::<_, Diag>(())
-        })?;
-        Ok((engine, ctx))
+        Planner::new(engine, self.spec()?, &self.root)
     }
 
     /// Plan every rule in `rules` (and what they read) without executing:
@@ -316,38 +336,48 @@ impl Project {
             need.extend(self.upstream(r));
         }
         let order: Vec<String> = self.graph().order.iter().filter(|r| need.contains(*r)).cloned().collect();
-        let jobs: Vec<RuleJob> = order.iter().filter_map(|r| self.job(r)).collect();
-        let datasets: HashSet<String> = jobs
-            .iter()
-            .flat_map(|j| j.deps.iter())
-            .filter_map(|d| if let Dep::Dataset(n) = d { Some(n.clone()) } else { None })
-            .collect();
-        let (engine, ctx) = match self.session_with(&datasets) {
+        let (jobs, errors) = self.jobs(&order);
+        if !errors.is_empty() {
+            return Ok((BTreeMap::new(), errors));
+        }
+        let mut planner = match self.planner() {
             Ok(x) => x,
             Err(e) => return Ok((BTreeMap::new(), vec![e])),
         };
-        let spec = self.spec()?;
+        let engine = planner.engine().clone();
         let mut out = BTreeMap::new();
         let mut errors = Vec::new();
         let mut failed: HashSet<String> = HashSet::new();
+        // Upstream rules are views over their plans (registered as each is planned).
+        let mut views: BTreeMap<String, datafusion::dataframe::DataFrame> = BTreeMap::new();
         for job in jobs {
             if job.deps.iter().any(|d| matches!(d, Dep::Rule(u) if failed.contains(u))) {
                 failed.insert(job.name.clone());
                 continue;
             }
+            let reg = engine.block_on(planner.register_inputs(&job.deps, |u| {
+                views
+                    .get(u)
+                    .cloned()
+                    .map(Upstream::View)
+                    .ok_or_else(|| Diag::new(ErrorKind::Internal(format!("`{u}` was not planned"))))
+            }));
+            if let Err(e) = reg {
+                errors.push(e.in_rule(job.name.clone()));
+                failed.insert(job.name.clone());
+                continue;
+            }
             let plan = self.plan(&job.name)?;
+            let contract = planner.contract_of(job.decl.def.produces.as_ref());
+            let ctx = planner.ctx().clone();
             let res = engine.block_on(async {
-                let l = lower::lower(&ctx, &plan, &spec.params).await?;
-                if let Some(c) = job.decl.def.produces.as_ref().and_then(|c| spec.contracts.get(c)) {
-                    lower::check_contract(l.df.schema(), c).map_err(|diag| LowerError { diag, pos: None })?;
-                }
+                let l = planner.prepare(&plan, contract.as_ref()).await?;
                 let snaps = snapshots(&ctx, &l.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
-                ctx.register_table(job.name.as_str(), l.df.clone().into_view())
-                    .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
-                Ok::<_, LowerError>((snaps, l.kernels, crate::lineage::of_plan(&l.body)))
+                Ok::<_, LowerError>((l.df.clone(), (snaps, l.kernels, crate::lineage::of_plan(&l.body))))
             });
             match res {
-                Ok(v) => {
+                Ok((df, v)) => {
+                    views.insert(job.name.clone(), df);
                     out.insert(job.name.clone(), v);
                 }
                 Err(e) => {
@@ -406,7 +436,8 @@ pub fn dataset_infos(p: &mut Project) -> std::result::Result<Vec<DatasetInfo>, V
     let fps = db::dataset_fingerprints(&p.db, p.ws).clone();
     let mut errors = Vec::new();
     let mut infos = Vec::new();
-    let (engine, ctx) = p.session_with(&HashSet::new()).map_err(|e| vec![e])?;
+    let planner = p.planner().map_err(|e| vec![e])?;
+    let (engine, ctx) = (planner.engine().clone(), planner.ctx().clone());
     for (name, ds) in &spec.datasets {
         let files: Vec<(String, String)> = match p.ws.datasets(&p.db).get(name) {
             Some(Ok(fs)) => fs.iter().map(|f| (f.path(&p.db).clone(), f.hash(&p.db).clone())).collect(),

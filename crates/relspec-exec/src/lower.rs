@@ -4,9 +4,10 @@
 //! Architecture invariant: lowering reads tables only by logical name through
 //! the session's catalog; it never sees a file path (the registry decides that).
 
-use super::{PStep, RelNode, RelPlan, SourcePos};
 use crate::error::{Diag, ErrorKind};
+pub use crate::kernels::total_order;
 use crate::kernels::{self, KernelUse};
+use crate::relplan::{PStep, RelNode, RelPlan, SourcePos};
 use crate::workspace::{ContractSpec, JoinHow, ParamValue, types};
 use datafusion::common::{DFSchema, ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
@@ -15,6 +16,7 @@ use datafusion::logical_expr::{Expr, JoinType, SortExpr};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{ExprWithAlias, OrderByExpr};
+pub use relspec_spec::suggest::suggest;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A lowering error with its position inside the rule.
@@ -198,18 +200,6 @@ fn sort_exprs(ctx: &SessionContext, os: &[OrderByExpr], schema: &DFSchema) -> da
         .collect()
 }
 
-/// Append every column not already ordered on, ascending, so the order is total.
-pub fn total_order(mut keys: Vec<SortExpr>, schema: &DFSchema) -> Vec<SortExpr> {
-    let present: HashSet<Expr> = keys.iter().map(|k| k.expr.clone()).collect();
-    for c in schema.columns() {
-        let e = Expr::Column(c);
-        if !present.contains(&e) {
-            keys.push(e.sort(true, true));
-        }
-    }
-    keys
-}
-
 async fn lower_step(
     ctx: &SessionContext,
     df: DataFrame,
@@ -323,42 +313,4 @@ pub fn check_contract(schema: &DFSchema, contract: &ContractSpec) -> Result<(), 
         Err(Diag::new(ErrorKind::Contract { contract: contract.name.clone(), message: problems.join("; ") })
             .with_help("change the rule's output (select/cast the columns) or the contract"))
     }
-}
-
-/// The closest candidate by edit distance, if close enough to be a likely typo.
-pub fn suggest<'a, S: AsRef<str>>(name: &str, candidates: impl IntoIterator<Item = S>) -> Option<String> {
-    let mut best: Option<(usize, String)> = None;
-    for c in candidates {
-        let c = c.as_ref();
-        let d = levenshtein(&name.to_lowercase(), &c.to_lowercase());
-        if d <= (name.len().max(3) / 3).max(1) && best.as_ref().is_none_or(|(bd, _)| d < *bd) {
-            best = Some((d, c.to_string()));
-        }
-    }
-    best.map(|(_, s)| s)
-}
-
-/// Edit distance where swapping two adjacent characters counts as one edit
-/// (optimal string alignment), so `dts` is one edit from `dst`.
-fn levenshtein(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for j in 0..=b.len() {
-        d[0][j] = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = (a[i - 1] != b[j - 1]) as usize;
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
-        }
-    }
-    d[a.len()][b.len()]
 }

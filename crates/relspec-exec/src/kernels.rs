@@ -11,6 +11,7 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, LargeStringArray, StringArray, StringViewArray};
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::DFSchema;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
@@ -19,6 +20,7 @@ use datafusion::logical_expr::{
     TypeSignature, Volatility, col, lit,
 };
 use datafusion::prelude::SessionContext;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Which implementation lane a kernel application used.
@@ -76,8 +78,34 @@ pub const KERNELS: &[KernelInfo] = &[
 
 /// Hash of the registry (names, lanes, versions) for the engine fingerprint.
 pub fn registry_fingerprint() -> String {
-    let s: Vec<String> = KERNELS.iter().map(|k| format!("{}:{:?}:{}", k.name, k.lane, k.version)).collect();
-    s.join(",")
+    let mut h = relspec_spec::key::KeyHasher::new("relspec/kernels/v1");
+    h.u64("kernels", KERNELS.len() as u64);
+    for k in KERNELS {
+        h.field("name", k.name).name("lane", &k.lane).field("version", &k.version.to_string());
+    }
+    h.finish()
+}
+
+impl relspec_spec::key::StableName for Lane {
+    fn stable_name(&self) -> &'static str {
+        match self {
+            Lane::Builtin => "builtin",
+            Lane::NativeUdf => "native_udf",
+            Lane::ArrowFallback => "arrow_fallback",
+        }
+    }
+}
+
+/// Append every column not already ordered on, ascending, so the order is total.
+pub fn total_order(mut keys: Vec<SortExpr>, schema: &DFSchema) -> Vec<SortExpr> {
+    let present: HashSet<Expr> = keys.iter().map(|k| k.expr.clone()).collect();
+    for c in schema.columns() {
+        let e = Expr::Column(c);
+        if !present.contains(&e) {
+            keys.push(e.sort(true, true));
+        }
+    }
+    keys
 }
 
 /// Register the native UDF kernels in a session.
@@ -89,7 +117,7 @@ pub fn register(ctx: &SessionContext) {
 pub fn winner(df: DataFrame, partition_by: Vec<Expr>, order_by: Vec<SortExpr>) -> Result<(DataFrame, KernelUse)> {
     const RANK: &str = "__relspec_rank";
     let schema = df.schema().clone();
-    let order = crate::relplan::lower::total_order(order_by, &schema);
+    let order = total_order(order_by, &schema);
     let cols: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
     let rank = datafusion::functions_window::expr_fn::row_number()
         .partition_by(partition_by)

@@ -6,7 +6,6 @@
 //! the same declared location and options.
 
 use crate::error::{Diag, ErrorKind, Result};
-use crate::paths::{hidden, rel_path};
 use crate::workspace::{DataFormat, DatasetSpec, types};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::datasource::file_format::FileFormat;
@@ -19,84 +18,7 @@ use datafusion::prelude::SessionContext;
 use std::path::Path;
 use std::sync::Arc;
 
-/// How a dataset's location is interpreted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LocationKind {
-    /// One file.
-    File,
-    /// Every file with the format's extension under a directory (recursively).
-    Dir,
-    /// Every file matching a glob.
-    Glob,
-}
-
-/// Classify a location as written in `workspace.toml`.
-pub fn location_kind(root: &Path, path: &str) -> LocationKind {
-    if path.contains(['*', '?', '[', '{']) {
-        LocationKind::Glob
-    } else if root.join(path).is_dir() {
-        LocationKind::Dir
-    } else {
-        LocationKind::File
-    }
-}
-
-/// List the files of a dataset, as sorted paths relative to `root` (with `/`).
-pub fn resolve_files(root: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
-    let missing = || {
-        Diag::new(ErrorKind::MissingData { dataset: spec.name.clone(), location: spec.path.clone() })
-            .at(&spec.file, spec.span)
-            .with_help("check `path` (relative to the workspace root), or create the file")
-    };
-    let rel = |p: &Path| rel_path(root, p);
-    let mut files = Vec::new();
-    match location_kind(root, &spec.path) {
-        LocationKind::File => {
-            let p = root.join(&spec.path);
-            if !p.is_file() {
-                return Err(missing());
-            }
-            files.push(rel(&p));
-        }
-        LocationKind::Dir => {
-            let dir = root.join(&spec.path);
-            let ext = spec.format.extension();
-            for e in walkdir::WalkDir::new(&dir)
-                .min_depth(1)
-                .into_iter()
-                .filter_entry(|e| !hidden(&e.file_name().to_string_lossy()))
-            {
-                let e = e.map_err(|e| Diag::new(ErrorKind::Io(e.to_string())))?;
-                if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(ext) {
-                    files.push(rel(e.path()));
-                }
-            }
-        }
-        LocationKind::Glob => {
-            files = crate::paths::glob_files(root, &spec.path).map_err(|e| {
-                Diag::new(ErrorKind::Invalid(format!("dataset `{}`: bad glob: {e}", spec.name)))
-                    .at(&spec.file, spec.span)
-            })?;
-        }
-    }
-    if files.is_empty() {
-        return Err(missing());
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// A dataset's fingerprint: its files' relative paths and content hashes, its
-/// format, scan options and schema hint.
-pub fn fingerprint(spec: &DatasetSpec, files: &[(String, String)]) -> String {
-    let doc = serde_json::json!({
-        "format": spec.format,
-        "scan": spec.scan,
-        "schema": spec.schema,
-        "files": files,
-    });
-    blake3::hash(doc.to_string().as_bytes()).to_hex().to_string()
-}
+pub use relspec_db::datasets::{LocationKind, fingerprint, location_kind, resolve_files};
 
 fn format_for(spec: &DatasetSpec) -> Arc<dyn FileFormat> {
     match spec.format {

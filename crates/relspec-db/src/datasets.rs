@@ -1,0 +1,100 @@
+//! Dataset file listing: the one place a dataset's declared location becomes
+//! file paths (for fingerprints here, and for DataFusion's listing tables in
+//! the exec layer, from the same [`location_kind`]).
+
+use crate::paths::{hidden, rel_path};
+use relspec_spec::error::{Diag, ErrorKind, Result};
+use relspec_spec::key::KeyHasher;
+use relspec_spec::workspace::DatasetSpec;
+use std::path::Path;
+
+/// How a dataset's location is interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationKind {
+    /// One file.
+    File,
+    /// Every file with the format's extension under a directory (recursively).
+    Dir,
+    /// Every file matching a glob.
+    Glob,
+}
+
+/// Classify a location as written in `workspace.toml`.
+pub fn location_kind(root: &Path, path: &str) -> LocationKind {
+    if path.contains(['*', '?', '[', '{']) {
+        LocationKind::Glob
+    } else if root.join(path).is_dir() {
+        LocationKind::Dir
+    } else {
+        LocationKind::File
+    }
+}
+
+/// The literal directory prefix of a location (before any glob character),
+/// relative to the root with `/`: every file of the dataset is under it.
+pub fn location_prefix(path: &str) -> String {
+    let path = path.trim_start_matches("./");
+    let end = path.find(['*', '?', '[', '{']).unwrap_or(path.len());
+    path[..end].to_string()
+}
+
+/// List the files of a dataset, as sorted paths relative to `root` (with `/`).
+pub fn resolve_files(root: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
+    let missing = || {
+        Diag::new(ErrorKind::MissingData { dataset: spec.name.clone(), location: spec.path.clone() })
+            .at(&spec.file, spec.span)
+            .with_help("check `path` (relative to the workspace root), or create the file")
+    };
+    let rel = |p: &Path| rel_path(root, p);
+    let mut files = Vec::new();
+    match location_kind(root, &spec.path) {
+        LocationKind::File => {
+            let p = root.join(&spec.path);
+            if !p.is_file() {
+                return Err(missing());
+            }
+            files.push(rel(&p));
+        }
+        LocationKind::Dir => {
+            let dir = root.join(&spec.path);
+            let ext = spec.format.extension();
+            for e in walkdir::WalkDir::new(&dir)
+                .min_depth(1)
+                .into_iter()
+                .filter_entry(|e| !hidden(&e.file_name().to_string_lossy()))
+            {
+                let e = e.map_err(|e| Diag::new(ErrorKind::Io(e.to_string())))?;
+                if e.file_type().is_file() && e.file_name().to_string_lossy().ends_with(ext) {
+                    files.push(rel(e.path()));
+                }
+            }
+        }
+        LocationKind::Glob => {
+            files = crate::paths::glob_files(root, &spec.path).map_err(|e| {
+                Diag::new(ErrorKind::Invalid(format!("dataset `{}`: bad glob: {e}", spec.name)))
+                    .at(&spec.file, spec.span)
+            })?;
+        }
+    }
+    if files.is_empty() {
+        return Err(missing());
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A dataset's fingerprint: its files' relative paths and content hashes, its
+/// format, scan options and schema hint.
+///
+/// Scan options and the schema hint enter as their serde JSON (the names
+/// `workspace.toml` uses, fixed by serde attributes, in declaration order).
+pub fn fingerprint(spec: &DatasetSpec, files: &[(String, String)]) -> String {
+    let scan = serde_json::to_string(&spec.scan).unwrap_or_default();
+    let schema = serde_json::to_string(&spec.schema).unwrap_or_default();
+    KeyHasher::new("relspec/dataset/v1")
+        .field("format", spec.format.extension())
+        .field("scan", &scan)
+        .field("schema", &schema)
+        .map("files", files.iter().map(|(p, c)| (p.as_str(), c.as_str())))
+        .finish()
+}

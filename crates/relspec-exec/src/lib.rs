@@ -1,0 +1,26 @@
+//! relspec-exec: everything that touches Apache DataFusion.
+//!
+//! The one session factory ([`engine`]), dataset registration ([`registry`]),
+//! lowering RelPlan to DataFusion ([`lower`]), kernels, data contracts, column
+//! lineage of a plan, deterministic Parquet writing and Substrait.
+//!
+//! Architecture invariant: the only crate that depends on DataFusion and the
+//! only one that constructs a `SessionContext` ([`engine::Engine::session`]).
+//! It reads tables by logical name; dataset paths come from
+//! `relspec_db::datasets`, the same listing the fingerprints use.
+
+pub mod contracts;
+pub mod engine;
+pub mod kernels;
+pub mod lineage;
+pub mod lower;
+pub mod parquet;
+pub mod planner;
+pub mod registry;
+#[cfg(feature = "substrait")]
+pub mod substrait;
+
+pub use datafusion;
+#[cfg(feature = "substrait")]
+use relspec_db::store;
+use relspec_spec::{error, relplan, workspace};
