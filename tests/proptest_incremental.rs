@@ -142,7 +142,7 @@ fn clean_build(root: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn upstream_of(i: usize) -> Option<String> {
-    (i % 10 != 0).then(|| synth::rule_name(i - 1))
+    (!i.is_multiple_of(10)).then(|| synth::rule_name(i - 1))
 }
 
 /// Everything rule `i`'s output depends on, as the model knows it (computed

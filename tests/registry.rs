@@ -48,11 +48,11 @@ fn pruned_row_groups(plan: &Arc<dyn ExecutionPlan>) -> (usize, usize) {
     let (mut pruned, mut matched) = (0, 0);
     if let Some(m) = plan.metrics() {
         for metric in m.iter() {
-            if let MetricValue::PruningMetrics { name, pruning_metrics } = metric.value() {
-                if name == "row_groups_pruned_statistics" {
-                    pruned += pruning_metrics.pruned();
-                    matched += pruning_metrics.matched();
-                }
+            if let MetricValue::PruningMetrics { name, pruning_metrics } = metric.value()
+                && name == "row_groups_pruned_statistics"
+            {
+                pruned += pruning_metrics.pruned();
+                matched += pruning_metrics.matched();
             }
         }
     }

@@ -88,10 +88,10 @@ impl Project {
             return Ok(());
         }
         self.ws = self.loader.sync(&mut self.db, &mut self.stat)?;
-        if self.store.is_none() {
-            if let Ok(spec) = self.spec() {
-                self.store = Some(Store::open(&spec.cache_path(&self.root))?);
-            }
+        if self.store.is_none()
+            && let Ok(spec) = self.spec()
+        {
+            self.store = Some(Store::open(&spec.cache_path(&self.root))?);
         }
         Ok(())
     }
@@ -101,10 +101,10 @@ impl Project {
     /// syncs everything.
     pub fn sync_paths(&mut self, changed: &[PathBuf]) -> Result<()> {
         self.ws = self.loader.sync_paths(&mut self.db, &mut self.stat, changed)?;
-        if self.store.is_none() {
-            if let Ok(spec) = self.spec() {
-                self.store = Some(Store::open(&spec.cache_path(&self.root))?);
-            }
+        if self.store.is_none()
+            && let Ok(spec) = self.spec()
+        {
+            self.store = Some(Store::open(&spec.cache_path(&self.root))?);
         }
         self.fresh = true;
         Ok(())
@@ -152,10 +152,10 @@ impl Project {
     /// Static errors (parse, names, cycles, missing data), in a stable order.
     pub fn static_errors(&self) -> Vec<Diag> {
         let mut errs = self.graph().errors.clone();
-        if let Err(e) = self.spec() {
-            if !errs.contains(&e) {
-                errs.insert(0, e);
-            }
+        if let Err(e) = self.spec()
+            && !errs.contains(&e)
+        {
+            errs.insert(0, e);
         }
         errs
     }
@@ -275,10 +275,10 @@ impl Project {
         let mut stack = vec![name.to_string()];
         while let Some(r) = stack.pop() {
             for d in g.deps.get(&r).into_iter().flatten() {
-                if let Dep::Rule(u) = d {
-                    if out.insert(u.clone()) {
-                        stack.push(u.clone());
-                    }
+                if let Dep::Rule(u) = d
+                    && out.insert(u.clone())
+                {
+                    stack.push(u.clone());
                 }
             }
         }

@@ -62,7 +62,7 @@ pub fn rule_name(i: usize) -> String {
 
 /// SQL of the i-th rule; `variant` changes its meaning (for edits).
 pub fn rule_sql(i: usize, variant: usize) -> String {
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         format!(
             "{}-- chain head {i}\nSELECT e.kind, k.label, count(*) AS n, sum(e.value) + {variant} AS total\nFROM events AS e\nJOIN kinds AS k ON k.kind = e.kind\nWHERE e.id % {m} = {r}\nGROUP BY e.kind, k.label\n",
             if i == 0 { "-- produces: summary\n" } else { "" },

@@ -243,10 +243,11 @@ fn dataset_dirs_outside(p: &Project, root: &Path) -> Vec<PathBuf> {
         let prefix: String = ds.path.chars().take_while(|c| !matches!(c, '*' | '?' | '[' | '{')).collect();
         let abs = root.join(&prefix);
         let dir = if abs.is_dir() { abs } else { abs.parent().map(Path::to_path_buf).unwrap_or(abs) };
-        if let Ok(dir) = std::fs::canonicalize(&dir) {
-            if !dir.starts_with(root) && !out.contains(&dir) {
-                out.push(dir);
-            }
+        if let Ok(dir) = std::fs::canonicalize(&dir)
+            && !dir.starts_with(root)
+            && !out.contains(&dir)
+        {
+            out.push(dir);
         }
     }
     out

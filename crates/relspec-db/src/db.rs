@@ -303,7 +303,7 @@ pub type Compiled = Result<Arc<(RelPlan, Vec<ReadSite>)>, CompileError>;
 #[salsa::tracked(returns(ref))]
 pub fn compile_rule<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> Compiled {
     match rule_def(db, ws, name) {
-        Some(def) => relplan::compile(&def).map(Arc::new),
+        Some(def) => relplan::compile(def).map(Arc::new),
         None => Err(CompileError {
             diag: Diag::new(ErrorKind::Usage(format!("no rule named `{}`", name.text(db)))),
             pos: None,
@@ -587,11 +587,11 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
     let mut users: HashMap<&str, Vec<&str>> = HashMap::new();
     for (r, ds) in &g.deps {
         for d in ds {
-            if let Dep::Rule(u) = d {
-                if indeg.contains_key(u.as_str()) {
-                    *indeg.get_mut(r.as_str()).unwrap() += 1;
-                    users.entry(u.as_str()).or_default().push(r.as_str());
-                }
+            if let Dep::Rule(u) = d
+                && indeg.contains_key(u.as_str())
+            {
+                *indeg.get_mut(r.as_str()).unwrap() += 1;
+                users.entry(u.as_str()).or_default().push(r.as_str());
             }
         }
     }
@@ -1016,11 +1016,11 @@ impl Loader {
         crate::datasets::resolve_files(&self.root, ds).and_then(|paths| {
             let mut out = Vec::with_capacity(paths.len());
             for p in paths {
-                if let (Some(c), Some(f)) = (changed, self.data.get(&p)) {
-                    if !c.contains(&p) {
-                        out.push(*f);
-                        continue;
-                    }
+                if let (Some(c), Some(f)) = (changed, self.data.get(&p))
+                    && !c.contains(&p)
+                {
+                    out.push(*f);
+                    continue;
                 }
                 let hash = stat.hash(&p, &self.root.join(&p)).map_err(|e| {
                     Diag::new(ErrorKind::DatasetRead { dataset: name.to_string(), message: format!("{p}: {e}") })

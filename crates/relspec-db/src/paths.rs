@@ -6,17 +6,15 @@ use std::path::Path;
 pub fn rel_path(root: &Path, p: &Path) -> String {
     let rel = p.strip_prefix(root).unwrap_or(p);
     // Fast path: a plain UTF-8 path already uses `/` (Unix) and has no `.` parts.
-    if std::path::MAIN_SEPARATOR == '/' {
-        if let Some(s) = rel.to_str() {
-            if !s.starts_with('/')
-                && !s.starts_with("./")
-                && !s.contains("/./")
-                && !s.contains("//")
-                && !s.ends_with('/')
-            {
-                return s.to_string();
-            }
-        }
+    if std::path::MAIN_SEPARATOR == '/'
+        && let Some(s) = rel.to_str()
+        && !s.starts_with('/')
+        && !s.starts_with("./")
+        && !s.contains("/./")
+        && !s.contains("//")
+        && !s.ends_with('/')
+    {
+        return s.to_string();
     }
     rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }

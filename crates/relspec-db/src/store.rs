@@ -321,10 +321,10 @@ impl Store {
     pub fn records(&self) -> Vec<Record> {
         let mut out = Vec::new();
         for e in walkdir::WalkDir::new(self.dir.join(layout::RECORDS)).into_iter().flatten() {
-            if e.file_type().is_file() {
-                if let Some(r) = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) {
-                    out.push(r);
-                }
+            if e.file_type().is_file()
+                && let Some(r) = fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+            {
+                out.push(r);
             }
         }
         out
@@ -467,15 +467,14 @@ impl StatCache {
     pub fn hash(&mut self, rel: &str, abs: &Path) -> std::io::Result<String> {
         let meta = fs::metadata(abs)?;
         let (size, mtime, ctime, ino) = (meta.len(), mtime_ns(&meta), ctime_ns(&meta), inode(&meta));
-        if let Some(e) = self.entries.get(rel) {
-            if e.size == size
-                && e.mtime_ns == mtime
-                && e.ctime_ns == ctime
-                && e.ino == ino
-                && mtime.max(ctime) + RACY_WINDOW_NS < e.hashed_at_ns
-            {
-                return Ok(e.hash.clone());
-            }
+        if let Some(e) = self.entries.get(rel)
+            && e.size == size
+            && e.mtime_ns == mtime
+            && e.ctime_ns == ctime
+            && e.ino == ino
+            && mtime.max(ctime) + RACY_WINDOW_NS < e.hashed_at_ns
+        {
+            return Ok(e.hash.clone());
         }
         let hashed_at_ns = now_ns();
         let hash = hash_file(abs)?;

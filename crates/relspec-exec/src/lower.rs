@@ -50,14 +50,13 @@ pub fn df_error(e: DataFusionError, kind: fn(String) -> ErrorKind) -> LowerError
             diag = diag.with_help(h.message.clone());
         }
     }
-    if diag.help.is_none() {
-        if let DataFusionError::SchemaError(inner, _) = e.find_root() {
-            if let datafusion::common::SchemaError::FieldNotFound { field, valid_fields } = inner.as_ref() {
-                let best = suggest(field.name(), valid_fields.iter().map(|c| c.name()));
-                if let Some(c) = best.and_then(|b| valid_fields.iter().find(|c| c.name() == b)) {
-                    diag = diag.with_help(format!("did you mean `{}`?", c.flat_name()));
-                }
-            }
+    if diag.help.is_none()
+        && let DataFusionError::SchemaError(inner, _) = e.find_root()
+        && let datafusion::common::SchemaError::FieldNotFound { field, valid_fields } = inner.as_ref()
+    {
+        let best = suggest(field.name(), valid_fields.iter().map(|c| c.name()));
+        if let Some(c) = best.and_then(|b| valid_fields.iter().find(|c| c.name() == b)) {
+            diag = diag.with_help(format!("did you mean `{}`?", c.flat_name()));
         }
     }
     LowerError { diag, pos }
@@ -215,7 +214,7 @@ async fn lower_step(
             if let Some(a) = alias {
                 right = right.alias(a).map_err(&e)?;
             }
-            let joined = schema.join(right.schema()).map_err(|x| e(x.into()))?;
+            let joined = schema.join(right.schema()).map_err(&e)?;
             let cond = sql_expr(ctx, &plain(on), &joined).map_err(&e)?;
             let jt = match how {
                 JoinHow::Inner => JoinType::Inner,

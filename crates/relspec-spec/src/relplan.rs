@@ -234,26 +234,26 @@ impl Visitor for ReadCollector {
         ControlFlow::Continue(())
     }
     fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table { name, args: None, .. } = t {
-            if let Some(ObjectNamePart::Identifier(last)) = name.0.last() {
-                let n = normalize_ident(last);
-                let shadowed = name.0.len() == 1 && self.cte_scopes.iter().any(|s| s.contains(&n));
-                if !shadowed && self.reads.insert(n.clone()) {
-                    let s = last.span.start;
-                    self.first_spans.push((n, s.line as usize, s.column as usize));
-                }
+        if let TableFactor::Table { name, args: None, .. } = t
+            && let Some(ObjectNamePart::Identifier(last)) = name.0.last()
+        {
+            let n = normalize_ident(last);
+            let shadowed = name.0.len() == 1 && self.cte_scopes.iter().any(|s| s.contains(&n));
+            if !shadowed && self.reads.insert(n.clone()) {
+                let s = last.span.start;
+                self.first_spans.push((n, s.line as usize, s.column as usize));
             }
         }
         ControlFlow::Continue(())
     }
     fn pre_visit_expr(&mut self, e: &SqlExpr) -> ControlFlow<()> {
-        if let SqlExpr::Value(v) = e {
-            if let Value::Placeholder(p) = &v.value {
-                let name = p.trim_start_matches(['$', ':', '@']).to_string();
-                if self.params.insert(name.clone()) {
-                    let s = v.span.start;
-                    self.param_spans.push((name, s.line as usize, s.column as usize));
-                }
+        if let SqlExpr::Value(v) = e
+            && let Value::Placeholder(p) = &v.value
+        {
+            let name = p.trim_start_matches(['$', ':', '@']).to_string();
+            if self.params.insert(name.clone()) {
+                let s = v.span.start;
+                self.param_spans.push((name, s.line as usize, s.column as usize));
             }
         }
         ControlFlow::Continue(())

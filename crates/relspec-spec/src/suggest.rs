@@ -1,7 +1,7 @@
 //! "Did you mean" suggestions: the closest name by edit distance.
 
 /// The closest candidate by edit distance, if close enough to be a likely typo.
-pub fn suggest<'a, S: AsRef<str>>(name: &str, candidates: impl IntoIterator<Item = S>) -> Option<String> {
+pub fn suggest<S: AsRef<str>>(name: &str, candidates: impl IntoIterator<Item = S>) -> Option<String> {
     let mut best: Option<(usize, String)> = None;
     for c in candidates {
         let c = c.as_ref();
@@ -22,8 +22,8 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -205,17 +205,17 @@ pub fn parse_bytes(v: &toml::Value) -> std::result::Result<u64, String> {
 /// Parse `workspace.toml` text. `file` is the path shown in diagnostics.
 pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
     let m: ManifestToml = toml::from_str(text).map_err(|e| toml_error(file, e))?;
-    if let Some(v) = &m.workspace.version {
-        if *v.get_ref() != FORMAT_VERSION {
-            return Err(invalid(
-                file,
-                span_of(v),
-                format!(
-                    "workspace format version {} is not supported (this relspec reads version {FORMAT_VERSION})",
-                    v.get_ref()
-                ),
-            ));
-        }
+    if let Some(v) = &m.workspace.version
+        && *v.get_ref() != FORMAT_VERSION
+    {
+        return Err(invalid(
+            file,
+            span_of(v),
+            format!(
+                "workspace format version {} is not supported (this relspec reads version {FORMAT_VERSION})",
+                v.get_ref()
+            ),
+        ));
     }
     let p = m.profile;
     let memory_limit = match &p.memory_limit {
