@@ -185,3 +185,46 @@ fn a_change_during_a_build_cancels_it_and_the_next_build_catches_up() {
     let published: std::collections::BTreeMap<_, _> = tree_bytes(&root.join("out")).into_iter().collect();
     assert_eq!(published, clean_outputs(root));
 }
+
+/// The watcher is registered before the first build: an edit made while the
+/// first build runs is picked up (that build is cancelled or finishes, and the
+/// next one includes the edit), never missed.
+#[test]
+fn an_edit_during_the_first_build_is_not_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    relspec_core::synth::write_workspace(root, 60, 100_000).unwrap();
+    let mut child = relspec_process(root)
+        .args(["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && tx.send(v).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut w = Watcher { child, rx };
+    // The first build is under way (a rule finished, most have not).
+    let first = w.until(|e| e["event"] == "rule");
+    assert!(!first.iter().any(|e| e["event"] == "watching"), "{first:#?}");
+    save_by_rename(root, "rules/r00059.sql", &relspec_core::synth::rule_sql(59, 1));
+    // The edit arrives in a later build, whatever the first one did.
+    let events = w.until(|e| {
+        e["event"] == "build_done" && e["ok"] == true && e["latency_ms"].is_number() // a batch's build
+    });
+    assert!(
+        events.iter().any(|e| e["event"] == "change" && e["paths"].to_string().contains("r00059.sql")),
+        "the edit was seen: {events:#?}"
+    );
+    let published: std::collections::BTreeMap<_, _> = tree_bytes(&root.join("out")).into_iter().collect();
+    assert_eq!(published, clean_outputs(root), "outputs equal a clean build of the edited workspace");
+}
