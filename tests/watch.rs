@@ -194,12 +194,8 @@ fn an_edit_during_the_first_build_is_not_missed() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     relspec_core::synth::write_workspace(root, 60, 100_000).unwrap();
-    let mut child = relspec_process(root)
-        .args(["watch", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child =
+        relspec_process(root).args(["watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

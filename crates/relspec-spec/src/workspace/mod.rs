@@ -262,7 +262,7 @@ pub struct RuleDecl {
 }
 
 /// Where a rule lives in the sources; used only for diagnostics.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct RuleOrigin {
     /// File that declares the rule.
     pub file: PathBuf,

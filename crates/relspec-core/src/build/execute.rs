@@ -1,0 +1,124 @@
+//! Executing one rule: prepare it through the Planner, stream its batches
+//! (checking for cancellation), evaluate its data contracts, write the object
+//! and record, and the artifact.
+
+use crate::engine::render_physical;
+use crate::error::{Diag, ErrorKind};
+use crate::kernels::KernelUse;
+use crate::project::snapshots;
+use crate::store::{Record, Store};
+use crate::workspace::{ContractSpec, WorkspaceSpec};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use relspec_exec::lower::{self, LowerError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Result of executing one rule.
+pub(crate) struct Executed {
+    pub(crate) record: Record,
+    pub(crate) kernels: Vec<KernelUse>,
+    pub(crate) checks: Vec<crate::contracts::CheckResult>,
+    pub(crate) artifact: String,
+}
+
+/// Everything one execution needs (moved into its task).
+pub(crate) struct Run {
+    pub(crate) ctx: SessionContext,
+    pub(crate) rule: String,
+    pub(crate) plan: Arc<crate::relplan::RelPlan>,
+    pub(crate) spec: Arc<WorkspaceSpec>,
+    pub(crate) contract: Option<ContractSpec>,
+    pub(crate) store: Store,
+    pub(crate) key: String,
+    pub(crate) signature: String,
+    pub(crate) parts: Option<serde_json::Value>,
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
+}
+
+/// Execute one rule and store its output; nothing is published here.
+pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerError> {
+    let Run { ctx, rule, plan, spec, contract, store, key, signature, parts, cancel } = run;
+    let (ctx, rule, plan, spec, contract, store, key, signature) =
+        (&ctx, rule.as_str(), &*plan, &*spec, contract.as_ref(), &store, key.as_str(), signature.as_str());
+    let t = Instant::now();
+    let lowered = relspec_exec::planner::prepare(ctx, spec, plan, contract).await?;
+    let mut snaps = snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+    let physical = ctx
+        .state()
+        .create_physical_plan(lowered.df.logical_plan())
+        .await
+        .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+    let schema = physical.schema();
+    let mut stream = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())
+        .map_err(|e| lower::df_error(e, ErrorKind::Execution))?;
+    let mut batches = Vec::new();
+    while let Some(b) = stream.next().await {
+        if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(LowerError { diag: Diag::new(ErrorKind::Execution("cancelled".into())), pos: None });
+        }
+        batches.push(b.map_err(|e| lower::df_error(e, ErrorKind::Execution))?);
+    }
+    snaps.physical_metrics = Some(render_physical(physical.as_ref(), true));
+    let checks = match contract {
+        Some(c) => crate::contracts::evaluate(ctx, c, schema.clone(), &batches)
+            .await
+            .map_err(|e| lower::df_error(e, ErrorKind::Execution))?,
+        None => vec![],
+    };
+    if let Some(c) = contract.filter(|_| checks.iter().any(|k| !k.passed)) {
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|k| !k.passed)
+            .map(|k| {
+                format!(
+                    "{}: {} offending row(s){}",
+                    k.check,
+                    k.violations,
+                    k.sample.as_deref().map(|s| format!(", e.g.\n{s}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        let diag = Diag::new(ErrorKind::Contract { contract: c.name.clone(), message: failed.join("\n") })
+            .at(&c.file, c.span)
+            .with_help("nothing was published for this rule; its last good output is kept");
+        return Err(LowerError { diag, pos: None });
+    }
+    let elapsed = t.elapsed().as_millis() as u64;
+    let store = store.clone();
+    let (key, rule_s, sig) = (key.to_string(), rule.to_string(), signature.to_string());
+    let lineage = crate::lineage::of_plan(&lowered.body);
+    #[cfg(feature = "substrait")]
+    let substrait = match crate::substrait::write(ctx, &store, &key, lowered.df.logical_plan()).await {
+        Ok(rel) => Some(rel),
+        Err(e) => {
+            tracing::warn!(rule, "no Substrait plan: {e}");
+            None
+        }
+    };
+    #[cfg(not(feature = "substrait"))]
+    let substrait: Option<String> = None;
+    let store2 = store.clone();
+    let record = tokio::task::spawn_blocking(move || {
+        relspec_exec::parquet::put(&store2, &key, &rule_s, &sig, schema, &batches, elapsed, parts)
+    })
+    .await
+    .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
+    .map_err(|diag| LowerError { diag, pos: None })?;
+    let artifact = crate::bundle::Artifact {
+        rule: rule.to_string(),
+        key: record.key.clone(),
+        signature: signature.to_string(),
+        plans: snaps,
+        lineage,
+        checks: checks.clone(),
+        kernels: lowered.kernels.clone(),
+        substrait,
+        rows: record.rows,
+        bytes: record.bytes,
+        elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
+    };
+    let artifact = crate::bundle::write_artifact(&store, &artifact).map_err(|diag| LowerError { diag, pos: None })?;
+    Ok(Executed { record, kernels: lowered.kernels, checks, artifact })
+}
