@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use relspec_core::datafusion::arrow::util::display::array_value_to_string;
 use relspec_core::datafusion::dataframe::DataFrame;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 fn substrait_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -37,8 +37,12 @@ fn substrait_plans_are_deterministic_and_execute_to_the_published_output() {
 
     let mut p = relspec_core::project::Project::open(&root.join("workspace.toml")).unwrap();
     let spec = p.spec().unwrap();
-    let datasets: HashSet<String> = spec.datasets.keys().cloned().collect();
-    let (engine, ctx) = p.session_with(&datasets).unwrap();
+    let mut planner = p.planner().unwrap();
+    let engine = planner.engine().clone();
+    for ds in spec.datasets.keys() {
+        engine.block_on(planner.register_dataset(ds)).unwrap();
+    }
+    let ctx = planner.ctx().clone();
     for rule in first.keys() {
         engine.block_on(relspec_exec::registry::register_output(&ctx, rule, &out(root, rule))).unwrap();
     }
