@@ -395,65 +395,29 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
         }
         Command::Explain { rule, json } => {
             let mut p = open(manifest)?;
-            p.refresh().map_err(|e| vec![e])?;
-            if p.decl(&rule).is_none() {
-                let mut d = Diag::new(ErrorKind::Usage(format!("no rule named `{rule}`")));
-                if let Some(s) = relspec_core::suggest::suggest(&rule, p.graph().deps.keys()) {
-                    d = d.with_help(format!("did you mean `{s}`?"));
-                }
-                return Err(vec![d]);
-            }
-            let plan = p.plan(&rule).map_err(|e| vec![e])?;
-            let sig = relspec_core::relplan::signature(&plan);
-            // The last build's artifact when it is of this definition; else plan now.
-            let artifact = p
-                .store()
-                .ok()
-                .and_then(|s| relspec_core::bundle::latest_artifact(s, &rule))
-                .filter(|a| a.signature == sig);
-            let (snaps, kernels, lineage, checks, key, substrait, source) = match artifact {
-                Some(a) => (a.plans, a.kernels, a.lineage, a.checks, Some(a.key), a.substrait, "last build"),
-                None => {
-                    let (mut plans, errs) = p.plan_all(std::slice::from_ref(&rule)).map_err(|e| vec![e])?;
-                    if !errs.is_empty() {
-                        return Err(errs);
-                    }
-                    let (snaps, kernels, lineage) = plans
-                        .remove(&rule)
-                        .ok_or_else(|| vec![Diag::new(ErrorKind::Internal(format!("`{rule}` was not planned")))])?;
-                    (snaps, kernels, lineage, vec![], None, None, "planned now (not built with this definition)")
-                }
-            };
+            let e = relspec_core::inspect::explain(&mut p, &rule)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "rule": rule, "signature": sig, "key": key, "source": source, "reads": plan.reads,
-                        "params": plan.params, "canonical": plan.canonical, "plans": snaps, "kernels": kernels,
-                        "lineage": lineage, "checks": checks, "substrait": substrait,
-                    }))
-                    .unwrap()
-                );
+                println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
             } else {
-                println!("rule: {rule}\nsignature: {sig}\nreads: {}", plan.reads.join(", "));
-                if let Some(k) = &key {
+                println!("rule: {rule}\nsignature: {}\nreads: {}", e.signature, e.reads.join(", "));
+                if let Some(k) = &e.key {
                     println!("output key: {k}");
                 }
-                println!("plans from: {source}\n");
-                println!("== canonical RelPlan ==\n{}\n", plan.canonical);
-                println!("== logical plan ==\n{}\n", snaps.logical);
-                println!("== optimized logical plan ==\n{}\n", snaps.optimized);
-                println!("== physical plan ==\n{}", snaps.physical);
-                match &snaps.physical_metrics {
+                println!("plans from: {}\n", e.source);
+                println!("== canonical RelPlan ==\n{}\n", e.canonical);
+                println!("== logical plan ==\n{}\n", e.plans.logical);
+                println!("== optimized logical plan ==\n{}\n", e.plans.optimized);
+                println!("== physical plan ==\n{}", e.plans.physical);
+                match &e.plans.physical_metrics {
                     Some(m) => println!("== physical plan with metrics (last run) ==\n{m}"),
                     None => println!("== physical plan with metrics ==\n(not built yet: run `relspec build`)\n"),
                 }
                 println!(
                     "== SQL (unparsed) ==\n{}\n",
-                    snaps.sql.clone().unwrap_or_else(|| "(the unparser cannot express this plan)".into())
+                    e.plans.sql.clone().unwrap_or_else(|| "(the unparser cannot express this plan)".into())
                 );
                 println!("== column lineage ==");
-                for c in &lineage.columns {
+                for c in &e.lineage.columns {
                     let srcs: Vec<String> = c
                         .sources
                         .iter()
@@ -466,8 +430,9 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                         if srcs.is_empty() { "(constant)".into() } else { srcs.join(", ") }
                     );
                 }
-                if !lineage.keys.is_empty() {
-                    let keys: Vec<String> = lineage
+                if !e.lineage.keys.is_empty() {
+                    let keys: Vec<String> = e
+                        .lineage
                         .keys
                         .iter()
                         .map(|s| format!("{}.{} ({})", s.table, s.column, relspec_core::graph::how_name(s.how)))
@@ -475,19 +440,19 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
                     println!("rows decided by: {}", keys.join(", "));
                 }
                 println!();
-                if !checks.is_empty() {
+                if !e.checks.is_empty() {
                     println!("== data contract checks (last run) ==");
-                    for c in &checks {
+                    for c in &e.checks {
                         println!("{} {}: {}", if c.passed { "pass" } else { "FAIL" }, c.contract, c.check);
                     }
                     println!();
                 }
-                if let Some(s) = &substrait {
+                if let Some(s) = &e.substrait {
                     println!("== substrait ==\n{s}\n");
                 }
-                if !kernels.is_empty() {
+                if !e.kernels.is_empty() {
                     println!("== kernels ==");
-                    for k in kernels {
+                    for k in &e.kernels {
                         println!("{} -> {:?}: {}", k.kernel, k.lane, k.detail);
                     }
                 }
@@ -595,69 +560,20 @@ fn run(cmd: Command, manifest: &Path) -> CliResult {
 }
 
 fn lineage_cmd(manifest: &Path, target: &str, upstream: bool, downstream: bool, json: bool) -> CliResult {
-    use relspec_core::graph::{Lineages, render_tree};
+    use relspec_core::graph::render_tree;
     let mut p = open(manifest)?;
-    p.refresh().map_err(|e| vec![e])?;
-    let set = relspec_core::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
-    if !set.errors.is_empty() {
-        return Err(set.errors);
-    }
-    let spec = p.spec().map_err(|e| vec![e])?;
-    let rules: std::collections::BTreeMap<String, relspec_core::lineage::RuleLineage> =
-        set.rules.into_iter().map(|(k, a)| (k, a.lineage)).collect();
-    let (table, column) = match target.split_once('.') {
-        Some((t, c)) => (t, Some(c)),
-        None => (target, None),
-    };
-    let is_rule = rules.contains_key(table);
-    if !is_rule && !spec.datasets.contains_key(table) {
-        let mut d = Diag::new(ErrorKind::Usage(format!("no rule or dataset named `{table}`")));
-        let known = rules.keys().chain(spec.datasets.keys());
-        if let Some(s) = relspec_core::suggest::suggest(table, known) {
-            d = d.with_help(format!("did you mean `{s}`?"));
-        }
-        return Err(vec![d]);
-    }
-    let columns: Vec<String> = match (column, rules.get(table)) {
-        (Some(c), Some(l)) if l.column(c).is_none() => {
-            let mut d = Diag::new(ErrorKind::Usage(format!("rule `{table}` has no output column `{c}`")));
-            if let Some(s) = relspec_core::suggest::suggest(c, l.columns.iter().map(|c| &c.name)) {
-                d = d.with_help(format!("did you mean `{table}.{s}`?"));
-            }
-            return Err(vec![d]);
-        }
-        (Some(c), _) => vec![c.to_string()],
-        (None, Some(l)) => l.columns.iter().map(|c| c.name.clone()).collect(),
-        (None, None) => {
-            let mut cs: Vec<String> =
-                rules.values().flat_map(|l| l.reads()).filter(|(t, _)| t == table).map(|(_, c)| c).collect();
-            cs.sort();
-            cs.dedup();
-            cs
-        }
-    };
-    let down = downstream || !is_rule;
-    let walk = Lineages { rules: &rules };
-    let depth = if upstream || column.is_some() { 0 } else { 2 };
-    let trees: Vec<relspec_core::graph::LineageNode> = columns
-        .iter()
-        .map(|c| if down { walk.downstream(table, c, None) } else { walk.upstream(table, c, None, depth) })
-        .collect();
-    let keys = if down { vec![] } else { rules.get(table).map(|l| l.keys.clone()).unwrap_or_default() };
+    let a = relspec_core::inspect::lineage(&mut p, target, upstream, downstream)?;
+    let (down, table, trees, keys) = (a.direction == "downstream", &a.table, &a.columns, &a.row_keys);
     if json {
-        let v = serde_json::json!({
-            "target": target, "direction": if down { "downstream" } else { "upstream" },
-            "columns": trees, "row_keys": keys,
-        });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+        println!("{}", serde_json::to_string_pretty(&a).unwrap_or_default());
     } else {
         let mut out = String::new();
-        for t in &trees {
+        for t in trees {
             render_tree(t, !down, &mut out);
         }
         if !keys.is_empty() {
             out.push_str(&format!("rows of {table} are decided by:\n"));
-            for k in &keys {
+            for k in keys {
                 out.push_str(&format!("    {}.{} ({})\n", k.table, k.column, relspec_core::graph::how_name(k.how)));
             }
         }
@@ -674,57 +590,27 @@ fn diff_cmd(
     json: bool,
     fail_on_breaking: bool,
 ) -> CliResult {
-    use relspec_core::diff::{Change, Detail, Version, diff};
-    let mut head = open(manifest)?;
-    head.refresh().map_err(|e| vec![e])?;
-    let (base_manifest, scratch) = match (base, base_dir) {
-        (_, Some(d)) => (if d.is_dir() { d.join("workspace.toml") } else { d.to_path_buf() }, None),
-        (Some(r), None) => {
-            let spec = head.spec().map_err(|e| vec![e])?;
-            let dest = spec.cache_path(&head.root).join("tmp").join(format!("diff-base-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dest);
-            let m = relspec_core::diff::checkout_git(manifest, r, &dest).map_err(|e| vec![e])?;
-            (m, Some(dest))
-        }
+    use relspec_core::diff::{Base, Change, CompareError, Detail, compare_versions};
+    let base = match (base, base_dir) {
+        (_, Some(d)) => Base::Dir(d.to_path_buf()),
+        (Some(r), None) => Base::Git(r.to_string()),
         (None, None) => return Err(vec![Diag::new(ErrorKind::Usage("give --base GIT_REF or --base-dir PATH".into()))]),
     };
-    let result: Result<relspec_core::diff::DiffReport, Vec<Diag>> = (|| {
-        let mut basep = open(&base_manifest)?;
-        let analyze = |p: &mut Project, which: &str| -> Result<_, Vec<Diag>> {
-            let set = relspec_core::analysis::analyze(p, &[]).map_err(|e| vec![e])?;
-            if !set.errors.is_empty() {
-                if json {
-                    let v = serde_json::json!({"ok": false, "version": which, "errors": errors_json(p, &set.errors)});
-                    println!("{v}");
-                } else {
-                    eprintln!("error: the {which} version does not compile:");
-                    print_errors(Some(p), &set.errors);
-                }
-                return Err(vec![]);
-            }
-            let sigs: std::collections::BTreeMap<String, String> = p
-                .graph()
-                .order
-                .iter()
-                .filter_map(|r| p.job(r).ok().map(|j| (r.clone(), j.parts.signature.clone())))
-                .collect();
-            Ok((sigs, set.rules))
-        };
-        let (bs, ba) = analyze(&mut basep, "base")?;
-        let (hs, ha) = analyze(&mut head, "head")?;
-        let order = head.graph().order.clone();
-        let report =
-            diff(&Version { signatures: &bs, analyses: &ba }, &Version { signatures: &hs, analyses: &ha }, &order);
-        std::mem::forget(basep);
-        Ok(report)
-    })();
-    if let Some(d) = scratch {
-        let _ = std::fs::remove_dir_all(d);
-    }
-    let report = match result {
+    let report = match compare_versions(manifest, &base) {
         Ok(r) => r,
-        Err(errs) if errs.is_empty() => return Ok(ExitCode::from(EXIT_ERROR)),
-        Err(errs) => return Err(errs),
+        Err(CompareError::Failed(errs)) => return Err(errs),
+        Err(CompareError::DoesNotCompile { which, errors }) => {
+            if json {
+                let errs: Vec<serde_json::Value> = errors.iter().map(|(e, t)| e.to_json(t.as_deref())).collect();
+                println!("{}", serde_json::json!({"ok": false, "version": which, "errors": errs}));
+            } else {
+                eprintln!("error: the {which} version does not compile:");
+                for (e, t) in errors {
+                    eprintln!("{:?}", e.to_report(t));
+                }
+            }
+            return Ok(ExitCode::from(EXIT_ERROR));
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap());
@@ -769,7 +655,7 @@ fn diff_cmd(
             if report.breaking { ", breaking" } else { ", none breaking" }
         );
     }
-    std::mem::forget(head);
+
     Ok(if fail_on_breaking && report.breaking { ExitCode::from(EXIT_BREAKING) } else { ExitCode::SUCCESS })
 }
 

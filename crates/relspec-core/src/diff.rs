@@ -334,3 +334,87 @@ pub fn checkout_git(
     }
     Ok(base_manifest)
 }
+
+/// The base version a diff compares against.
+#[derive(Debug, Clone)]
+pub enum Base {
+    /// A git revision of the head workspace's directory.
+    Git(String),
+    /// A directory (or `workspace.toml`) holding the base version.
+    Dir(std::path::PathBuf),
+}
+
+/// Why a comparison could not be made.
+#[derive(Debug)]
+pub enum CompareError {
+    /// A version could not be opened, checked out or analyzed.
+    Failed(Vec<crate::error::Diag>),
+    /// A version (`base` or `head`) does not compile: its errors, each with
+    /// the text of its file (for rendering).
+    DoesNotCompile {
+        /// `base` or `head`.
+        which: &'static str,
+        /// The errors with their files' text.
+        errors: Vec<(crate::error::Diag, Option<String>)>,
+    },
+}
+
+/// Compare the workspace at `manifest` (the head) with `base`: open both,
+/// analyze both, diff their signatures and lineage. A git base is checked out
+/// under the cache's `tmp/` and removed afterwards.
+pub fn compare_versions(manifest: &std::path::Path, base: &Base) -> Result<DiffReport, CompareError> {
+    use crate::project::Project;
+    let failed = |e: crate::error::Diag| CompareError::Failed(vec![e]);
+    let mut head = Project::open(manifest).map_err(failed)?;
+    head.refresh().map_err(failed)?;
+    let (base_manifest, scratch) = match base {
+        Base::Dir(d) => (if d.is_dir() { d.join("workspace.toml") } else { d.clone() }, None),
+        Base::Git(r) => {
+            let spec = head.spec().map_err(failed)?;
+            let dest = spec
+                .cache_path(&head.root)
+                .join(crate::store::layout::TMP)
+                .join(format!("diff-base-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dest);
+            let m = checkout_git(manifest, r, &dest).map_err(failed)?;
+            (m, Some(dest))
+        }
+    };
+    let result = (|| {
+        let mut basep = Project::open(&base_manifest).map_err(failed)?;
+        let analyze = |p: &mut Project, which: &'static str| {
+            let set = crate::analysis::analyze(p, &[]).map_err(failed)?;
+            if !set.errors.is_empty() {
+                let errors = set
+                    .errors
+                    .into_iter()
+                    .map(|e| {
+                        let text = e.location.as_ref().and_then(|l| p.file_text(&l.file));
+                        (e, text)
+                    })
+                    .collect();
+                return Err(CompareError::DoesNotCompile { which, errors });
+            }
+            let sigs: BTreeMap<String, String> = p
+                .graph()
+                .order
+                .iter()
+                .filter_map(|r| p.job(r).ok().map(|j| (r.clone(), j.parts.signature.clone())))
+                .collect();
+            Ok((sigs, set.rules))
+        };
+        let (bs, ba) = analyze(&mut basep, "base")?;
+        let (hs, ha) = analyze(&mut head, "head")?;
+        let order = head.graph().order.clone();
+        let report =
+            diff(&Version { signatures: &bs, analyses: &ba }, &Version { signatures: &hs, analyses: &ha }, &order);
+        // The process is about to exit: skip tearing down the base database.
+        std::mem::forget(basep);
+        Ok(report)
+    })();
+    if let Some(d) = scratch {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    std::mem::forget(head);
+    result
+}

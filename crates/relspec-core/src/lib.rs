@@ -13,6 +13,7 @@ pub mod build;
 pub mod bundle;
 pub mod diff;
 pub mod graph;
+pub mod inspect;
 pub mod maintenance;
 pub mod project;
 pub mod scaffold;
