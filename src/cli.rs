@@ -1,0 +1,165 @@
+//! The command line's shape (clap).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "relspec",
+    version,
+    about = "Incremental dataflow builds: declarative rules over datasets, executed by DataFusion, materialized as Parquet."
+)]
+pub(crate) struct Cli {
+    /// Path to workspace.toml (or its directory).
+    #[arg(short, long, global = true, default_value = "workspace.toml")]
+    pub(crate) workspace: PathBuf,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run every stale rule in dependency order and publish outputs.
+    Build {
+        /// Select rules: `name`, `name+` (and downstream), `+name` (and upstream), `tag:x`.
+        #[arg(short, long)]
+        select: Vec<String>,
+        /// Rules executing at once (default: number of CPUs).
+        #[arg(short, long, default_value_t = 0)]
+        jobs: usize,
+        /// Print the report as one JSON document.
+        #[arg(long)]
+        json: bool,
+        /// Build nothing; exit 1 if anything is stale (a CI gate).
+        #[arg(long)]
+        check: bool,
+    },
+    /// List what is stale and why (a dry run).
+    Status {
+        /// Select rules as for `build`.
+        #[arg(short, long)]
+        select: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile every rule and check contracts without executing.
+    Check {
+        /// Print diagnostics as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a rule's plans, SQL, signature, key and kernel lanes.
+    Explain {
+        /// Rule name.
+        rule: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dump the dataset registry: name, location, options, schema, fingerprint.
+    Datasets {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch the workspace and rebuild what each change invalidates.
+    Watch {
+        /// Print one JSON event per line.
+        #[arg(long)]
+        json: bool,
+        /// Exit after the first build.
+        #[arg(long)]
+        once: bool,
+        /// Rules executing at once (default: number of CPUs).
+        #[arg(short, long, default_value_t = 0)]
+        jobs: usize,
+        /// Quiet window that ends a batch of changes, ms.
+        #[arg(long, default_value_t = 30)]
+        debounce_ms: u64,
+    },
+    /// Where a rule's columns come from, or what derives from a column.
+    Lineage {
+        /// `RULE`, `RULE.COLUMN`, or `DATASET.COLUMN` (downstream).
+        target: String,
+        /// Walk all the way up to datasets (default for one column).
+        #[arg(long)]
+        upstream: bool,
+        /// Walk down to every rule column that derives from it.
+        #[arg(long, conflicts_with = "upstream")]
+        downstream: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the rule DAG (and, with --columns, column lineage).
+    Graph {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+        /// Draw columns and column-level edges.
+        #[arg(long)]
+        columns: bool,
+    },
+    /// Compare the workspace with another version of it (rules, columns, impact).
+    Diff {
+        /// Git revision of the base version (this workspace's directory at that revision).
+        #[arg(long, conflicts_with = "base_dir", required_unless_present = "base_dir")]
+        base: Option<String>,
+        /// Directory (or workspace.toml) of the base version.
+        #[arg(long)]
+        base_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit with status 2 when a change is breaking (a CI gate).
+        #[arg(long)]
+        fail_on_breaking: bool,
+    },
+    /// Create a small working workspace in DIR.
+    Init {
+        /// Directory to create (must be empty or absent).
+        dir: PathBuf,
+    },
+    /// Remove cached objects no current rule output uses.
+    Gc,
+    /// Write a synthetic workspace of N rules (for benchmarks).
+    #[command(hide = true)]
+    Synth {
+        /// Directory to write.
+        dir: PathBuf,
+        /// Number of rules.
+        #[arg(long, default_value_t = 1000)]
+        rules: usize,
+        /// Rows of event data.
+        #[arg(long, default_value_t = 2000)]
+        rows: usize,
+    },
+    /// Remove the cache and the published outputs.
+    Clean,
+}
+
+impl Command {
+    /// Whether the command prints JSON (so its errors must be JSON too).
+    pub(crate) fn json(&self) -> bool {
+        match self {
+            Command::Build { json, .. }
+            | Command::Status { json, .. }
+            | Command::Check { json }
+            | Command::Explain { json, .. }
+            | Command::Datasets { json }
+            | Command::Watch { json, .. }
+            | Command::Lineage { json, .. }
+            | Command::Diff { json, .. } => *json,
+            Command::Graph { .. } | Command::Init { .. } | Command::Gc | Command::Synth { .. } | Command::Clean => {
+                false
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum GraphFormat {
+    Dot,
+    Mermaid,
+}
