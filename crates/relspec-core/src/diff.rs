@@ -323,7 +323,7 @@ pub fn checkout_git(
     if let Ok(spec) = crate::workspace::parse_manifest(std::path::Path::new(name), &text) {
         for ds in spec.datasets.values() {
             let (here, there) = (root.join(&ds.path), dest.join(&ds.path));
-            if here.exists() && !there.exists() && !ds.path.contains(['*', '?', '[']) {
+            if here.exists() && !there.exists() && !relspec_db::datasets::DatasetLocation::new(&ds.path).is_glob() {
                 if let Some(parent) = there.parent() {
                     let _ = std::fs::create_dir_all(parent);
                 }

@@ -240,9 +240,7 @@ fn dataset_dirs_outside(p: &Project, root: &Path) -> Vec<PathBuf> {
     let Ok(spec) = p.spec() else { return vec![] };
     let mut out = Vec::new();
     for ds in spec.datasets.values() {
-        let prefix: String = ds.path.chars().take_while(|c| !matches!(c, '*' | '?' | '[' | '{')).collect();
-        let abs = root.join(&prefix);
-        let dir = if abs.is_dir() { abs } else { abs.parent().map(Path::to_path_buf).unwrap_or(abs) };
+        let dir = relspec_db::datasets::DatasetLocation::new(&ds.path).watch_dir(root);
         if let Ok(dir) = std::fs::canonicalize(&dir)
             && !dir.starts_with(root)
             && !out.contains(&dir)

@@ -19,23 +19,52 @@ pub enum LocationKind {
     Glob,
 }
 
-/// Classify a location as written in `workspace.toml`.
-pub fn location_kind(root: &Path, path: &str) -> LocationKind {
-    if path.contains(['*', '?', '[', '{']) {
-        LocationKind::Glob
-    } else if root.join(path).is_dir() {
-        LocationKind::Dir
-    } else {
-        LocationKind::File
+/// A dataset's location as declared: the one place that decides whether it
+/// is a glob, a directory or a file, and which directory holds its files.
+#[derive(Debug, Clone, Copy)]
+pub struct DatasetLocation<'a> {
+    path: &'a str,
+}
+
+impl<'a> DatasetLocation<'a> {
+    /// The location `path` (relative to the workspace root, or absolute).
+    pub fn new(path: &'a str) -> Self {
+        DatasetLocation { path }
+    }
+
+    /// Whether it is a glob.
+    pub fn is_glob(&self) -> bool {
+        crate::paths::is_glob(self.path)
+    }
+
+    /// File, directory or glob (a directory is one that exists under `root`).
+    pub fn kind(&self, root: &Path) -> LocationKind {
+        if self.is_glob() {
+            LocationKind::Glob
+        } else if root.join(self.path).is_dir() {
+            LocationKind::Dir
+        } else {
+            LocationKind::File
+        }
+    }
+
+    /// The literal prefix before any glob character, with `/`: every file of
+    /// the dataset is under it.
+    pub fn literal_prefix(&self) -> &'a str {
+        crate::paths::literal_prefix(self.path)
+    }
+
+    /// The directory to watch for it: the location if it is a directory,
+    /// else the directory holding its literal prefix.
+    pub fn watch_dir(&self, root: &Path) -> std::path::PathBuf {
+        let abs = root.join(self.literal_prefix());
+        if abs.is_dir() { abs } else { abs.parent().map(Path::to_path_buf).unwrap_or(abs) }
     }
 }
 
-/// The literal directory prefix of a location (before any glob character),
-/// relative to the root with `/`: every file of the dataset is under it.
-pub fn location_prefix(path: &str) -> String {
-    let path = path.trim_start_matches("./");
-    let end = path.find(['*', '?', '[', '{']).unwrap_or(path.len());
-    path[..end].to_string()
+/// Classify a location as written in `workspace.toml`.
+pub fn location_kind(root: &Path, path: &str) -> LocationKind {
+    DatasetLocation::new(path).kind(root)
 }
 
 /// List the files of a dataset, as sorted paths relative to `root` (with `/`).

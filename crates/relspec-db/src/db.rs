@@ -922,7 +922,7 @@ impl Loader {
         }
         let mut datasets = ws.datasets(db).clone();
         for (name, ds) in &spec.datasets {
-            let prefix = crate::datasets::location_prefix(&ds.path);
+            let prefix = crate::datasets::DatasetLocation::new(&ds.path).literal_prefix();
             // A path under the location, or a directory above it (moved or removed).
             // Paths outside the root (absolute, as the watcher names them) hit
             // every dataset that lives outside it.
@@ -931,9 +931,9 @@ impl Loader {
                 .iter()
                 .filter(|r| {
                     prefix.is_empty()
-                        || r.starts_with(&prefix)
+                        || r.starts_with(prefix)
                         || prefix.starts_with(r.as_str())
-                        || (outside(r) && outside(&prefix))
+                        || (outside(r) && outside(prefix))
                 })
                 .cloned()
                 .collect();

@@ -19,6 +19,21 @@ pub fn rel_path(root: &Path, p: &Path) -> String {
     rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
+/// The characters that make a path a glob (`*`, `?`, `[...]`, `{a,b}`).
+pub const GLOB_CHARS: [char; 4] = ['*', '?', '[', '{'];
+
+/// Whether `pattern` is a glob rather than a literal path.
+pub fn is_glob(pattern: &str) -> bool {
+    pattern.contains(GLOB_CHARS)
+}
+
+/// The literal part of a pattern before its first glob character (all of it
+/// when it is not a glob), without a leading `./`.
+pub fn literal_prefix(pattern: &str) -> &str {
+    let pattern = pattern.trim_start_matches("./");
+    &pattern[..pattern.find(GLOB_CHARS).unwrap_or(pattern.len())]
+}
+
 /// Whether a file or directory name is hidden or private (`.x`, `_x`).
 pub fn hidden(name: &str) -> bool {
     name.starts_with('.') || name.starts_with('_')
@@ -33,8 +48,7 @@ pub fn glob_files(root: &Path, pattern: &str) -> Result<Vec<String>, String> {
         .build()
         .map_err(|e| e.to_string())?
         .compile_matcher();
-    let prefix_end = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
-    let base = match pattern[..prefix_end].rfind('/') {
+    let base = match literal_prefix(pattern).rfind('/') {
         Some(i) => root.join(&pattern[..i]),
         None => root.to_path_buf(),
     };
