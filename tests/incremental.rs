@@ -188,3 +188,31 @@ fn gc_removes_unreferenced_objects_only() {
     assert!(!root.join("out").exists());
     assert_eq!(objects(root), 0);
 }
+
+/// A rule-summary memo entry written by other code (here: keyed as relspec
+/// did before memos carried its version, claiming wrong reads) is never
+/// served: the DAG comes from compiling the rule.
+#[test]
+fn summary_memo_entries_of_other_code_are_not_read() {
+    let ws = default_workspace();
+    let root = ws.path();
+    let sql = std::fs::read_to_string(root.join("rules/edges.sql")).unwrap();
+    let body = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    let mut lines = String::new();
+    for text in [sql.as_str(), body.as_str(), body.trim()] {
+        let mut h = blake3::Hasher::new();
+        h.update(b"relplan/v2");
+        h.update(b"\nsql\n");
+        h.update(text.as_bytes());
+        let k = h.finalize().to_hex().to_string();
+        let poisoned =
+            serde_json::json!({"k": k, "v": {"reads": ["files"], "params": [], "signature": "bogus", "sites": []}});
+        lines.push_str(&format!("{poisoned}\n"));
+    }
+    std::fs::create_dir_all(root.join("cache")).unwrap();
+    std::fs::write(root.join("cache/rule-summaries.jsonl"), lines).unwrap();
+    let dot = ok(root, &["graph"]);
+    assert!(dot.contains("\"calls\" -> \"edges\""), "edges still reads calls:\n{dot}");
+    ok(root, &["build"]);
+    assert!(out(root, "edges").is_file());
+}

@@ -29,10 +29,11 @@ use std::sync::Arc;
 /// Version of the analysis memo; bump when lineage or keys change meaning.
 const ANALYSIS_VERSION: &str = "relspec/analysis/v2";
 
-/// The version a memo line must carry to be read: this relspec's version and
-/// the analysis memo's format.
+/// The version a memo line must carry to be read: this relspec's version, the
+/// analysis memo's format, and the sources of the rule compiler and of the
+/// exec layer (lowering and lineage live there).
 fn memo_line_version() -> String {
-    format!("{ANALYSIS_VERSION} {}", relspec_db::memo_version())
+    format!("{ANALYSIS_VERSION} {} exec:{}", relspec_db::memo_version(), relspec_exec::SOURCES)
 }
 
 /// What planning one rule yields.
@@ -210,7 +211,7 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
 
 fn check_key(job: &RuleJob, done: &BTreeMap<String, Analysis>) -> String {
     let mut h = KeyHasher::new(ANALYSIS_VERSION);
-    h.field("memo", &relspec_db::memo_version())
+    h.field("memo", relspec_db::memo_version())
         .field("signature", &job.parts.signature)
         .field("engine", &job.parts.engine)
         .map("params", job.parts.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))

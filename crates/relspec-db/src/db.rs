@@ -350,7 +350,7 @@ pub fn rule_summary<'db>(
 /// a wrong hit, and a new relspec version never reads an older entry.
 fn summary_key(def: &RuleDef) -> String {
     let mut h = KeyHasher::new("relspec/rule-summary/v1");
-    h.field("version", &memo_version()).field("relplan", relplan::RELPLAN_VERSION);
+    h.field("version", memo_version()).field("relplan", relplan::RELPLAN_VERSION);
     match &def.body {
         workspace::RuleBody::Sql(sql) => h.field("sql", sql),
         other => h.field("pipeline", &format!("{other:?}")),
@@ -653,9 +653,12 @@ pub const OUTPUT_KEY_DOMAIN: &str = "relspec/output-key/v3";
 /// every memo entry, so new code never trusts an entry old code computed.
 pub const MEMO_SCHEMA: &str = "memo/v1";
 
-/// The key prefix of persisted memo entries: relspec's version and the memo schema.
-pub fn memo_version() -> String {
-    format!("relspec {} {MEMO_SCHEMA}", env!("CARGO_PKG_VERSION"))
+/// The key prefix of persisted memo entries: relspec's version, the memo
+/// schema and a fingerprint of the rule compiler's source code, so an entry
+/// is never read by other code than the code that computed it.
+pub fn memo_version() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| format!("relspec {} {MEMO_SCHEMA} spec:{}", env!("CARGO_PKG_VERSION"), relspec_spec::SOURCES))
 }
 
 /// The parts of a rule's output key that do not depend on upstream outputs.

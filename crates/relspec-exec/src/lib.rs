@@ -24,3 +24,7 @@ pub use datafusion;
 #[cfg(feature = "substrait")]
 use relspec_db::store;
 use relspec_spec::{error, relplan, workspace};
+
+/// A fingerprint of this crate's source code (computed at build time), part
+/// of the keys of persisted memos this code computes.
+pub const SOURCES: &str = env!("RELSPEC_SOURCES");

@@ -15,3 +15,7 @@ pub mod suggest;
 pub mod workspace;
 
 pub use sqlparser;
+
+/// A fingerprint of this crate's source code (computed at build time), part
+/// of the keys of persisted memos this code computes.
+pub const SOURCES: &str = env!("RELSPEC_SOURCES");
