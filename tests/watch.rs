@@ -23,7 +23,15 @@ impl Drop for Watcher {
 }
 
 impl Watcher {
+    /// Start `relspec watch --json` and wait until it watches (after its first build).
     fn start(root: &Path) -> Watcher {
+        let mut w = Watcher::spawn(root);
+        w.until(|e| e["event"] == "watching");
+        w
+    }
+
+    /// Start `relspec watch --json` without waiting for anything.
+    fn spawn(root: &Path) -> Watcher {
         let mut child = relspec_process(root)
             .args(["watch", "--json"])
             .stdout(Stdio::piped())
@@ -42,9 +50,7 @@ impl Watcher {
                 }
             }
         });
-        let mut w = Watcher { child, rx };
-        w.until(|e| e["event"] == "watching");
-        w
+        Watcher { child, rx }
     }
 
     /// Events up to and including the first one matching `pred`.
@@ -194,21 +200,7 @@ fn an_edit_during_the_first_build_is_not_missed() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     relspec_core::synth::write_workspace(root, 60, 100_000).unwrap();
-    let mut child =
-        relspec_process(root).args(["watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && tx.send(v).is_err()
-            {
-                break;
-            }
-        }
-    });
-    let mut w = Watcher { child, rx };
+    let mut w = Watcher::spawn(root);
     // The first build is under way (a rule finished, most have not).
     let first = w.until(|e| e["event"] == "rule");
     assert!(!first.iter().any(|e| e["event"] == "watching"), "{first:#?}");

@@ -161,7 +161,7 @@ pub fn build(
     }
 
     let Prefetched { last, intact, published, on_disk, staging } = state;
-    let mut s = Scheduler::new(p, opts, store.clone(), spec.clone(), jobs, last);
+    let mut s = Scheduler::new(opts, store.clone(), spec.clone(), jobs, last);
     s.run(p, &order, &intact, progress, t0)?;
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "scheduled and executed");
 
@@ -214,7 +214,6 @@ struct Scheduler {
 
 impl Scheduler {
     fn new(
-        _p: &Project,
         opts: &BuildOptions,
         store: Store,
         spec: Arc<WorkspaceSpec>,
