@@ -25,7 +25,6 @@ fn main() {
     // Deep plans (a UNION ALL of 1,000 rules, deeply nested expressions) recurse
     // deeply in the SQL parser, the planner and relspec's own plan walks; run on
     // a thread whose stack is reserved (not committed) large enough for them.
-    let _ = rayon::ThreadPoolBuilder::new().stack_size(relspec_core::engine::DEEP_STACK_BYTES).build_global();
     let m2 = manifest.clone();
     let res = std::thread::Builder::new()
         .name("relspec-main".into())

@@ -57,6 +57,7 @@ impl Project {
 
     /// Open with a given (for example, logging) database.
     pub fn open_with(manifest: &Path, db: RelspecDb) -> Result<Project> {
+        tracing::debug!("opening the workspace");
         if !manifest.is_file() {
             return Err(Diag::new(ErrorKind::Io(format!("{}: no such file", manifest.display())))
                 .with_help("run relspec in a directory with a workspace.toml, pass --workspace PATH, or create one with `relspec init DIR`"));

@@ -17,7 +17,8 @@ use std::sync::Arc;
 pub const RELSPEC_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Stack reserved for threads that plan or execute (the CLI's main thread and
-/// the runtime's workers). Deep plans recurse deeply; DataFusion's
+/// the runtime's workers; rayon's workers only read files and parse SQL, and
+/// sqlparser grows its own stack). Deep plans recurse deeply; DataFusion's
 /// `recursive_protection` grows the stack on the heap where it knows to, and
 /// this reserve covers relspec's own walks. Only touched pages are committed.
 pub const DEEP_STACK_BYTES: usize = 256 << 20;
