@@ -18,7 +18,6 @@ use crate::error::{Diag, ErrorKind, Result};
 use crate::lineage::{self, RuleLineage};
 use crate::project::{Project, RuleJob};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use relspec_exec::lower::LowerError;
 use relspec_exec::planner::{Planner, Upstream};
 use relspec_spec::key::KeyHasher;
 use serde::{Deserialize, Serialize};
@@ -167,25 +166,15 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
         if planner.is_none() {
             planner = Some(p.planner()?);
         }
-        let pl = planner.as_mut().expect("set above");
-        let engine = pl.engine().clone();
+        let Some(pl) = planner.as_mut() else { unreachable!("created above") };
         // Upstream rules are seen as empty tables of their analyzed schemas.
         let done = &set.rules;
-        let reg = engine.block_on(pl.register_inputs(&job.deps, |u| {
-            let a = done.get(u).ok_or_else(|| Diag::new(ErrorKind::Internal(format!("`{u}` was not analyzed"))))?;
-            Ok(Upstream::Schema(Arc::new(a.arrow_schema()?)))
-        }));
-        if let Err(e) = reg {
-            set.errors.push(e.in_rule(job.name.clone()));
-            failed.insert(job.name.clone());
-            continue;
-        }
-        let plan = p.plan(&job.name)?;
-        let contract = pl.contract_of(job.decl.def.produces.as_ref());
-        let res = engine.block_on(async {
-            let l = pl.prepare(&plan, contract.as_ref()).await?;
-            Ok::<_, LowerError>(lineage::of_plan(&l.body))
-        });
+        let res = p
+            .prepare_job(pl, &job, |u| {
+                let a = done.get(u).ok_or_else(|| Diag::new(ErrorKind::Internal(format!("`{u}` was not analyzed"))))?;
+                Ok(Upstream::Schema(Arc::new(a.arrow_schema()?)))
+            })
+            .map(|l| lineage::of_plan(&l.body));
         set.planned += 1;
         match res {
             Ok(lin) => {
@@ -195,7 +184,7 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
                 set.rules.insert(job.name.clone(), a);
             }
             Err(e) => {
-                set.errors.push(p.locate_error(&job, e));
+                set.errors.push(e);
                 failed.insert(job.name.clone());
             }
         }

@@ -314,6 +314,22 @@ impl Project {
         out
     }
 
+    /// One rule through the Planner, as `check` and `explain` plan it:
+    /// register what it reads (`upstream` says how rules are seen), then
+    /// prepare it (lower + contract checks). Errors are located in the rule.
+    pub fn prepare_job(
+        &self,
+        planner: &mut Planner,
+        job: &RuleJob,
+        upstream: impl FnMut(&str) -> Result<Upstream>,
+    ) -> Result<relspec_exec::lower::Lowered> {
+        let engine = planner.engine().clone();
+        engine.block_on(planner.register_inputs(&job.deps, upstream)).map_err(|e| e.in_rule(job.name.clone()))?;
+        let plan = self.plan(&job.name)?;
+        let contract = planner.contract_of(job.decl.def.produces.as_ref());
+        engine.block_on(planner.prepare(&plan, contract.as_ref())).map_err(|e| self.locate_error(job, e))
+    }
+
     /// A planner on a fresh session of the engine.
     pub fn planner(&mut self) -> Result<Planner> {
         let engine = self.engine()?;
@@ -356,25 +372,19 @@ impl Project {
                 failed.insert(job.name.clone());
                 continue;
             }
-            let reg = engine.block_on(planner.register_inputs(&job.deps, |u| {
+            let prepared = self.prepare_job(&mut planner, &job, |u| {
                 views
                     .get(u)
                     .cloned()
                     .map(Upstream::View)
                     .ok_or_else(|| Diag::new(ErrorKind::Internal(format!("`{u}` was not planned"))))
-            }));
-            if let Err(e) = reg {
-                errors.push(e.in_rule(job.name.clone()));
-                failed.insert(job.name.clone());
-                continue;
-            }
-            let plan = self.plan(&job.name)?;
-            let contract = planner.contract_of(job.decl.def.produces.as_ref());
+            });
             let ctx = planner.ctx().clone();
-            let res = engine.block_on(async {
-                let l = planner.prepare(&plan, contract.as_ref()).await?;
-                let snaps = snapshots(&ctx, &l.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
-                Ok::<_, LowerError>((l.df.clone(), (snaps, l.kernels, crate::lineage::of_plan(&l.body))))
+            let res = prepared.and_then(|l| {
+                let snaps = engine
+                    .block_on(snapshots(&ctx, &l.df))
+                    .map_err(|e| self.locate_error(&job, lower::df_error(e, ErrorKind::Plan)))?;
+                Ok((l.df.clone(), (snaps, l.kernels, crate::lineage::of_plan(&l.body))))
             });
             match res {
                 Ok((df, v)) => {
@@ -382,7 +392,7 @@ impl Project {
                     out.insert(job.name.clone(), v);
                 }
                 Err(e) => {
-                    errors.push(self.locate_error(&job, e));
+                    errors.push(e);
                     failed.insert(job.name.clone());
                 }
             }
