@@ -34,7 +34,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
                     if json {
                         println!("{}", serde_json::json!({"ok": false, "errors": errors_json(&p, &errs)}));
                     } else {
-                        print_errors(Some(&p), &errs);
+                        print_errors(&p, &errs);
                     }
                     return Ok(ExitCode::from(EXIT_ERROR));
                 }
@@ -60,7 +60,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
                 let _ = serde_json::to_writer_pretty(&mut w, &out);
                 let _ = writeln!(w);
             } else {
-                print_errors(Some(&p), &report.errors);
+                print_errors(&p, &report.errors);
                 summary(&report, check);
             }
             // The process exits next: skip tearing down the database (it costs
@@ -77,7 +77,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
                     if json {
                         println!("{}", serde_json::json!({"ok": false, "errors": errors_json(&p, &errs)}));
                     } else {
-                        print_errors(Some(&p), &errs);
+                        print_errors(&p, &errs);
                     }
                     return Ok(ExitCode::from(EXIT_ERROR));
                 }
@@ -114,7 +114,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
                     set.memoized
                 );
             } else {
-                print_errors(Some(&p), errs);
+                print_errors(&p, errs);
             }
             std::mem::forget(p);
             Ok(if errs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
@@ -127,13 +127,13 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
             p.refresh().map_err(|e| vec![e])?;
             let errs = p.static_errors();
             if !errs.is_empty() {
-                print_errors(Some(&p), &errs);
+                print_errors(&p, &errs);
                 return Ok(ExitCode::from(EXIT_ERROR));
             }
             let lineages = if columns {
                 let set = relspec_core::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
                 if !set.errors.is_empty() {
-                    print_errors(Some(&p), &set.errors);
+                    print_errors(&p, &set.errors);
                     return Ok(ExitCode::from(EXIT_ERROR));
                 }
                 Some(set.rules.into_iter().map(|(k, a)| (k, a.lineage)).collect())

@@ -33,19 +33,13 @@ fn main() {
     let code = match res {
         Ok(code) => code,
         Err(errs) => {
+            let root = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
+            let src = render::Sources::Root(&root);
             if json {
                 // Every error of a `--json` command is JSON on stdout.
-                let root = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
-                let errors: Vec<serde_json::Value> = errs
-                    .iter()
-                    .map(|e| {
-                        let text = e.location.as_ref().and_then(|l| std::fs::read_to_string(root.join(&l.file)).ok());
-                        e.to_json(text.as_deref())
-                    })
-                    .collect();
-                println!("{}", serde_json::json!({"ok": false, "errors": errors}));
+                println!("{}", serde_json::json!({"ok": false, "errors": render::errors_json(src, &errs)}));
             } else {
-                render::print_errors(None, &errs);
+                render::print_errors(src, &errs);
             }
             ExitCode::from(EXIT_ERROR)
         }

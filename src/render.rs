@@ -4,26 +4,49 @@ use relspec_core::build::{BuildReport, Progress, RuleReport, Status};
 use relspec_core::error::Diag;
 use relspec_core::project::Project;
 use std::io::IsTerminal;
+use std::path::Path;
 
-pub(crate) fn print_errors(p: Option<&Project>, errs: &[Diag]) {
+/// Where the text of a diagnostic's file comes from: a loaded project's
+/// inputs, or the disk under the workspace root (when none could be loaded).
+#[derive(Clone, Copy)]
+pub(crate) enum Sources<'a> {
+    /// The project's database (what was read, even if the file changed since).
+    Project(&'a Project),
+    /// Files under this root.
+    Root(&'a Path),
+}
+
+impl<'a> From<&'a Project> for Sources<'a> {
+    fn from(p: &'a Project) -> Self {
+        Sources::Project(p)
+    }
+}
+
+impl Sources<'_> {
+    fn text(self, d: &Diag) -> Option<String> {
+        let file = &d.location.as_ref()?.file;
+        match self {
+            Sources::Project(p) => p.file_text(file).or_else(|| std::fs::read_to_string(p.root.join(file)).ok()),
+            Sources::Root(root) => std::fs::read_to_string(root.join(file)).ok(),
+        }
+    }
+}
+
+/// Diagnostics on stderr, rendered with their source lines.
+pub(crate) fn print_errors<'a>(src: impl Into<Sources<'a>>, errs: &[Diag]) {
+    let src = src.into();
     for e in errs {
-        let text = e.location.as_ref().and_then(|l| {
-            p.and_then(|p| p.file_text(&l.file)).or_else(|| {
-                let base = p.map(|p| p.root.clone()).unwrap_or_default();
-                std::fs::read_to_string(base.join(&l.file)).ok()
-            })
-        });
-        eprintln!("{:?}", e.to_report(text));
+        eprintln!("{:?}", e.to_report(src.text(e)));
     }
     if errs.len() > 1 {
         eprintln!("error: {} problems found", errs.len());
     }
 }
 
-pub(crate) fn errors_json(p: &Project, errs: &[Diag]) -> serde_json::Value {
-    serde_json::Value::Array(
-        errs.iter().map(|e| e.to_json(e.location.as_ref().and_then(|l| p.file_text(&l.file)).as_deref())).collect(),
-    )
+/// Diagnostics as a JSON array (for `--json` commands).
+pub(crate) fn errors_json<'a>(src: impl Into<Sources<'a>>, errs: &[Diag]) -> serde_json::Value {
+    let src = src.into();
+    serde_json::Value::Array(errs.iter().map(|e| e.to_json(src.text(e).as_deref())).collect())
 }
 
 pub(crate) fn summary(report: &BuildReport, check: bool) {

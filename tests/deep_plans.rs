@@ -10,24 +10,19 @@ use std::fmt::Write as _;
 
 /// A workspace of `n` one-row rules and a rule `all_rules` that unions them.
 fn union_workspace(n: usize) -> tempfile::TempDir {
-    let mut toml =
-        String::from("[workspace]\nname = \"deep\"\n\n[datasets.seed]\npath = \"data/seed.csv\"\nformat = \"csv\"\n\n");
+    let mut toml = String::from(
+        "[workspace]\nname = \"deep\"\ninclude = [\"rules/*.sql\"]\n\n\
+         [datasets.seed]\npath = \"data/seed.csv\"\nformat = \"csv\"\n\n",
+    );
     for i in 0..n {
         let _ = writeln!(toml, "[rules.r{i}]\nsql = \"SELECT id + {i} AS id, {i} AS src FROM seed\"\n");
     }
     let union: Vec<String> = (0..n).map(|i| format!("SELECT id, src FROM r{i}")).collect();
-    let ws = workspace_with(&[
+    workspace_with(&[
         ("workspace.toml", &toml),
         ("data/seed.csv", "id\n1\n2\n"),
         ("rules/all_rules.sql", &union.join("\nUNION ALL\n")),
-    ]);
-    let t = std::fs::read_to_string(ws.path().join("workspace.toml")).unwrap();
-    std::fs::write(
-        ws.path().join("workspace.toml"),
-        t.replace("name = \"deep\"\n", "name = \"deep\"\ninclude = [\"rules/*.sql\"]\n"),
-    )
-    .unwrap();
-    ws
+    ])
 }
 
 /// The union's rows, computed independently: rule i yields ids 1+i and 2+i.

@@ -189,30 +189,52 @@ fn gc_removes_unreferenced_objects_only() {
     assert_eq!(objects(root), 0);
 }
 
-/// A rule-summary memo entry written by other code (here: keyed as relspec
-/// did before memos carried its version, claiming wrong reads) is never
-/// served: the DAG comes from compiling the rule.
+/// A rule-summary memo entry written by other code (another relspec version
+/// or build of the compiler) is never served: the DAG comes from compiling the
+/// rule. The control: the same poisoned entry under this code's own memo
+/// version *is* served, so the test can tell the difference.
 #[test]
 fn summary_memo_entries_of_other_code_are_not_read() {
+    let poisoned_graph = |version: &str| {
+        let ws = default_workspace();
+        let root = ws.path();
+        let text = std::fs::read_to_string(root.join("rules/edges.sql")).unwrap();
+        let decls = relspec_spec::workspace::parse_rule_file(std::path::Path::new("rules/edges.sql"), &text).unwrap();
+        let key = relspec_db::summary_key(&decls[0].def);
+        // Claims that `edges` reads only `files`.
+        let summary = serde_json::json!({"reads": ["files"], "params": [], "signature": "bogus", "sites": []});
+        let entry = serde_json::json!({"m": version, "k": key, "v": summary});
+        std::fs::create_dir_all(root.join("cache")).unwrap();
+        std::fs::write(root.join("cache/rule-summaries.jsonl"), format!("{entry}\n")).unwrap();
+        ok(root, &["graph"])
+    };
+    let served = poisoned_graph(relspec_db::memo_version());
+    assert!(!served.contains("\"calls\" -> \"edges\""), "control: this code's entry is served:\n{served}");
+    let other = poisoned_graph("0123456789abcdef");
+    assert!(other.contains("\"calls\" -> \"edges\""), "edges still reads calls:\n{other}");
+}
+
+/// After an upgrade the memos hold lines of the old code: the first save
+/// rewrites them, so a later process does not parse dead lines.
+#[test]
+fn memos_of_other_code_are_compacted_at_the_next_save() {
     let ws = default_workspace();
     let root = ws.path();
-    let sql = std::fs::read_to_string(root.join("rules/edges.sql")).unwrap();
-    let body = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
-    let mut lines = String::new();
-    for text in [sql.as_str(), body.as_str(), body.trim()] {
-        let mut h = blake3::Hasher::new();
-        h.update(b"relplan/v2");
-        h.update(b"\nsql\n");
-        h.update(text.as_bytes());
-        let k = h.finalize().to_hex().to_string();
-        let poisoned =
-            serde_json::json!({"k": k, "v": {"reads": ["files"], "params": [], "signature": "bogus", "sites": []}});
-        lines.push_str(&format!("{poisoned}\n"));
+    ok(root, &["check"]);
+    let memo = |name: &str| std::fs::read_to_string(root.join("cache").join(name)).unwrap();
+    let fresh_summaries = memo("rule-summaries.jsonl");
+    let fresh_analysis = memo("analysis.jsonl");
+    // Pretend older code wrote them: every line of another version.
+    let old = |text: &str, from: &str, to: &str| text.replace(from, to);
+    let version = relspec_db::memo_version();
+    std::fs::write(root.join("cache/rule-summaries.jsonl"), old(&fresh_summaries, version, "relspec 0.0.9 old"))
+        .unwrap();
+    std::fs::write(root.join("cache/analysis.jsonl"), old(&fresh_analysis, version, "relspec 0.0.9 old")).unwrap();
+    assert!(!memo("analysis.jsonl").contains(version));
+    ok(root, &["check"]);
+    for (name, fresh) in [("rule-summaries.jsonl", &fresh_summaries), ("analysis.jsonl", &fresh_analysis)] {
+        let now = memo(name);
+        assert!(!now.contains("relspec 0.0.9 old"), "{name} still holds the old lines:\n{now}");
+        assert_eq!(now.lines().count(), fresh.lines().count(), "{name}: one line per entry");
     }
-    std::fs::create_dir_all(root.join("cache")).unwrap();
-    std::fs::write(root.join("cache/rule-summaries.jsonl"), lines).unwrap();
-    let dot = ok(root, &["graph"]);
-    assert!(dot.contains("\"calls\" -> \"edges\""), "edges still reads calls:\n{dot}");
-    ok(root, &["build"]);
-    assert!(out(root, "edges").is_file());
 }

@@ -175,3 +175,40 @@ fn syncing_named_paths_reads_only_them() {
     let r = build(&mut p);
     assert!(!r.rules.iter().any(|x| x.rule == "d"), "{:?}", r.rules);
 }
+
+/// A watcher may name only a directory when one is moved or replaced: the
+/// files under it are re-read (rule files) or re-hashed (data files).
+#[test]
+fn syncing_a_replaced_directory_rereads_what_is_under_it() {
+    let ws = workspace();
+    let root = ws.path();
+    let (mut p, _log) = open(root);
+    build(&mut p);
+
+    // Replace data/ by a directory holding other bytes at the same path.
+    write(root, "data2/seed.csv", "id,v\n1,11\n2,20\n3,30\n");
+    std::fs::rename(root.join("data"), root.join("data_old")).unwrap();
+    std::fs::rename(root.join("data2"), root.join("data")).unwrap();
+    let named: Vec<std::path::PathBuf> = ["data", "data2", "data_old"].iter().map(std::path::PathBuf::from).collect();
+    p.sync_paths(&named).unwrap();
+    let r = build(&mut p);
+    let mut b = built(&r);
+    b.sort();
+    // Every reader of the replaced data rebuilt; p2 reads p1, whose rows (id > 1) did not change.
+    assert_eq!(b, vec!["a", "b", "c", "p1"]);
+    let rows = read_rows(&out(root, "a"));
+    assert_eq!(rows[0], vec!["1".to_string(), "11".to_string()]);
+
+    // Move rules/ away: its rules disappear; move it back with one edit: they return.
+    std::fs::rename(root.join("rules"), root.join("rules_off")).unwrap();
+    p.sync_paths(&[std::path::PathBuf::from("rules"), std::path::PathBuf::from("rules_off")]).unwrap();
+    let r = build(&mut p);
+    assert!(r.rules.is_empty(), "{:?}", r.rules);
+    write(root, "rules_off/b.sql", "SELECT id, v * 4 AS w FROM seed\n");
+    std::fs::rename(root.join("rules_off"), root.join("rules")).unwrap();
+    p.sync_paths(&[std::path::PathBuf::from("rules"), std::path::PathBuf::from("rules_off")]).unwrap();
+    let r = build(&mut p);
+    assert_eq!(r.rules.len(), 5);
+    let w: Vec<String> = read_rows(&out(root, "b")).into_iter().map(|r| r[1].clone()).collect();
+    assert_eq!(w, vec!["44", "80", "120"], "the edited file was re-read");
+}

@@ -31,8 +31,15 @@ const ANALYSIS_VERSION: &str = "relspec/analysis/v2";
 /// The version a memo line must carry to be read: this relspec's version, the
 /// analysis memo's format, and the sources of the rule compiler and of the
 /// exec layer (lowering and lineage live there).
-fn memo_line_version() -> String {
-    format!("{ANALYSIS_VERSION} {} exec:{}", relspec_db::memo_version(), relspec_exec::SOURCES)
+fn memo_line_version() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| {
+        let h = KeyHasher::new(ANALYSIS_VERSION)
+            .field("memo", relspec_db::memo_version())
+            .field("exec", relspec_exec::SOURCES)
+            .finish();
+        h[..16].to_string()
+    })
 }
 
 /// What planning one rule yields.
@@ -95,14 +102,25 @@ pub const MEMO_FILE: &str = crate::store::layout::ANALYSIS;
 struct Memo {
     rules: BTreeMap<String, Analysis>,
     lines: usize,
+    /// The file holds lines of other code (dropped at load; rewritten at save).
+    foreign: bool,
 }
 
 impl Memo {
     fn load(path: &std::path::Path) -> Memo {
         let (entries, lines) = crate::store::load_jsonl::<MemoLine>(path);
         let v = memo_line_version();
-        let rules = entries.into_iter().filter(|e| e.v == v).map(|e| (e.rule, e.a)).collect();
-        Memo { rules, lines }
+        let mut foreign = false;
+        let rules = entries
+            .into_iter()
+            .filter(|e| {
+                let ours = e.v == v;
+                foreign |= !ours;
+                ours
+            })
+            .map(|e| (e.rule, e.a))
+            .collect();
+        Memo { rules, lines, foreign }
     }
 
     /// Append `added` rules' entries, or rewrite with the `live` rules only
@@ -115,11 +133,15 @@ impl Memo {
         live: &HashSet<&String>,
     ) -> Result<()> {
         let line = |rule: &String| {
-            self.rules.get(rule).map(|a| MemoLine { v: memo_line_version(), rule: rule.clone(), a: a.clone() })
+            self.rules.get(rule).map(|a| MemoLine {
+                v: memo_line_version().to_string(),
+                rule: rule.clone(),
+                a: a.clone(),
+            })
         };
         let added: Vec<MemoLine> = added.iter().filter_map(line).collect();
         let all = || self.rules.keys().filter(|k| live.contains(k)).filter_map(line).collect();
-        store.save_jsonl(path, self.lines, live.len(), &added, all).map(|_| ())
+        store.save_jsonl(path, self.lines, self.foreign, live.len(), &added, all).map(|_| ())
     }
 }
 
@@ -200,8 +222,9 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
 
 fn check_key(job: &RuleJob, done: &BTreeMap<String, Analysis>) -> String {
     let mut h = KeyHasher::new(ANALYSIS_VERSION);
-    h.field("memo", relspec_db::memo_version())
-        .field("signature", &job.parts.signature)
+    // The code's version is not hashed here: memo lines of other code are
+    // dropped when the memo is loaded (`memo_line_version`).
+    h.field("signature", &job.parts.signature)
         .field("engine", &job.parts.engine)
         .map("params", job.parts.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .opt("contract", job.parts.contract.as_deref());

@@ -16,6 +16,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// What planning a rule without executing it yields: plans, kernel lanes, lineage.
+pub type Planned = (PlanSnapshots, Vec<KernelUse>, crate::lineage::RuleLineage);
+
 /// A workspace opened for building.
 pub struct Project {
     /// Workspace root directory.
@@ -340,10 +343,7 @@ impl Project {
     /// upstream rules are registered as views. Returns each rule's snapshots
     /// and kernel uses, and every error found (planning continues past errors;
     /// rules downstream of a failed rule are skipped).
-    pub fn plan_all(
-        &mut self,
-        rules: &[String],
-    ) -> Result<(BTreeMap<String, (PlanSnapshots, Vec<KernelUse>, crate::lineage::RuleLineage)>, Vec<Diag>)> {
+    pub fn plan_all(&mut self, rules: &[String]) -> Result<(BTreeMap<String, Planned>, Vec<Diag>)> {
         let errs = self.static_errors();
         if !errs.is_empty() {
             return Ok((BTreeMap::new(), errs));

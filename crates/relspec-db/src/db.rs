@@ -169,11 +169,16 @@ pub struct SummaryCache {
     map: Mutex<HashMap<String, Arc<RuleSummary>>>,
     added: Mutex<Vec<String>>,
     lines: std::sync::atomic::AtomicUsize,
+    /// The file holds lines of other code (not loaded; rewritten at the next save).
+    foreign: std::sync::atomic::AtomicBool,
 }
 
-/// One line of `rule-summaries.jsonl`.
+/// One line of `rule-summaries.jsonl`: the memo version of the code that
+/// wrote it ([`memo_version`]), the key ([`summary_key`]) and the summary.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SummaryLine {
+    #[serde(default)]
+    m: String,
     k: String,
     v: RuleSummary,
 }
@@ -182,13 +187,24 @@ impl SummaryCache {
     /// Load from a JSON-lines file (empty if absent; unreadable lines are skipped).
     pub fn load(path: &Path) -> Self {
         let (entries, lines) = crate::store::load_jsonl::<SummaryLine>(path);
-        let map = entries.into_iter().map(|e| (e.k, Arc::new(e.v))).collect();
-        SummaryCache { map: Mutex::new(map), added: Mutex::default(), lines: lines.into() }
+        let version = memo_version();
+        let mut foreign = false;
+        let map = entries
+            .into_iter()
+            .filter(|e| {
+                let ours = e.m == version;
+                foreign |= !ours;
+                ours
+            })
+            .map(|e| (e.k, Arc::new(e.v)))
+            .collect();
+        SummaryCache { map: Mutex::new(map), added: Mutex::default(), lines: lines.into(), foreign: foreign.into() }
     }
     /// Replace the contents with another cache's.
     pub fn replace(&self, other: SummaryCache) {
         *self.map.lock().unwrap() = other.map.into_inner().unwrap();
         self.lines.store(other.lines.into_inner(), std::sync::atomic::Ordering::Relaxed);
+        self.foreign.store(other.foreign.into_inner(), std::sync::atomic::Ordering::Relaxed);
     }
     /// Append what was added since loading (see [`crate::store::Store::save_jsonl`]).
     pub fn save(&self, store: &crate::store::Store) -> Result<(), Diag> {
@@ -197,7 +213,8 @@ impl SummaryCache {
             return Ok(());
         }
         let map = self.map.lock().unwrap();
-        let line = |k: &String| map.get(k).map(|v| SummaryLine { k: k.clone(), v: (**v).clone() });
+        let m = memo_version();
+        let line = |k: &String| map.get(k).map(|v| SummaryLine { m: m.to_string(), k: k.clone(), v: (**v).clone() });
         let added: Vec<SummaryLine> = added.iter().filter_map(line).collect();
         let all = || {
             let mut keys: Vec<&String> = map.keys().collect();
@@ -205,7 +222,8 @@ impl SummaryCache {
             keys.into_iter().filter_map(line).collect()
         };
         let lines = self.lines.load(std::sync::atomic::Ordering::Relaxed);
-        let n = store.save_jsonl(&store.dir().join(SUMMARIES_FILE), lines, map.len(), &added, all)?;
+        let foreign = self.foreign.swap(false, std::sync::atomic::Ordering::Relaxed);
+        let n = store.save_jsonl(&store.dir().join(SUMMARIES_FILE), lines, foreign, map.len(), &added, all)?;
         self.lines.store(n, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
@@ -344,13 +362,13 @@ pub fn rule_summary<'db>(
     Ok(s)
 }
 
-/// The summary memo's key for a definition: relspec's version, the memo
-/// schema, the RelPlan version and the rule's body (SQL text, or the parsed
-/// pipeline). Only a cache key: a change in how a body prints is a miss, never
-/// a wrong hit, and a new relspec version never reads an older entry.
-fn summary_key(def: &RuleDef) -> String {
+/// The summary memo's key for a definition: the RelPlan version and the
+/// rule's body (SQL text, or the parsed pipeline). Only a cache key: a change
+/// in how a body prints is a miss, never a wrong hit. Lines of the memo carry
+/// the [`memo_version`] of the code that wrote them; others are not loaded.
+pub fn summary_key(def: &RuleDef) -> String {
     let mut h = KeyHasher::new("relspec/rule-summary/v1");
-    h.field("version", memo_version()).field("relplan", relplan::RELPLAN_VERSION);
+    h.field("relplan", relplan::RELPLAN_VERSION);
     match &def.body {
         workspace::RuleBody::Sql(sql) => h.field("sql", sql),
         other => h.field("pipeline", &format!("{other:?}")),
@@ -653,12 +671,20 @@ pub const OUTPUT_KEY_DOMAIN: &str = "relspec/output-key/v3";
 /// every memo entry, so new code never trusts an entry old code computed.
 pub const MEMO_SCHEMA: &str = "memo/v1";
 
-/// The key prefix of persisted memo entries: relspec's version, the memo
-/// schema and a fingerprint of the rule compiler's source code, so an entry
-/// is never read by other code than the code that computed it.
+/// The version persisted memo entries carry: a short digest of relspec's
+/// version, the memo schema and a fingerprint of the rule compiler's source
+/// code, so an entry is never read by other code than the code that wrote it.
+/// Short, because every memo line carries it and a fresh process parses them.
 pub fn memo_version() -> &'static str {
     static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    V.get_or_init(|| format!("relspec {} {MEMO_SCHEMA} spec:{}", env!("CARGO_PKG_VERSION"), relspec_spec::SOURCES))
+    V.get_or_init(|| {
+        let h = KeyHasher::new("relspec/memo-version/v1")
+            .field("relspec", env!("CARGO_PKG_VERSION"))
+            .field("schema", MEMO_SCHEMA)
+            .field("spec", relspec_spec::SOURCES)
+            .finish();
+        h[..16].to_string()
+    })
 }
 
 /// The parts of a rule's output key that do not depend on upstream outputs.
@@ -911,16 +937,18 @@ impl Loader {
         }
         let ws = self.sync_manifest(db)?;
         let Ok(spec) = manifest_spec(db, ws).clone() else { return Ok(ws) };
-        // Rule files: re-read the changed ones; re-list the includes only when a
-        // changed path is not a known rule file (a file added, removed or renamed).
+        // Rule files: re-read those a changed path covers (the file itself, or
+        // a directory above it that was moved or replaced); re-list the
+        // includes when a covered or changed path is not a known rule file.
         let known: BTreeSet<String> =
             ws.rule_files(db).iter().map(|f| crate::paths::rel_path(Path::new(""), f.path(db))).collect();
         let rule_like = |r: &String| r.ends_with(".toml") || r.ends_with(".sql");
-        let touched: Vec<&String> = rels.iter().filter(|r| rule_like(r)).collect();
+        let dir_event = |r: &String| self.root.join(r).is_dir() || known.iter().any(|k| covers(r, k));
+        let touched: Vec<&String> = rels.iter().filter(|r| rule_like(r) || dir_event(r)).collect();
         if !touched.is_empty() {
             let relist = touched.iter().any(|r| !known.contains(*r) || !self.root.join(r).is_file());
-            let paths = if relist { self.rule_paths(&spec)? } else { known.iter().cloned().collect() };
-            let reread: BTreeSet<String> = touched.iter().map(|r| r.to_string()).collect();
+            let paths = if relist { self.rule_paths(&spec)? } else { known.into_iter().collect() };
+            let reread: Vec<bool> = paths.iter().map(|p| touched.iter().any(|r| covers(r, p))).collect();
             self.sync_rule_files(db, ws, paths, Some(&reread))?;
         }
         let mut datasets = ws.datasets(db).clone();
@@ -970,34 +998,41 @@ impl Loader {
             .collect())
     }
 
-    /// Set the rule file list to `paths`, reading the files in `reread` (all
-    /// when `None`, and always those not loaded before).
+    /// Set the rule file list to `paths`, reading the files `reread` marks
+    /// (all when `None`, and always those not loaded before).
     fn sync_rule_files(
         &mut self,
         db: &mut RelspecDb,
         ws: Workspace,
         paths: Vec<String>,
-        reread: Option<&BTreeSet<String>>,
+        reread: Option<&[bool]>,
     ) -> Result<(), Diag> {
-        let read: Vec<&String> = paths
+        let loaded: Vec<Option<SourceFile>> = paths
             .iter()
-            .filter(|p| reread.is_none_or(|r| r.contains(*p)) || !self.sources.contains_key(Path::new(p)))
+            .enumerate()
+            .map(|(i, p)| match reread {
+                Some(r) if !r[i] => self.sources.get(Path::new(p)).copied(),
+                _ => None,
+            })
             .collect();
         // Read in parallel (one open/read/close per file adds up at thousands of rules).
         use rayon::prelude::*;
-        let texts: Vec<std::io::Result<String>> =
-            read.par_iter().map(|p| std::fs::read_to_string(self.root.join(p))).collect();
-        self.files_read += read.len();
-        let mut fresh: HashMap<&String, String> = HashMap::with_capacity(read.len());
-        for (p, text) in read.into_iter().zip(texts) {
-            let text = text.map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", self.root.join(p).display()))))?;
-            fresh.insert(p, text);
-        }
+        let texts: Vec<Option<std::io::Result<String>>> = paths
+            .par_iter()
+            .zip(&loaded)
+            .map(|(p, f)| f.is_none().then(|| std::fs::read_to_string(self.root.join(p))))
+            .collect();
         let mut rule_files = Vec::with_capacity(paths.len());
-        for p in &paths {
-            rule_files.push(match fresh.remove(p) {
-                Some(text) => self.source_text(db, Path::new(p), text),
-                None => self.sources[Path::new(p)],
+        for ((p, text), f) in paths.iter().zip(texts).zip(loaded) {
+            rule_files.push(match (text, f) {
+                (Some(text), _) => {
+                    self.files_read += 1;
+                    let text =
+                        text.map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", self.root.join(p).display()))))?;
+                    self.source_text(db, Path::new(p), text)
+                }
+                (None, Some(f)) => f,
+                (None, None) => unreachable!("read when not loaded"),
             });
         }
         if ws.rule_files(db) != &rule_files {
@@ -1020,7 +1055,7 @@ impl Loader {
             let mut out = Vec::with_capacity(paths.len());
             for p in paths {
                 if let (Some(c), Some(f)) = (changed, self.data.get(&p))
-                    && !c.contains(&p)
+                    && !c.iter().any(|r| covers(r, &p))
                 {
                     out.push(*f);
                     continue;
@@ -1052,6 +1087,12 @@ impl Loader {
     pub fn io_counts(&self) -> (usize, usize) {
         (self.files_read, self.files_stated)
     }
+}
+
+/// Whether a changed path `r` (relative, with `/`) covers the file `p`: it is
+/// the file, or a directory above it (a directory moved, replaced or removed).
+fn covers(r: &str, p: &str) -> bool {
+    p.strip_prefix(r).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Render a diagnostic's location as `file:line:col` given the database.

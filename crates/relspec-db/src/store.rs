@@ -78,17 +78,13 @@ pub struct ColumnInfo {
     pub nullable: bool,
 }
 
-/// What the caller knows about an object it puts in the store.
+/// Where an object came from: the producer's part of its record.
 #[derive(Debug, Clone)]
-pub struct ObjectMeta {
+pub struct Provenance {
     /// Rule that produced it.
     pub rule: String,
     /// Plan signature.
     pub signature: String,
-    /// Output schema.
-    pub schema: Vec<ColumnInfo>,
-    /// Row count.
-    pub rows: u64,
     /// Execution time in milliseconds.
     pub elapsed_ms: u64,
     /// The key's parts (to explain why a later build differs).
@@ -194,8 +190,15 @@ impl Store {
     /// Move a finished object file (written under [`Store::tmp_path`]) into
     /// place by its content hash and record it under `key`: object first,
     /// then the record, so a record never points at a partial object.
-    pub fn put_file(&self, key: &str, tmp: &Path, meta: ObjectMeta) -> Result<Record> {
-        let ObjectMeta { rule, signature, schema, rows, elapsed_ms, parts } = meta;
+    pub fn put_file(
+        &self,
+        key: &str,
+        tmp: &Path,
+        from: Provenance,
+        schema: Vec<ColumnInfo>,
+        rows: u64,
+    ) -> Result<Record> {
+        let Provenance { rule, signature, elapsed_ms, parts } = from;
         let content_hash = hash_file(tmp).map_err(|e| io("cannot hash", tmp, e))?;
         let bytes = fs::metadata(tmp).map_err(|e| io("cannot stat", tmp, e))?.len();
         let obj = self.object_path(&content_hash);
@@ -240,18 +243,20 @@ impl Store {
 
     /// Save an append-only JSON-lines memo holding `lines` lines: append the
     /// `added` entries, or, once the file would hold more than twice the `live`
-    /// entries (+64), rewrite it with `all()` only. Returns the new line count.
+    /// entries (+64) or when it holds `foreign` lines (written by other code,
+    /// never read again), rewrite it with `all()` only. Returns the new line count.
     pub fn save_jsonl<T: Serialize>(
         &self,
         path: &Path,
         lines: usize,
+        foreign: bool,
         live: usize,
         added: &[T],
         all: impl FnOnce() -> Vec<T>,
     ) -> Result<usize> {
         let text =
             |v: &[T]| -> String { v.iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect() };
-        if lines + added.len() > 2 * live + 64 {
+        if foreign || lines + added.len() > 2 * live + 64 {
             let all = all();
             self.write_atomic(path, text(&all).as_bytes(), false)?;
             Ok(all.len())

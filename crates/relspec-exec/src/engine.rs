@@ -16,9 +16,9 @@ use std::sync::Arc;
 /// Version of relspec itself (part of the engine fingerprint).
 pub const RELSPEC_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Stack reserved for threads that plan or execute (the CLI's main thread and
-/// the runtime's workers; rayon's workers only read files and parse SQL, and
-/// sqlparser grows its own stack). Deep plans recurse deeply; DataFusion's
+/// Stack reserved for threads that plan or execute (the runtime's workers, and
+/// the CLI's main thread through its raised stack limit; rayon's workers only
+/// read files and parse SQL, and sqlparser grows its own stack). Deep plans recurse deeply; DataFusion's
 /// `recursive_protection` grows the stack on the heap where it knows to, and
 /// this reserve covers relspec's own walks. Only touched pages are committed.
 pub const DEEP_STACK_BYTES: usize = 256 << 20;

@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
-use relspec_db::store::{ColumnInfo, ObjectMeta, Record, Store};
+use relspec_db::store::{ColumnInfo, Provenance, Record, Store};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
@@ -63,25 +63,8 @@ pub fn columns(schema: &SchemaRef) -> Vec<ColumnInfo> {
 }
 
 /// Write `batches` as a deterministic Parquet object and record it under `key`.
-pub fn put(
-    store: &Store,
-    key: &str,
-    rule: &str,
-    signature: &str,
-    schema: SchemaRef,
-    batches: &[RecordBatch],
-    elapsed_ms: u64,
-    parts: Option<serde_json::Value>,
-) -> Result<Record> {
+pub fn put(store: &Store, key: &str, schema: SchemaRef, batches: &[RecordBatch], from: Provenance) -> Result<Record> {
     let tmp = store.tmp_path(".parquet");
     let rows = write_parquet(&tmp, schema.clone(), batches)?;
-    let meta = ObjectMeta {
-        rule: rule.to_string(),
-        signature: signature.to_string(),
-        schema: columns(&schema),
-        rows,
-        elapsed_ms,
-        parts,
-    };
-    store.put_file(key, &tmp, meta)
+    store.put_file(key, &tmp, from, columns(&schema), rows)
 }

@@ -85,14 +85,14 @@ impl Planner {
     /// Register an upstream rule under its name (replacing what was there).
     pub async fn register_upstream(&mut self, name: &str, how: Upstream) -> Result<()> {
         let internal = |e: datafusion::error::DataFusionError| Diag::new(ErrorKind::Internal(e.to_string()));
-        if !matches!(&how, Upstream::Object(p) if self.objects.get(name) == Some(p)) {
-            self.objects.remove(name);
+        if let Upstream::Object(path) = &how
+            && self.objects.get(name) == Some(path)
+        {
+            return Ok(());
         }
+        self.objects.remove(name);
         match how {
             Upstream::Object(path) => {
-                if self.objects.get(name) == Some(&path) {
-                    return Ok(());
-                }
                 crate::registry::register_output(&self.ctx, name, &path).await?;
                 self.objects.insert(name.to_string(), path);
                 Ok(())

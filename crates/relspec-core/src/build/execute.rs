@@ -40,10 +40,9 @@ pub(crate) struct Run {
 /// Execute one rule and store its output; nothing is published here.
 pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerError> {
     let Run { ctx, rule, plan, spec, contract, store, key, signature, parts, cancel } = run;
-    let (ctx, rule, plan, spec, contract, store, key, signature) =
-        (&ctx, rule.as_str(), &*plan, &*spec, contract.as_ref(), &store, key.as_str(), signature.as_str());
+    let (ctx, contract) = (&ctx, contract.as_ref());
     let t = Instant::now();
-    let lowered = relspec_exec::planner::prepare(ctx, spec, plan, contract).await?;
+    let lowered = relspec_exec::planner::prepare(ctx, &spec, &plan, contract).await?;
     let mut snaps = snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
     let physical = ctx
         .state()
@@ -86,30 +85,29 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         return Err(LowerError { diag, pos: None });
     }
     let elapsed = t.elapsed().as_millis() as u64;
-    let store = store.clone();
-    let (key, rule_s, sig) = (key.to_string(), rule.to_string(), signature.to_string());
     let lineage = crate::lineage::of_plan(&lowered.body);
     #[cfg(feature = "substrait")]
     let substrait = match crate::substrait::write(ctx, &store, &key, lowered.df.logical_plan()).await {
         Ok(rel) => Some(rel),
         Err(e) => {
-            tracing::warn!(rule, "no Substrait plan: {e}");
+            tracing::warn!(rule = rule.as_str(), "no Substrait plan: {e}");
             None
         }
     };
     #[cfg(not(feature = "substrait"))]
     let substrait: Option<String> = None;
-    let store2 = store.clone();
-    let record = tokio::task::spawn_blocking(move || {
-        relspec_exec::parquet::put(&store2, &key, &rule_s, &sig, schema, &batches, elapsed, parts)
-    })
-    .await
-    .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
-    .map_err(|diag| LowerError { diag, pos: None })?;
+    let (store2, key2) = (store.clone(), key.clone());
+    let from =
+        crate::store::Provenance { rule: rule.clone(), signature: signature.clone(), elapsed_ms: elapsed, parts };
+    let record =
+        tokio::task::spawn_blocking(move || relspec_exec::parquet::put(&store2, &key2, schema, &batches, from))
+            .await
+            .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
+            .map_err(|diag| LowerError { diag, pos: None })?;
     let artifact = crate::bundle::Artifact {
-        rule: rule.to_string(),
+        rule,
         key: record.key.clone(),
-        signature: signature.to_string(),
+        signature,
         plans: snaps,
         lineage,
         checks: checks.clone(),

@@ -166,11 +166,16 @@ pub fn build(
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "scheduled and executed");
 
     if !opts.dry_run {
-        let outcome =
-            publish::Outcome { records: &s.records, last: &s.last, last_dirty: s.last_dirty, artifacts: &s.artifacts };
+        let outcome = publish::Outcome {
+            records: &s.records,
+            last: &s.last,
+            last_dirty: s.last_dirty,
+            artifacts: &s.artifacts,
+            reports: &mut s.reports,
+            errors: &mut s.errors,
+        };
         let now = publish::Published { ledger: published, on_disk: &on_disk, staging: &staging };
-        publish::publish(p, &store, &spec, &targets, &outcome, now, &mut s.reports, &mut s.errors, &order, t0)
-            .map_err(|e| vec![e])?;
+        publish::publish(p, &order, &targets, outcome, now, t0).map_err(|e| vec![e])?;
     }
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "published and saved");

@@ -11,18 +11,19 @@ use super::{RuleReport, Status, bundle_of};
 use crate::db::Db;
 use crate::error::{Diag, Result};
 use crate::project::Project;
-use crate::store::{Record, Store};
-use crate::workspace::WorkspaceSpec;
+use crate::store::Record;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// What the scheduler produced.
+/// What the scheduler produced (reports and errors are completed here).
 pub(crate) struct Outcome<'a> {
     pub(crate) records: &'a HashMap<String, Record>,
     pub(crate) last: &'a LastBuilt,
     pub(crate) last_dirty: bool,
     pub(crate) artifacts: &'a HashMap<String, String>,
+    pub(crate) reports: &'a mut HashMap<String, RuleReport>,
+    pub(crate) errors: &'a mut Vec<Diag>,
 }
 
 /// What is published now (from the build's prefetch).
@@ -36,21 +37,19 @@ pub(crate) struct Published<'a> {
 }
 
 /// Publish the targets whose files are stale, save the side caches and write
-/// the run bundle. Errors of single files are added to `errors` (the rule's
-/// report says it was not published); an error saving the caches is returned.
-#[allow(clippy::too_many_arguments)]
+/// the run bundle. Errors of single files are added to `outcome.errors` (the
+/// rule's report says it was not published); an error saving the caches is
+/// returned. `order` is every rule the build resolved, `targets` those it publishes.
 pub(crate) fn publish(
     p: &Project,
-    store: &Store,
-    spec: &WorkspaceSpec,
-    targets: &[String],
-    outcome: &Outcome<'_>,
-    now: Published<'_>,
-    reports: &mut HashMap<String, RuleReport>,
-    errors: &mut Vec<Diag>,
     order: &[String],
+    targets: &[String],
+    outcome: Outcome<'_>,
+    now: Published<'_>,
     t0: Instant,
 ) -> Result<()> {
+    let (store, spec) = (p.store()?, p.spec()?);
+    let Outcome { records, last, last_dirty, artifacts, reports, errors } = outcome;
     let Published { mut ledger, on_disk, staging } = now;
     let out_dir = spec.output_path(&p.root);
     for f in staging {
@@ -61,7 +60,7 @@ pub(crate) fn publish(
     let prefix = spec.output_dir.trim_end_matches('/');
     let stale: Vec<(&String, &Record)> = targets
         .iter()
-        .filter_map(|t| outcome.records.get(t).map(|rec| (t, rec)))
+        .filter_map(|t| records.get(t).map(|rec| (t, rec)))
         .filter(|(t, rec)| on_disk.get(*t) != Some(&rec.content_hash))
         .collect();
     let ledger_dirty = !stale.is_empty();
@@ -82,13 +81,13 @@ pub(crate) fn publish(
         store.save_published(&ledger)?;
     }
     p.db.summaries().save(store)?;
-    if outcome.last_dirty {
-        store.write_json(&store.dir().join(crate::store::layout::LAST_BUILT), outcome.last)?;
+    if last_dirty {
+        store.write_json(&store.dir().join(crate::store::layout::LAST_BUILT), last)?;
     }
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "side caches saved");
     let ran = reports.values().any(|r| matches!(r.status, Status::Built | Status::Failed));
     if ran {
-        let run = bundle_of::run_bundle(p, order, reports, outcome.artifacts, t0.elapsed().as_secs_f64() * 1000.0);
+        let run = bundle_of::run_bundle(p, order, reports, artifacts, t0.elapsed().as_secs_f64() * 1000.0);
         crate::bundle::write_run(store, &run)?;
     }
     Ok(())
