@@ -13,6 +13,10 @@ pub(crate) struct Cli {
     /// Path to workspace.toml (or its directory).
     #[arg(short, long, global = true, default_value = "workspace.toml")]
     pub(crate) workspace: PathBuf,
+    /// Override a parameter of [params]: `NAME=VALUE`; a list parameter takes
+    /// comma-separated values (`langs=python,rust`; `langs=` is empty). Repeatable.
+    #[arg(short = 'P', long = "param", global = true, value_name = "NAME=VALUE", value_parser = parse_param)]
+    pub(crate) params: Vec<(String, String)>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -162,4 +166,11 @@ impl Command {
 pub(crate) enum GraphFormat {
     Dot,
     Mermaid,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not NAME=VALUE (e.g. `--param langs=python,rust`)")),
+    }
 }

@@ -12,11 +12,11 @@ use std::process::ExitCode;
 
 pub(crate) type CliResult = Result<ExitCode, Vec<Diag>>;
 
-fn open(manifest: &Path) -> Result<Project, Vec<Diag>> {
-    Project::open(manifest).map_err(|e| vec![e])
+fn open(manifest: &Path, params: &[(String, String)]) -> Result<Project, Vec<Diag>> {
+    Project::open_with_params(manifest, params).map_err(|e| vec![e])
 }
 
-pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
+pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) -> CliResult {
     match cmd {
         Command::Init { dir } => {
             relspec_core::scaffold::init(&dir).map_err(|e| vec![e])?;
@@ -24,7 +24,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Build { select, jobs, json, check } => {
-            let mut p = open(manifest)?;
+            let mut p = open(manifest, params)?;
             let opts = BuildOptions { select, jobs, dry_run: check, cancel: None };
             let progress = Display::new(json);
             let report = match build::build(&mut p, &opts, &progress) {
@@ -69,7 +69,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
             Ok(if !report.ok() || (check && stale > 0) { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS })
         }
         Command::Status { select, json } => {
-            let mut p = open(manifest)?;
+            let mut p = open(manifest, params)?;
             let opts = BuildOptions { select, dry_run: true, ..Default::default() };
             let report = match build::build(&mut p, &opts, &build::NoProgress) {
                 Ok(r) => r,
@@ -96,7 +96,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { json } => {
-            let mut p = open(manifest)?;
+            let mut p = open(manifest, params)?;
             p.refresh().map_err(|e| vec![e])?;
             let set = relspec_core::analysis::analyze(&mut p, &[]).map_err(|e| vec![e])?;
             let errs = &set.errors;
@@ -120,10 +120,10 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
             Ok(if errs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
         }
         Command::Lineage { target, upstream, downstream, json } => {
-            lineage_cmd(manifest, &target, upstream, downstream, json)
+            lineage_cmd(manifest, params, &target, upstream, downstream, json)
         }
         Command::Graph { format, columns } => {
-            let mut p = open(manifest)?;
+            let mut p = open(manifest, params)?;
             p.refresh().map_err(|e| vec![e])?;
             let errs = p.static_errors();
             if !errs.is_empty() {
@@ -151,7 +151,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
             diff_cmd(manifest, base.as_deref(), base_dir.as_deref(), json, fail_on_breaking)
         }
         Command::Explain { rule, json } => {
-            let mut p = open(manifest)?;
+            let mut p = open(manifest, params)?;
             let e = relspec_core::inspect::explain(&mut p, &rule)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
@@ -161,7 +161,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Datasets { json } => {
-            let mut p = open(manifest)?;
+            let mut p = open(manifest, params)?;
             p.refresh().map_err(|e| vec![e])?;
             let infos = relspec_core::project::dataset_infos(&mut p)?;
             if json {
@@ -186,8 +186,13 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
         Command::Watch { json, once, jobs, debounce_ms } => {
             use relspec_core::watch::{WatchEvent, WatchOptions};
             use std::io::Write;
-            let opts =
-                WatchOptions { once, jobs, quiet: std::time::Duration::from_millis(debounce_ms), ..Default::default() };
+            let opts = WatchOptions {
+                once,
+                jobs,
+                quiet: std::time::Duration::from_millis(debounce_ms),
+                params: params.to_vec(),
+                ..Default::default()
+            };
             let sink = move |ev: WatchEvent| {
                 let mut out = std::io::stdout().lock();
                 if json {
@@ -243,7 +248,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc => {
-            let mut p = open(manifest)?;
+            let mut p = open(manifest, params)?;
             let g = relspec_core::maintenance::gc(&mut p)?;
             println!(
                 "gc: removed {} records and {} objects ({} bytes); kept {} live outputs",
@@ -252,7 +257,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Clean => {
-            let p = open(manifest)?;
+            let p = open(manifest, params)?;
             let (cache, out) = relspec_core::maintenance::clean(&p).map_err(|e| vec![e])?;
             println!("removed the cache in {} and the outputs in {}", cache.display(), out.display());
             Ok(ExitCode::SUCCESS)
@@ -260,9 +265,16 @@ pub(crate) fn run(cmd: Command, manifest: &Path) -> CliResult {
     }
 }
 
-fn lineage_cmd(manifest: &Path, target: &str, upstream: bool, downstream: bool, json: bool) -> CliResult {
+fn lineage_cmd(
+    manifest: &Path,
+    params: &[(String, String)],
+    target: &str,
+    upstream: bool,
+    downstream: bool,
+    json: bool,
+) -> CliResult {
     use relspec_core::graph::render_tree;
-    let mut p = open(manifest)?;
+    let mut p = open(manifest, params)?;
     let a = relspec_core::inspect::lineage(&mut p, target, upstream, downstream)?;
     let (down, table, trees, keys) = (a.direction == "downstream", &a.table, &a.columns, &a.row_keys);
     if json {

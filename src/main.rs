@@ -28,7 +28,7 @@ fn main() {
     // second malloc arena, which cost 10-12% of a no-op build at 5,000 rules)
     // and let its stack grow further than the usual 8 MiB.
     deep_main_stack();
-    let res = commands::run(cli.command, &manifest);
+    let res = commands::run(cli.command, &manifest, &cli.params);
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "finished");
     let code = match res {
         Ok(code) => code,

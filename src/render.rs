@@ -187,7 +187,20 @@ pub(crate) fn explain(e: &relspec_core::inspect::Explained) {
     if !e.kernels.is_empty() {
         println!("== kernels ==");
         for k in &e.kernels {
-            println!("{} -> {:?}: {}", k.kernel, k.lane, k.detail);
+            let lane =
+                serde_json::to_value(k.lane).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            println!(
+                "{} v{}: lane {lane}, {} ({}){}",
+                k.kernel,
+                k.version,
+                k.function,
+                k.volatility,
+                match &k.ordering {
+                    Some(o) => format!(", ordering: {o}"),
+                    None => String::new(),
+                }
+            );
+            println!("    {}", k.detail);
         }
     }
 }

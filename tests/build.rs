@@ -97,14 +97,14 @@ fn default_workspace_builds_expected_edges() {
     let before = tree_bytes(&root.join("out"));
     let second = ok(root, &["build"]);
     assert!(!second.contains("built "), "{second}");
-    assert!(second.contains("0 built, 5 reused"), "{second}");
+    assert!(second.contains("0 built, 7 reused"), "{second}");
     assert_eq!(before, tree_bytes(&root.join("out")));
 }
 
 #[test]
 fn outputs_are_byte_identical_across_runs_and_partitions() {
     let mut outputs = Vec::new();
-    for partitions in [1, 4, 4] {
+    for partitions in [1, 2, 4, 4] {
         let ws = default_workspace();
         let root = ws.path();
         let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
@@ -116,9 +116,11 @@ fn outputs_are_byte_identical_across_runs_and_partitions() {
         ok(root, &["build"]);
         outputs.push(tree_bytes(&root.join("out")));
     }
-    assert_eq!(outputs[0].len(), 5);
-    assert_eq!(outputs[0], outputs[1], "target_partitions 1 vs 4");
-    assert_eq!(outputs[1], outputs[2], "two runs");
+    // Seven rules: a Parquet file and its sidecar each.
+    assert_eq!(outputs[0].len(), 14);
+    assert_eq!(outputs[0], outputs[1], "target_partitions 1 vs 2");
+    assert_eq!(outputs[1], outputs[2], "target_partitions 2 vs 4");
+    assert_eq!(outputs[2], outputs[3], "two runs");
 }
 
 #[test]
@@ -128,12 +130,14 @@ fn json_report_lists_every_rule() {
     let v: serde_json::Value = serde_json::from_str(&ok(root, &["build", "--json"])).unwrap();
     assert_eq!(v["ok"], true);
     let rules = v["rules"].as_array().unwrap();
-    assert_eq!(rules.len(), 5);
+    assert_eq!(rules.len(), 7);
     let edges = rules.iter().find(|r| r["rule"] == "edges").unwrap();
     assert_eq!(edges["status"], "built");
     assert_eq!(edges["rows"], expected_edges(root).len());
     let calls = rules.iter().find(|r| r["rule"] == "calls").unwrap();
-    assert_eq!(calls["kernels"][0]["kernel"], "winner");
+    assert_eq!(calls["kernels"][0]["kernel"], "stable_dedupe");
+    assert_eq!(calls["kernels"][0]["lane"], "builtin");
+    assert_eq!(calls["kernels"][0]["volatility"], "immutable");
 }
 
 #[test]
@@ -172,7 +176,7 @@ fn explain_and_datasets_describe_the_workspace() {
         "== optimized logical plan ==",
         "== physical plan ==",
         "== SQL (unparsed) ==",
-        "winner -> Builtin",
+        "stable_dedupe v1: lane builtin, row_number() window, rank = 1 (immutable), ordering: score DESC",
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }

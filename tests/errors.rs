@@ -80,7 +80,7 @@ fn sql_syntax_error() {
 fn sql_syntax_error_inline_points_into_toml() {
     breaks(
         |r| edit_file(r, "workspace.toml", "JOIN scip_occurrences AS o", "JOIN JOIN scip_occurrences AS o"),
-        &["workspace.toml:75:28", "rule `scip_candidates`", "SQL syntax error: Expected: end of statement, found: AS"],
+        &["workspace.toml:77:28", "rule `scip_candidates`", "SQL syntax error: Expected: end of statement, found: AS"],
     );
 }
 

@@ -149,7 +149,8 @@ fn upstream_of(i: usize) -> Option<String> {
 /// from the files and clean outputs, independently of relspec's keys).
 fn input_state(root: &Path, m: &Model, i: usize, clean: &BTreeMap<String, Vec<u8>>) -> String {
     if let Some(u) = upstream_of(i) {
-        let up = clean.get(&u).map(|b| blake3::hash(b).to_hex().to_string()).unwrap_or_default();
+        // The upstream's rows, not its bytes: its footer names its own key.
+        let up = clean.get(&u).map(|b| common::data_digest(b)).unwrap_or_default();
         format!("link v{} bias{} up{up}", m.variants[i], m.bias)
     } else {
         let data: Vec<(String, String)> = tree_bytes(&root.join("data/events"))

@@ -135,3 +135,22 @@ pub fn copy_sources(root: &Path) -> tempfile::TempDir {
     }
     dir
 }
+
+/// A digest of a Parquet file's data alone (schema and rows, read back
+/// through Arrow), not of its bytes: outputs with the same rows and schema but
+/// different provenance in their footers have the same digest.
+pub fn data_digest(bytes: &[u8]) -> String {
+    let mut f = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut f, bytes).unwrap();
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
+    let mut text = format!("{:?}\n", b.schema().fields());
+    for batch in b.build().unwrap() {
+        let batch = batch.unwrap();
+        for i in 0..batch.num_rows() {
+            let row: Vec<String> = batch.columns().iter().map(|c| array_value_to_string(c, i).unwrap()).collect();
+            text.push_str(&row.join("\u{1f}"));
+            text.push('\n');
+        }
+    }
+    blake3::hash(text.as_bytes()).to_hex().to_string()
+}

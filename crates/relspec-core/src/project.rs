@@ -58,14 +58,23 @@ impl Project {
         Self::open_with(manifest, RelspecDb::default())
     }
 
+    /// Open with `--param name=value` overrides applied over `[params]`.
+    pub fn open_with_params(manifest: &Path, params: &[(String, String)]) -> Result<Project> {
+        Self::open_opts(manifest, RelspecDb::default(), params)
+    }
+
     /// Open with a given (for example, logging) database.
     pub fn open_with(manifest: &Path, db: RelspecDb) -> Result<Project> {
+        Self::open_opts(manifest, db, &[])
+    }
+
+    fn open_opts(manifest: &Path, db: RelspecDb, params: &[(String, String)]) -> Result<Project> {
         tracing::debug!("opening the workspace");
         if !manifest.is_file() {
             return Err(Diag::new(ErrorKind::Io(format!("{}: no such file", manifest.display())))
                 .with_help("run relspec in a directory with a workspace.toml, pass --workspace PATH, or create one with `relspec init DIR`"));
         }
-        let mut loader = Loader::new(manifest, crate::engine::info());
+        let mut loader = Loader::new(manifest, crate::engine::info()).with_param_overrides(params.to_vec());
         let root = loader.root().to_path_buf();
         let mut db = db;
         let stat = StatCache::default();

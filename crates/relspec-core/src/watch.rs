@@ -33,11 +33,19 @@ pub struct WatchOptions {
     pub once: bool,
     /// Rules executing at once.
     pub jobs: usize,
+    /// `--param name=value` overrides.
+    pub params: Vec<(String, String)>,
 }
 
 impl Default for WatchOptions {
     fn default() -> Self {
-        WatchOptions { quiet: Duration::from_millis(30), max_latency: Duration::from_millis(300), once: false, jobs: 0 }
+        WatchOptions {
+            quiet: Duration::from_millis(30),
+            max_latency: Duration::from_millis(300),
+            once: false,
+            jobs: 0,
+            params: vec![],
+        }
     }
 }
 
@@ -114,7 +122,7 @@ fn ignored(path: &Path, ignore_dirs: &[PathBuf]) -> bool {
 /// Run the watch loop on the workspace at `manifest`, reporting to `sink`.
 /// Returns after the first build with `once`, else runs until the channel closes.
 pub fn watch(manifest: &Path, opts: &WatchOptions, sink: &(dyn Fn(WatchEvent) + Sync)) -> Result<bool> {
-    let mut p = Project::open(manifest)?;
+    let mut p = Project::open_with_params(manifest, &opts.params)?;
     let root =
         std::fs::canonicalize(&p.root).map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", p.root.display()))))?;
     let cancel = Arc::new(AtomicBool::new(false));

@@ -60,6 +60,9 @@ pub struct Workspace {
     /// Dataset name -> its files.
     #[returns(ref)]
     pub datasets: BTreeMap<String, DatasetFiles>,
+    /// `--param name=value` overrides, applied over `[params]`; set once.
+    #[returns(ref)]
+    pub param_overrides: Vec<(String, String)>,
 }
 
 /// What the engine contributes to every output key: a digest of the versions
@@ -243,7 +246,9 @@ pub const SUMMARIES_FILE: &str = crate::store::layout::SUMMARIES;
 #[salsa::tracked(returns(ref))]
 pub fn manifest_spec(db: &dyn Db, ws: Workspace) -> Result<Arc<WorkspaceSpec>, Diag> {
     let f = ws.manifest(db);
-    workspace::parse_manifest(f.path(db), f.text(db)).map(Arc::new)
+    let mut spec = workspace::parse_manifest(f.path(db), f.text(db))?;
+    workspace::apply_param_overrides(&mut spec, ws.param_overrides(db))?;
+    Ok(Arc::new(spec))
 }
 
 /// The rules declared in one included file.
@@ -833,6 +838,7 @@ pub struct Loader {
     data: HashMap<String, DataFile>,
     ws: Option<Workspace>,
     engine: EngineInfo,
+    overrides: Vec<(String, String)>,
     files_read: usize,
     files_stated: usize,
 }
@@ -850,6 +856,7 @@ impl Loader {
             data: HashMap::new(),
             ws: None,
             engine,
+            overrides: Vec::new(),
             files_read: 0,
             files_stated: 0,
         }
@@ -891,11 +898,24 @@ impl Loader {
         Ok(match self.ws {
             Some(ws) => ws,
             None => {
-                let ws = Workspace::new(db, self.engine.clone(), manifest, Vec::new(), BTreeMap::new());
+                let ws = Workspace::new(
+                    db,
+                    self.engine.clone(),
+                    manifest,
+                    Vec::new(),
+                    BTreeMap::new(),
+                    self.overrides.clone(),
+                );
                 self.ws = Some(ws);
                 ws
             }
         })
+    }
+
+    /// Apply `--param name=value` overrides over `[params]` (before the first sync).
+    pub fn with_param_overrides(mut self, overrides: Vec<(String, String)>) -> Self {
+        self.overrides = overrides;
+        self
     }
 
     /// Bring every input up to date with the disk. Returns the workspace input.

@@ -89,6 +89,10 @@ pub struct Provenance {
     pub elapsed_ms: u64,
     /// The key's parts (to explain why a later build differs).
     pub parts: Option<serde_json::Value>,
+    /// The data checks' results (JSON), for the published sidecar.
+    pub checks: Option<serde_json::Value>,
+    /// The key-value metadata written into the Parquet footer.
+    pub footer: BTreeMap<String, String>,
 }
 
 /// What the store knows about one materialized output.
@@ -113,6 +117,82 @@ pub struct Record {
     /// The key's parts (to explain why a later build differs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<serde_json::Value>,
+    /// Hash of the output's data alone (schema and Parquet pages, not the
+    /// footer's provenance metadata): what downstream keys use, so an output
+    /// whose rows did not change stops propagation even though its key did.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub data_hash: String,
+    /// The data checks' results, as the sidecar shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<serde_json::Value>,
+    /// The key-value metadata in the object's Parquet footer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub footer: BTreeMap<String, String>,
+}
+
+impl Record {
+    /// The hash downstream keys use: the data hash (the content hash for
+    /// records written before data hashes existed).
+    pub fn data_hash(&self) -> &str {
+        if self.data_hash.is_empty() { &self.content_hash } else { &self.data_hash }
+    }
+
+    /// The sidecar published next to the output (`out/<rule>.parquet.json`):
+    /// where the file came from, its schema, rows and contract results.
+    /// Deterministic: the same output always has the same sidecar.
+    pub fn sidecar(&self) -> serde_json::Value {
+        let parts = self.parts.clone().unwrap_or(serde_json::Value::Null);
+        let get = |k: &str| parts.get(k).cloned().unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "format": SIDECAR_FORMAT,
+            "rule": self.rule,
+            "key": self.key,
+            "signature": self.signature,
+            "engine": get("engine"),
+            "relspec_version": self.footer.get(FOOTER_VERSION),
+            "inputs": { "datasets": get("datasets"), "upstream": get("upstream") },
+            "params": get("params"),
+            "contract_hash": get("contract"),
+            "content_hash": self.content_hash,
+            "data_hash": self.data_hash(),
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "schema": self.schema,
+            "checks": self.checks.clone().unwrap_or(serde_json::Value::Array(vec![])),
+        })
+    }
+}
+
+/// Format tag of the published sidecar.
+pub const SIDECAR_FORMAT: &str = "relspec-output/v1";
+/// Footer metadata key: the output key.
+pub const FOOTER_KEY: &str = "relspec.key";
+/// Footer metadata key: the rule.
+pub const FOOTER_RULE: &str = "relspec.rule";
+/// Footer metadata key: the rule's plan signature.
+pub const FOOTER_SIGNATURE: &str = "relspec.signature";
+/// Footer metadata key: the engine fingerprint.
+pub const FOOTER_ENGINE: &str = "relspec.engine";
+/// Footer metadata key: the relspec version that wrote the file.
+pub const FOOTER_VERSION: &str = "relspec.version";
+/// Footer metadata key: the inputs (JSON: dataset fingerprints, upstream data hashes).
+pub const FOOTER_INPUTS: &str = "relspec.inputs";
+/// Footer metadata key: the parameters bound (JSON: name -> canonical value).
+pub const FOOTER_PARAMS: &str = "relspec.params";
+
+/// The footer metadata of an output with these key parts.
+pub fn footer_metadata(key: &str, rule: &str, parts: &serde_json::Value) -> BTreeMap<String, String> {
+    let get = |k: &str| parts.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let mut m = BTreeMap::new();
+    m.insert(FOOTER_KEY.to_string(), key.to_string());
+    m.insert(FOOTER_RULE.to_string(), rule.to_string());
+    m.insert(FOOTER_SIGNATURE.to_string(), get("signature").as_str().unwrap_or_default().to_string());
+    m.insert(FOOTER_ENGINE.to_string(), get("engine").as_str().unwrap_or_default().to_string());
+    m.insert(FOOTER_VERSION.to_string(), env!("CARGO_PKG_VERSION").to_string());
+    let inputs = serde_json::json!({ "datasets": get("datasets"), "upstream": get("upstream") });
+    m.insert(FOOTER_INPUTS.to_string(), inputs.to_string());
+    m.insert(FOOTER_PARAMS.to_string(), get("params").to_string());
+    m
 }
 
 /// The on-disk store.
@@ -198,8 +278,9 @@ impl Store {
         schema: Vec<ColumnInfo>,
         rows: u64,
     ) -> Result<Record> {
-        let Provenance { rule, signature, elapsed_ms, parts } = from;
+        let Provenance { rule, signature, elapsed_ms, parts, checks, footer } = from;
         let content_hash = hash_file(tmp).map_err(|e| io("cannot hash", tmp, e))?;
+        let data_hash = hash_parquet_data(tmp, &schema).map_err(|e| io("cannot hash", tmp, e))?;
         let bytes = fs::metadata(tmp).map_err(|e| io("cannot stat", tmp, e))?.len();
         let obj = self.object_path(&content_hash);
         if fs::metadata(&obj).map(|m| m.len() == bytes).unwrap_or(false) {
@@ -209,8 +290,20 @@ impl Store {
             fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
             fs::rename(tmp, &obj).map_err(|e| io("cannot move into place", &obj, e))?;
         }
-        let rec =
-            Record { key: key.to_string(), content_hash, rule, signature, schema, rows, bytes, elapsed_ms, parts };
+        let rec = Record {
+            key: key.to_string(),
+            content_hash,
+            rule,
+            signature,
+            schema,
+            rows,
+            bytes,
+            elapsed_ms,
+            parts,
+            data_hash,
+            checks,
+            footer,
+        };
         let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
         self.write_atomic(&self.record_path(key), &bytes, true)?;
         Ok(rec)
@@ -296,6 +389,17 @@ impl Store {
         fs::copy(self.object_path(&rec.content_hash), &tmp).map_err(|e| io("cannot copy to", &tmp, e))?;
         File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("cannot sync", &tmp, e))?;
         fs::rename(&tmp, dest).map_err(|e| io("cannot publish", dest, e))?;
+        // The sidecar, staged next to it too (the output dir may be on another
+        // file system than the cache).
+        let sidecar = sidecar_path(dest);
+        let text = serde_json::to_vec_pretty(&rec.sidecar()).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
+        let stage = parent.join(format!(
+            ".{}.relspec-tmp-{}",
+            sidecar.file_name().unwrap().to_string_lossy(),
+            std::process::id()
+        ));
+        fs::write(&stage, text).map_err(|e| io("cannot write", &stage, e))?;
+        fs::rename(&stage, &sidecar).map_err(|e| io("cannot publish", &sidecar, e))?;
         let meta = fs::metadata(dest).map_err(|e| io("cannot stat", dest, e))?;
         published.entries.insert(
             rel.to_string(),
@@ -405,6 +509,45 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
         h.update(&fs::read(path)?);
     }
     Ok(h.finalize().to_hex().to_string())
+}
+
+/// Where the sidecar of a published file goes: `<file>.json`.
+pub fn sidecar_path(published: &Path) -> PathBuf {
+    let mut name = published.file_name().unwrap_or_default().to_os_string();
+    name.push(".json");
+    published.with_file_name(name)
+}
+
+/// Hash of a Parquet file's data: its column schema and every byte before the
+/// footer (pages and indexes), not the footer's key-value metadata. Two files
+/// with the same rows and schema written by the same writer have the same
+/// data hash whatever provenance their footers carry.
+pub fn hash_parquet_data(path: &Path, schema: &[ColumnInfo]) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a Parquet file");
+    if len < 12 {
+        return Err(bad());
+    }
+    let mut tail = [0u8; 8];
+    f.seek(SeekFrom::End(-8))?;
+    f.read_exact(&mut tail)?;
+    if &tail[4..] != b"PAR1" {
+        return Err(bad());
+    }
+    let footer = u32::from_le_bytes(tail[..4].try_into().unwrap()) as u64;
+    let data_len = len.checked_sub(8 + footer).ok_or_else(bad)?;
+    let mut h = blake3::Hasher::new();
+    f.seek(SeekFrom::Start(0))?;
+    std::io::copy(&mut (&mut f).take(data_len), &mut h)?;
+    let pages = h.finalize().to_hex().to_string();
+    let mut k = relspec_spec::key::KeyHasher::new("relspec/data/v1");
+    k.u64("columns", schema.len() as u64);
+    for c in schema {
+        k.field("name", &c.name).field("type", &c.data_type).bool("nullable", c.nullable);
+    }
+    Ok(k.field("pages", &pages).finish())
 }
 
 /// Modification time in nanoseconds since the epoch.

@@ -1,22 +1,18 @@
 //! Data contracts: checks on a rule's materialized result (unique key, not
-//! null, accepted values, references), evaluated as DataFusion queries
-//! before the result is stored or published.
+//! null, accepted values, references), evaluated as DataFusion queries over
+//! the written object before it is stored or published.
 //!
 //! Architecture invariant: a failed check fails the rule; the build then
 //! stores and publishes nothing for it, and the last good output stays.
 
 use crate::lower::scalar;
 use crate::workspace::{ContractSpec, DataCheck};
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
-use datafusion::datasource::MemTable;
 use datafusion::error::Result;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, JoinType, SortExpr};
 use datafusion::prelude::{SessionContext, col, ident, lit};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Rows shown for a failed check.
 const SAMPLE_ROWS: usize = 5;
@@ -36,20 +32,12 @@ pub struct CheckResult {
     pub sample: Option<String>,
 }
 
-/// Evaluate every data check of `contract` on `batches`. Column and table
-/// names are used as written (quoted identifiers), values are bound as literals.
-pub async fn evaluate(
-    ctx: &SessionContext,
-    contract: &ContractSpec,
-    schema: SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<Vec<CheckResult>> {
+/// Evaluate every data check of `contract` on `result` (the written object:
+/// each check is a streaming query over it, so a result larger than memory
+/// is checked within the memory limit). Column and table names are used as
+/// written (quoted identifiers), values are bound as literals.
+pub async fn evaluate(ctx: &SessionContext, contract: &ContractSpec, result: DataFrame) -> Result<Vec<CheckResult>> {
     let mut out = Vec::new();
-    if contract.checks.is_empty() {
-        return Ok(out);
-    }
-    let table = MemTable::try_new(schema, vec![batches.to_vec()])?;
-    let result = ctx.read_table(Arc::new(table))?;
     for check in &contract.checks {
         let offending: DataFrame = match check {
             DataCheck::NotNull(c) => result.clone().filter(ident(c).is_null())?,

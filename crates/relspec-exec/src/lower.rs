@@ -9,15 +9,22 @@ pub use crate::kernels::total_order;
 use crate::kernels::{self, KernelUse};
 use crate::relplan::{PStep, RelNode, RelPlan, SourcePos};
 use crate::workspace::{ContractSpec, JoinHow, ParamValue, types};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::expr::InSubquery;
 use datafusion::logical_expr::{Expr, JoinType, SortExpr};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, Subquery};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{ExprWithAlias, OrderByExpr};
 pub use relspec_spec::suggest::suggest;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 /// A lowering error with its position inside the rule.
 #[derive(Debug, Clone)]
@@ -82,14 +89,92 @@ fn plan_err(pos: Option<SourcePos>) -> impl Fn(DataFusionError) -> LowerError {
     }
 }
 
-/// Convert a parameter to a DataFusion scalar.
+/// Convert a parameter to a DataFusion scalar (a list becomes a list scalar;
+/// rules see lists only through [`bind_list_params`]).
 pub fn scalar(p: &ParamValue) -> ScalarValue {
     match p {
         ParamValue::Int(i) => ScalarValue::Int64(Some(*i)),
         ParamValue::Float(b) => ScalarValue::Float64(Some(f64::from_bits(*b))),
         ParamValue::Bool(b) => ScalarValue::Boolean(Some(*b)),
         ParamValue::Str(s) => ScalarValue::Utf8(Some(s.clone())),
+        ParamValue::List(vs) => {
+            let values: Vec<ScalarValue> = vs.iter().map(scalar).collect();
+            let ty = values.first().map(ScalarValue::data_type).unwrap_or(DataType::Utf8);
+            ScalarValue::List(ScalarValue::new_list_nullable(&values, &ty))
+        }
     }
+}
+
+/// The in-memory table of a list parameter: one column `value`, one row per
+/// distinct element (an empty list has a string column and no rows).
+pub fn list_table(name: &str, values: &[ParamValue]) -> datafusion::error::Result<LogicalPlan> {
+    let mut scalars: Vec<ScalarValue> = values.iter().map(scalar).collect();
+    scalars.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    scalars.dedup();
+    let ty = scalars.first().map(ScalarValue::data_type).unwrap_or(DataType::Utf8);
+    let array = if scalars.is_empty() {
+        datafusion::arrow::array::new_empty_array(&ty)
+    } else {
+        ScalarValue::iter_to_array(scalars)?
+    };
+    let schema = Arc::new(Schema::new(vec![Field::new("value", ty, false)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![array])?;
+    let table = MemTable::try_new(schema, vec![vec![batch]])?;
+    LogicalPlanBuilder::scan(format!("__relspec_param_{name}"), provider_as_source(Arc::new(table)), None)?.build()
+}
+
+/// Bind list parameters: `x IN ($list)` becomes `x IN (SELECT value FROM
+/// <in-memory table of the list>)`, which the optimizer plans as a semi join
+/// (`NOT IN`: an anti join); the values are data, never SQL text. A list
+/// parameter anywhere else is an error.
+pub fn bind_list_params(plan: LogicalPlan, params: &BTreeMap<String, ParamValue>) -> Result<LogicalPlan, LowerError> {
+    let list_of = |p: &Expr| match p {
+        Expr::Placeholder(ph) => match params.get(ph.id.trim_start_matches(['$', ':', '@'])) {
+            Some(ParamValue::List(vs)) => Some((ph.id.trim_start_matches(['$', ':', '@']).to_string(), vs.clone())),
+            _ => None,
+        },
+        _ => None,
+    };
+    let bound = plan
+        .transform_up_with_subqueries(|node| {
+            node.map_expressions(|e| {
+                e.transform_up(|e| match &e {
+                    Expr::InList(il) if il.list.len() == 1 && list_of(&il.list[0]).is_some() => {
+                        let (name, values) = list_of(&il.list[0]).unwrap();
+                        let sub = Subquery {
+                            subquery: Arc::new(list_table(&name, &values)?),
+                            outer_ref_columns: vec![],
+                            spans: Default::default(),
+                        };
+                        Ok(Transformed::yes(Expr::InSubquery(InSubquery::new(il.expr.clone(), sub, il.negated))))
+                    }
+                    _ => Ok(Transformed::no(e)),
+                })
+            })
+        })
+        .map_err(plan_err(None))?
+        .data;
+    let mut misused = None;
+    let _ = bound.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                if let Some((name, _)) = list_of(x) {
+                    misused = Some(name);
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    if let Some(name) = misused {
+        let diag =
+            Diag::new(ErrorKind::Plan(format!("`${name}` is a list parameter; a list can only be matched against")))
+                .with_help(format!(
+                    "write `x IN ${name}` or `x = ANY(${name})` (or `NOT IN` / `<> ALL`) in a filter or WHERE"
+                ));
+        return Err(LowerError { diag, pos: None });
+    }
+    Ok(bound)
 }
 
 /// The lowered plan and the kernels it used.
@@ -131,10 +216,17 @@ pub async fn lower(
             df
         }
     };
+    let df = if plan.params.iter().any(|p| matches!(params.get(p), Some(ParamValue::List(_)))) {
+        let (state, lp) = df.into_parts();
+        DataFrame::new(state, bind_list_params(lp, params)?)
+    } else {
+        df
+    };
     let mut missing = Vec::new();
     let mut map = HashMap::new();
     for name in &plan.params {
         match params.get(name) {
+            Some(ParamValue::List(_)) => {}
             Some(v) => {
                 map.insert(name.clone(), scalar(v).into());
             }
@@ -165,6 +257,8 @@ pub async fn lower(
     }
     check_unique_names(&df)?;
     let body = df.logical_plan().clone();
+    kernels_used.extend(kernels::udf_uses(&body));
+    kernels_used.extend(kernels::explode::table_function_uses(&body));
     let order: Vec<SortExpr> = df.schema().columns().into_iter().map(|c| Expr::Column(c).sort(true, true)).collect();
     let df = df.sort(order).map_err(plan_err(None))?;
     Ok(Lowered { df, kernels: kernels_used, body })
@@ -257,6 +351,28 @@ async fn lower_step(
             let keys = sort_exprs(ctx, order_by, &schema).map_err(&e)?;
             let (df, lane) = kernels::winner(df, parts, keys).map_err(&e)?;
             kernels_used.push(lane);
+            df
+        }
+        PStep::Explode { column, alias, lane } => {
+            let (df, used) =
+                kernels::explode::explode(ctx, df, column, alias.as_deref(), lane.as_deref()).map_err(&e)?;
+            kernels_used.push(used);
+            df
+        }
+        PStep::IntervalAlign { table, on, left, right } => {
+            let other = ctx.table(table.as_str()).await.map_err(&e)?;
+            let joined = schema.join(other.schema()).map_err(&e)?;
+            let span = |xs: &[datafusion::sql::sqlparser::ast::Expr; 2], s: &DFSchema| {
+                Ok::<_, LowerError>([
+                    sql_expr(ctx, &plain(&xs[0]), s).map_err(&e)?,
+                    sql_expr(ctx, &plain(&xs[1]), s).map_err(&e)?,
+                ])
+            };
+            let l = span(left, &schema)?;
+            let r = span(right, other.schema())?;
+            let on = on.as_ref().map(|o| sql_expr(ctx, &plain(o), &joined)).transpose().map_err(&e)?;
+            let (df, used) = kernels::interval::align(df, other, on, l, r).map_err(&e)?;
+            kernels_used.push(used);
             df
         }
     })

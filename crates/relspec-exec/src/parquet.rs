@@ -1,16 +1,27 @@
-//! Deterministic Parquet writing: every object relspec stores is written here.
+//! Deterministic Parquet writing: every object relspec stores is written
+//! here, streamed batch by batch from the plan (never collected whole).
+//!
+//! Architecture invariant: the bytes depend only on the rows (in their total
+//! order), the schema and the footer metadata, never on the engine's batch
+//! sizes or partition count: rows are written in fixed chunks of
+//! `WRITE_CHUNK`, with fixed writer settings.
 
 use crate::error::{Diag, ErrorKind, Result};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
-use relspec_db::store::{ColumnInfo, Provenance, Record, Store};
+use futures::StreamExt;
+use relspec_db::store::ColumnInfo;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The `created_by` written into every Parquet footer (fixed, so output bytes
 /// do not depend on the machine).
@@ -24,33 +35,120 @@ fn io(what: &str, p: &Path, e: std::io::Error) -> Diag {
     Diag::new(ErrorKind::Store(format!("{what} {}: {e}", p.display())))
 }
 
-/// Deterministic Parquet writer settings.
-pub fn writer_properties() -> WriterProperties {
+/// Deterministic Parquet writer settings, with `footer` as the file's
+/// key-value metadata.
+pub fn writer_properties(footer: &BTreeMap<String, String>) -> WriterProperties {
+    let kv: Vec<KeyValue> = footer.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())).collect();
     WriterProperties::builder()
         .set_created_by(PARQUET_CREATED_BY.to_string())
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
         .set_max_row_group_row_count(Some(128 * 1024))
+        .set_key_value_metadata((!kv.is_empty()).then_some(kv))
         .build()
 }
 
-/// Write batches to `path` as Parquet, re-chunked to fixed-size slices so the
-/// bytes do not depend on how the engine batched the rows. Returns the row count.
-pub fn write_parquet(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
-    let err = |e: String| Diag::new(ErrorKind::Store(format!("cannot write {}: {e}", path.display())));
-    let all = concat_batches(&schema, batches).map_err(|e| err(e.to_string()))?;
-    let f = File::create(path).map_err(|e| io("cannot create", path, e))?;
-    let mut w =
-        ArrowWriter::try_new(BufWriter::new(f), schema, Some(writer_properties())).map_err(|e| err(e.to_string()))?;
-    let mut off = 0;
-    while off < all.num_rows() {
-        let len = WRITE_CHUNK.min(all.num_rows() - off);
-        w.write(&all.slice(off, len)).map_err(|e| err(e.to_string()))?;
-        off += len;
+/// Why streaming an output into a Parquet file stopped.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The plan's stream failed (execution error, memory limit).
+    Stream(DataFusionError),
+    /// Writing the file failed.
+    Write(Diag),
+    /// The caller cancelled.
+    Cancelled,
+}
+
+/// A Parquet file being written from a stream of batches, re-chunked to
+/// fixed-size slices so the bytes do not depend on how the engine batched
+/// the rows. Holds at most one chunk of rows plus the writer's open row group.
+pub struct ChunkedWriter {
+    path: PathBuf,
+    schema: SchemaRef,
+    writer: ArrowWriter<BufWriter<File>>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    rows: u64,
+}
+
+impl ChunkedWriter {
+    /// Create `path` and a writer with the deterministic settings.
+    pub fn create(path: &Path, schema: SchemaRef, footer: &BTreeMap<String, String>) -> Result<ChunkedWriter> {
+        let f = File::create(path).map_err(|e| io("cannot create", path, e))?;
+        let writer = ArrowWriter::try_new(BufWriter::new(f), schema.clone(), Some(writer_properties(footer)))
+            .map_err(|e| write_err(path, e.to_string()))?;
+        Ok(ChunkedWriter { path: path.to_path_buf(), schema, writer, pending: vec![], pending_rows: 0, rows: 0 })
     }
-    let inner = w.into_inner().map_err(|e| err(e.to_string()))?;
-    let f = inner.into_inner().map_err(|e| err(e.to_string()))?;
-    f.sync_all().map_err(|e| io("cannot sync", path, e))?;
-    Ok(all.num_rows() as u64)
+
+    /// Add a batch; full chunks are written out.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch);
+        if self.pending_rows >= WRITE_CHUNK {
+            self.drain(false)?;
+        }
+        Ok(())
+    }
+
+    /// Write every full chunk held (and, when `all`, the remainder).
+    fn drain(&mut self, all: bool) -> Result<()> {
+        let path = self.path.clone();
+        let buf = concat_batches(&self.schema, &self.pending).map_err(|e| write_err(&path, e.to_string()))?;
+        self.pending.clear();
+        let mut off = 0;
+        while buf.num_rows() - off >= WRITE_CHUNK || (all && off < buf.num_rows()) {
+            let len = WRITE_CHUNK.min(buf.num_rows() - off);
+            self.writer.write(&buf.slice(off, len)).map_err(|e| write_err(&path, e.to_string()))?;
+            self.rows += len as u64;
+            off += len;
+        }
+        self.pending_rows = buf.num_rows() - off;
+        if self.pending_rows > 0 {
+            self.pending.push(buf.slice(off, self.pending_rows));
+        }
+        Ok(())
+    }
+
+    /// Write the remainder and the footer, sync the file; returns the row count.
+    pub fn finish(mut self) -> Result<u64> {
+        self.drain(true)?;
+        let path = self.path.clone();
+        let inner = self.writer.into_inner().map_err(|e| write_err(&path, e.to_string()))?;
+        let f = inner.into_inner().map_err(|e| write_err(&path, e.to_string()))?;
+        f.sync_all().map_err(|e| io("cannot sync", &path, e))?;
+        Ok(self.rows)
+    }
+}
+
+fn write_err(path: &Path, e: String) -> Diag {
+    Diag::new(ErrorKind::Store(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Stream `stream` into a Parquet file at `path` batch by batch; `cancelled`
+/// is polled between batches. On any error the partial file is removed.
+pub async fn write_stream(
+    path: &Path,
+    mut stream: SendableRecordBatchStream,
+    footer: &BTreeMap<String, String>,
+    cancelled: impl Fn() -> bool,
+) -> std::result::Result<u64, WriteError> {
+    let run = async {
+        let mut w = ChunkedWriter::create(path, stream.schema(), footer).map_err(WriteError::Write)?;
+        while let Some(b) = stream.next().await {
+            if cancelled() {
+                return Err(WriteError::Cancelled);
+            }
+            w.push(b.map_err(WriteError::Stream)?).map_err(WriteError::Write)?;
+        }
+        w.finish().map_err(WriteError::Write)
+    };
+    let res = run.await;
+    if res.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    res
 }
 
 /// The columns of an Arrow schema, as records and reports show them.
@@ -60,11 +158,4 @@ pub fn columns(schema: &SchemaRef) -> Vec<ColumnInfo> {
         .iter()
         .map(|f| ColumnInfo { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
         .collect()
-}
-
-/// Write `batches` as a deterministic Parquet object and record it under `key`.
-pub fn put(store: &Store, key: &str, schema: SchemaRef, batches: &[RecordBatch], from: Provenance) -> Result<Record> {
-    let tmp = store.tmp_path(".parquet");
-    let rows = write_parquet(&tmp, schema.clone(), batches)?;
-    store.put_file(key, &tmp, from, columns(&schema), rows)
 }

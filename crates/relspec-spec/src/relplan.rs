@@ -9,8 +9,8 @@ use crate::error::{Diag, ErrorKind};
 use crate::key::StableName;
 use crate::workspace::{JoinHow, RuleBody, RuleDef, Step};
 use sqlparser::ast::{
-    Expr as SqlExpr, ExprWithAlias, Ident, ObjectNamePart, OrderByExpr, Query, Statement, TableFactor, Value, Visit,
-    VisitMut, Visitor, VisitorMut,
+    Expr as SqlExpr, ExprWithAlias, FunctionArg, FunctionArgExpr, Ident, ObjectNamePart, OrderByExpr, Query, Statement,
+    TableFactor, Value, Visit, VisitMut, Visitor, VisitorMut,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
@@ -89,12 +89,32 @@ pub enum PStep {
         /// Skip.
         offset: u64,
     },
-    /// Winner selection kernel.
+    /// Winner selection kernel (`stable_dedupe`).
     Winner {
         /// Partition keys.
         partition_by: Vec<SqlExpr>,
         /// Ordering (ties broken by every other column, ascending).
         order_by: Vec<OrderByExpr>,
+    },
+    /// The `explode` kernel.
+    Explode {
+        /// The list column (normalized name).
+        column: String,
+        /// Name of the element column.
+        alias: Option<String>,
+        /// A forced lane, if any.
+        lane: Option<String>,
+    },
+    /// The `interval_align` kernel.
+    IntervalAlign {
+        /// Table of enclosing spans.
+        table: String,
+        /// Extra join condition.
+        on: Option<SqlExpr>,
+        /// The row's span.
+        left: [SqlExpr; 2],
+        /// The enclosing span.
+        right: [SqlExpr; 2],
     },
 }
 
@@ -151,13 +171,73 @@ fn parser_error(e: ParserError) -> CompileError {
 /// high limit is safe, and deeper input still gets a diagnostic, not an abort.
 pub const SQL_RECURSION_LIMIT: usize = 10_000;
 
+/// `x IN $list` is not SQL syntax; read it as `x IN ($list)` (parentheses
+/// inserted around a placeholder that follows `IN`).
+fn paren_in_params(sql: &str) -> std::borrow::Cow<'_, str> {
+    use sqlparser::keywords::Keyword;
+    use sqlparser::tokenizer::Tokenizer;
+    let Ok(tokens) = Tokenizer::new(&dialect(), sql).tokenize_with_location() else { return sql.into() };
+    let significant: Vec<_> = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).collect();
+    let mut at = Vec::new();
+    for w in significant.windows(2) {
+        if let (Token::Word(kw), Token::Placeholder(p)) = (&w[0].token, &w[1].token)
+            && kw.keyword == Keyword::IN
+        {
+            let start = w[1].span.start;
+            at.push((start.line as usize, start.column as usize, p.chars().count()));
+        }
+    }
+    if at.is_empty() {
+        return sql.into();
+    }
+    let lines: Vec<usize> =
+        std::iter::once(0).chain(sql.char_indices().filter(|(_, c)| *c == '\n').map(|(i, _)| i + 1)).collect();
+    let byte_at = |line: usize, col: usize| {
+        let start = lines.get(line.saturating_sub(1)).copied().unwrap_or(sql.len());
+        sql[start..].char_indices().nth(col.saturating_sub(1)).map(|(i, _)| start + i).unwrap_or(sql.len())
+    };
+    let mut out = sql.to_string();
+    for (line, col, len) in at.into_iter().rev() {
+        let b = byte_at(line, col);
+        let e = out[b..].char_indices().nth(len).map(|(i, _)| b + i).unwrap_or(out.len());
+        out.insert(e, ')');
+        out.insert(b, '(');
+    }
+    out.into()
+}
+
+/// `x = ANY($list)` and `x <> ALL($list)` are `x IN ($list)` and `x NOT IN
+/// ($list)` (one form for lowering and for signatures).
+struct AnyToIn;
+impl VisitorMut for AnyToIn {
+    type Break = ();
+    fn post_visit_expr(&mut self, e: &mut SqlExpr) -> ControlFlow<()> {
+        use sqlparser::ast::BinaryOperator as Op;
+        let placeholder = |x: &SqlExpr| matches!(x, SqlExpr::Value(v) if matches!(v.value, Value::Placeholder(_)));
+        let rewrite = match e {
+            SqlExpr::AnyOp { left, compare_op: Op::Eq, right, .. } if placeholder(right) => Some((left, right, false)),
+            SqlExpr::AllOp { left, compare_op: Op::NotEq, right } if placeholder(right) => Some((left, right, true)),
+            _ => None,
+        };
+        if let Some((left, right, negated)) = rewrite {
+            let (left, right) = (std::mem::replace(left.as_mut(), SqlExpr::value(Value::Null)), (**right).clone());
+            *e = SqlExpr::InList { expr: Box::new(left), list: vec![right], negated };
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 fn parse_query(sql: &str) -> std::result::Result<Statement, CompileError> {
     let d = dialect();
+    let sql = paren_in_params(sql);
     let mut stmts = Parser::new(&d)
         .with_recursion_limit(SQL_RECURSION_LIMIT)
-        .try_with_sql(sql)
+        .try_with_sql(&sql)
         .and_then(|mut p| p.parse_statements())
         .map_err(parser_error)?;
+    for s in stmts.iter_mut() {
+        let _ = s.visit(&mut AnyToIn);
+    }
     match stmts.len() {
         0 => Err(CompileError { diag: Diag::new(ErrorKind::SqlSyntax("the rule has no SQL query".into())), pos: None }),
         1 => {
@@ -181,14 +261,16 @@ fn parse_query(sql: &str) -> std::result::Result<Statement, CompileError> {
     }
 }
 
-fn parse_with<T>(
+fn parse_with<T: VisitMut>(
     text: &str,
     f: impl FnOnce(&mut Parser) -> std::result::Result<T, ParserError>,
 ) -> std::result::Result<T, String> {
     let d = dialect();
+    let sql = paren_in_params(text);
     let mut p =
-        Parser::new(&d).with_recursion_limit(SQL_RECURSION_LIMIT).try_with_sql(text).map_err(|e| e.to_string())?;
-    let v = f(&mut p).map_err(|e| e.to_string())?;
+        Parser::new(&d).with_recursion_limit(SQL_RECURSION_LIMIT).try_with_sql(&sql).map_err(|e| e.to_string())?;
+    let mut v = f(&mut p).map_err(|e| e.to_string())?;
+    let _ = v.visit(&mut AnyToIn);
     if p.peek_token().token != Token::EOF {
         return Err(format!("unexpected `{}` after the expression in `{text}`", p.peek_token().token));
     }
@@ -207,6 +289,9 @@ pub fn parse_expr(text: &str) -> std::result::Result<SqlExpr, String> {
 pub fn parse_order(text: &str) -> std::result::Result<OrderByExpr, String> {
     parse_with(text, |p| p.parse_order_by_expr())
 }
+
+/// Table functions whose first argument names a table they read.
+pub const TABLE_KERNELS: &[&str] = &["explode"];
 
 /// Collects table reads (CTE-scoped) and parameter names.
 #[derive(Default)]
@@ -241,6 +326,21 @@ impl Visitor for ReadCollector {
             let shadowed = name.0.len() == 1 && self.cte_scopes.iter().any(|s| s.contains(&n));
             if !shadowed && self.reads.insert(n.clone()) {
                 let s = last.span.start;
+                self.first_spans.push((n, s.line as usize, s.column as usize));
+            }
+        }
+        // A table-valued kernel reads the table its first argument names:
+        // `explode('tags_table', 'tags')`.
+        if let TableFactor::Table { name, args: Some(args), .. } = t
+            && let Some(ObjectNamePart::Identifier(f)) = name.0.last()
+            && TABLE_KERNELS.contains(&normalize_ident(f).as_str())
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Value(v)))) = args.args.first()
+            && let Value::SingleQuotedString(table) = &v.value
+        {
+            let n = table.to_lowercase();
+            let shadowed = self.cte_scopes.iter().any(|s| s.contains(&n));
+            if !shadowed && self.reads.insert(n.clone()) {
+                let s = v.span.start;
                 self.first_spans.push((n, s.line as usize, s.column as usize));
             }
         }
@@ -393,6 +493,24 @@ pub fn compile(def: &RuleDef) -> std::result::Result<(RelPlan, Vec<ReadSite>), C
                             .collect::<std::result::Result<_, _>>()?,
                         order_by: orders(order_by)?,
                     },
+                    Step::Explode { column, alias, lane } => PStep::Explode {
+                        column: column_name(column).map_err(err)?,
+                        alias: alias.clone(),
+                        lane: lane.clone(),
+                    },
+                    Step::IntervalAlign { table, on, left, right } => {
+                        let t = table.to_lowercase();
+                        if reads.reads.insert(t.clone()) {
+                            sites.push(ReadSite { name: t.clone(), pos: Some(SourcePos::Step(i)) });
+                        }
+                        let e = |x: &String| parse_expr(x).map_err(err);
+                        PStep::IntervalAlign {
+                            table: t,
+                            on: on.as_ref().map(e).transpose()?,
+                            left: [e(&left[0])?, e(&left[1])?],
+                            right: [e(&right[0])?, e(&right[1])?],
+                        }
+                    }
                 };
                 canon.push(canonical_step(&ps));
                 psteps.push(ps);
@@ -426,7 +544,19 @@ fn visit_step(s: &PStep, v: &mut ReadCollector) {
             partition_by.iter().for_each(&mut e);
             order_by.iter().for_each(|o| e(&o.expr));
         }
-        PStep::Union { .. } | PStep::Limit { .. } => {}
+        PStep::IntervalAlign { on, left, right, .. } => {
+            on.iter().chain(left).chain(right).for_each(&mut e);
+        }
+        PStep::Union { .. } | PStep::Limit { .. } | PStep::Explode { .. } => {}
+    }
+}
+
+/// A column named in a step: an identifier (quoted or not), normalized.
+fn column_name(text: &str) -> std::result::Result<String, String> {
+    match parse_expr(text)? {
+        SqlExpr::Identifier(i) => Ok(normalize_ident(&i)),
+        SqlExpr::CompoundIdentifier(is) if !is.is_empty() => Ok(normalize_ident(is.last().unwrap())),
+        other => Err(format!("`{other}` is not a column name")),
     }
 }
 
@@ -450,6 +580,20 @@ fn canonical_step(s: &PStep) -> String {
             "winner partition [{}] order [{}]",
             partition_by.iter().map(canonical_sql).collect::<Vec<_>>().join(", "),
             orders(order_by)
+        ),
+        PStep::Explode { column, alias, lane } => format!(
+            "explode {} as {} lane {}",
+            serde_json::Value::from(column.as_str()),
+            serde_json::Value::from(alias.as_deref().unwrap_or(column)),
+            lane.as_deref().unwrap_or("auto")
+        ),
+        PStep::IntervalAlign { table, on, left, right } => format!(
+            "interval_align {table} on {} left [{}, {}] right [{}, {}]",
+            on.as_ref().map(canonical_sql).unwrap_or_else(|| "true".into()),
+            canonical_sql(&left[0]),
+            canonical_sql(&left[1]),
+            canonical_sql(&right[0]),
+            canonical_sql(&right[1])
         ),
     }
 }
@@ -483,6 +627,23 @@ mod tests {
         assert_eq!(signature(&a), signature(&b));
         let c = compile(&sql("SELECT a, b FROM t WHERE x > 2")).unwrap().0;
         assert_ne!(signature(&a), signature(&c));
+    }
+
+    #[test]
+    fn list_params_in_and_any_are_one_form() {
+        let a = compile(&sql("SELECT * FROM t WHERE lang IN $langs")).unwrap().0;
+        let b = compile(&sql("SELECT * FROM t WHERE lang = ANY($langs)")).unwrap().0;
+        let c = compile(&sql("SELECT * FROM t WHERE lang IN ($langs)")).unwrap().0;
+        assert_eq!(a.canonical, b.canonical);
+        assert_eq!(a.canonical, c.canonical);
+        assert!(a.canonical.contains("lang in ($langs)"), "{}", a.canonical);
+        assert_eq!(a.params, vec!["langs".to_string()]);
+        let n = compile(&sql("SELECT * FROM t WHERE lang <> ALL($langs)")).unwrap().0;
+        assert!(n.canonical.contains("lang not in ($langs)"), "{}", n.canonical);
+        // A string that looks like one is left alone.
+        let s = compile(&sql("SELECT 'x IN $langs' AS q FROM t")).unwrap().0;
+        assert!(s.params.is_empty());
+        assert_eq!(parse_expr("x IN $a").unwrap().to_string(), "x IN ($a)");
     }
 
     #[test]

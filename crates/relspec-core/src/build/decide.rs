@@ -99,7 +99,7 @@ pub fn decide(
         return Decision::Wait;
     }
     let upstream: BTreeMap<&str, &str> =
-        ups.iter().filter_map(|u| records.get(*u).map(|r| (u.as_str(), r.content_hash.as_str()))).collect();
+        ups.iter().filter_map(|u| records.get(*u).map(|r| (u.as_str(), r.data_hash()))).collect();
     let key = job.parts.key_with(upstream.iter().map(|(k, v)| (*k, *v)));
     if let Some(record) = cache.fast(&job.name, &key, &job.parts.signature).or_else(|| cache.lookup(&key)) {
         return Decision::Reuse { key, record };
@@ -163,6 +163,9 @@ mod tests {
             bytes: 1,
             elapsed_ms: 0,
             parts: None,
+            data_hash: String::new(),
+            checks: None,
+            footer: Default::default(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Executing one rule: prepare it through the Planner, stream its batches
-//! (checking for cancellation), evaluate its data contracts, write the object
-//! and record, and the artifact.
+//! into the object file (checking for cancellation), evaluate its data
+//! contracts over the written file, record it, and write the artifact.
 
 use crate::engine::render_physical;
 use crate::error::{Diag, ErrorKind};
@@ -9,8 +9,8 @@ use crate::project::snapshots;
 use crate::store::{Record, Store};
 use crate::workspace::{ContractSpec, WorkspaceSpec};
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 use relspec_exec::lower::{self, LowerError};
+use relspec_exec::parquet::WriteError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -50,23 +50,37 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         .await
         .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
     let schema = physical.schema();
-    let mut stream = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())
+    let stream = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())
         .map_err(|e| lower::df_error(e, ErrorKind::Execution))?;
-    let mut batches = Vec::new();
-    while let Some(b) = stream.next().await {
-        if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(LowerError { diag: Diag::new(ErrorKind::Execution("cancelled".into())), pos: None });
-        }
-        batches.push(b.map_err(|e| lower::df_error(e, ErrorKind::Execution))?);
-    }
+    // Stream the sorted result into the object file, batch by batch: the sort
+    // spills through the memory pool, nothing holds the whole result.
+    let footer = crate::store::footer_metadata(&key, &rule, parts.as_ref().unwrap_or(&serde_json::Value::Null));
+    let tmp = store.tmp_path(".parquet");
+    let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+    let rows = relspec_exec::parquet::write_stream(&tmp, stream, &footer, cancelled).await.map_err(|e| match e {
+        WriteError::Stream(e) => lower::df_error(e, ErrorKind::Execution),
+        WriteError::Write(diag) => LowerError { diag, pos: None },
+        WriteError::Cancelled => LowerError { diag: Diag::new(ErrorKind::Execution("cancelled".into())), pos: None },
+    })?;
     snaps.physical_metrics = Some(render_physical(physical.as_ref(), true));
-    let checks = match contract {
-        Some(c) => crate::contracts::evaluate(ctx, c, schema.clone(), &batches)
-            .await
-            .map_err(|e| lower::df_error(e, ErrorKind::Execution))?,
+    let checks = match contract.filter(|c| !c.checks.is_empty()) {
+        Some(c) => {
+            let evaluated = async {
+                let written = ctx.read_parquet(tmp.to_string_lossy().as_ref(), Default::default()).await?;
+                crate::contracts::evaluate(ctx, c, written).await
+            };
+            match evaluated.await {
+                Ok(checks) => checks,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(lower::df_error(e, ErrorKind::Execution));
+                }
+            }
+        }
         None => vec![],
     };
     if let Some(c) = contract.filter(|_| checks.iter().any(|k| !k.passed)) {
+        let _ = std::fs::remove_file(&tmp);
         let failed: Vec<String> = checks
             .iter()
             .filter(|k| !k.passed)
@@ -97,13 +111,19 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
     #[cfg(not(feature = "substrait"))]
     let substrait: Option<String> = None;
     let (store2, key2) = (store.clone(), key.clone());
-    let from =
-        crate::store::Provenance { rule: rule.clone(), signature: signature.clone(), elapsed_ms: elapsed, parts };
-    let record =
-        tokio::task::spawn_blocking(move || relspec_exec::parquet::put(&store2, &key2, schema, &batches, from))
-            .await
-            .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
-            .map_err(|diag| LowerError { diag, pos: None })?;
+    let from = crate::store::Provenance {
+        rule: rule.clone(),
+        signature: signature.clone(),
+        elapsed_ms: elapsed,
+        parts,
+        checks: Some(serde_json::to_value(&checks).unwrap_or_default()),
+        footer,
+    };
+    let columns = relspec_exec::parquet::columns(&schema);
+    let record = tokio::task::spawn_blocking(move || store2.put_file(&key2, &tmp, from, columns, rows))
+        .await
+        .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
+        .map_err(|diag| LowerError { diag, pos: None })?;
     let artifact = crate::bundle::Artifact {
         rule,
         key: record.key.clone(),

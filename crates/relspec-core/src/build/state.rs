@@ -19,13 +19,21 @@ pub(crate) struct LastBuilt {
 pub(crate) struct LastEntry {
     pub(crate) key: String,
     content_hash: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    data_hash: String,
     rows: u64,
     bytes: u64,
 }
 
 impl LastEntry {
     pub(crate) fn new(rec: &Record) -> Self {
-        LastEntry { key: rec.key.clone(), content_hash: rec.content_hash.clone(), rows: rec.rows, bytes: rec.bytes }
+        LastEntry {
+            key: rec.key.clone(),
+            content_hash: rec.content_hash.clone(),
+            data_hash: rec.data_hash.clone(),
+            rows: rec.rows,
+            bytes: rec.bytes,
+        }
     }
     pub(crate) fn record(&self, rule: &str, signature: &str) -> Record {
         Record {
@@ -38,6 +46,9 @@ impl LastEntry {
             bytes: self.bytes,
             elapsed_ms: 0,
             parts: None,
+            data_hash: self.data_hash.clone(),
+            checks: None,
+            footer: Default::default(),
         }
     }
 }

@@ -138,6 +138,30 @@ struct StepToml {
     limit: Option<u64>,
     offset: Option<u64>,
     winner: Option<WinnerToml>,
+    stable_dedupe: Option<WinnerToml>,
+    explode: Option<ExplodeToml>,
+    interval_align: Option<IntervalToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ExplodeToml {
+    Column(String),
+    Full {
+        column: String,
+        #[serde(rename = "as")]
+        alias: Option<String>,
+        lane: Option<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntervalToml {
+    table: String,
+    on: Option<String>,
+    left: Vec<String>,
+    right: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -237,18 +261,31 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
 
     let mut params = BTreeMap::new();
     for (name, v) in m.params {
+        let bad = |m: String| invalid(file, span_of(&v), format!("parameter `{name}` {m}"));
+        let scalar = |x: &toml::Value| match x {
+            toml::Value::Integer(i) => Some(ParamValue::Int(*i)),
+            toml::Value::Float(f) => Some(ParamValue::Float(f.to_bits())),
+            toml::Value::Boolean(b) => Some(ParamValue::Bool(*b)),
+            toml::Value::String(s) => Some(ParamValue::Str(s.clone())),
+            _ => None,
+        };
         let pv = match v.get_ref() {
-            toml::Value::Integer(i) => ParamValue::Int(*i),
-            toml::Value::Float(f) => ParamValue::Float(f.to_bits()),
-            toml::Value::Boolean(b) => ParamValue::Bool(*b),
-            toml::Value::String(s) => ParamValue::Str(s.clone()),
-            _ => {
-                return Err(invalid(
-                    file,
-                    span_of(&v),
-                    format!("parameter `{name}` must be an integer, float, boolean or string"),
-                ));
+            toml::Value::Array(items) => {
+                let mut out = Vec::new();
+                for x in items {
+                    let e = scalar(x).ok_or_else(|| {
+                        bad("is a list; its elements must be integers, floats, booleans or strings".into())
+                    })?;
+                    if let Some(first) = out.first().map(ParamValue::kind)
+                        && first != e.kind()
+                    {
+                        return Err(bad(format!("mixes {first} and {} elements; a list has one kind", e.kind())));
+                    }
+                    out.push(e);
+                }
+                ParamValue::List(out)
             }
+            x => scalar(x).ok_or_else(|| bad("must be an integer, float, boolean, string or a list of them".into()))?,
         };
         params.insert(name, pv);
     }
@@ -520,9 +557,14 @@ fn convert_step(s: StepToml) -> std::result::Result<Step, String> {
         s.sort.is_some(),
         s.limit.is_some(),
         s.winner.is_some(),
+        s.stable_dedupe.is_some(),
+        s.explode.is_some(),
+        s.interval_align.is_some(),
     ];
     if ops.iter().filter(|b| **b).count() != 1 {
-        return Err("each step has exactly one of join, filter, select, aggregate, union, sort, limit, winner".into());
+        return Err("each step has exactly one of join, filter, select, aggregate, union, sort, limit, \
+                    stable_dedupe (or winner), explode, interval_align"
+            .into());
     }
     let step = if let Some(table) = s.join {
         let on = s.on.ok_or("a join step needs `on = \"...\"`")?;
@@ -545,11 +587,28 @@ fn convert_step(s: StepToml) -> std::result::Result<Step, String> {
         Step::Sort(keys)
     } else if let Some(n) = s.limit {
         Step::Limit { n, offset: s.offset.unwrap_or(0) }
-    } else if let Some(w) = s.winner {
+    } else if let Some(w) = s.winner.or(s.stable_dedupe) {
         if w.partition_by.is_empty() || w.order_by.is_empty() {
-            return Err("a winner step needs non-empty `partition_by` and `order_by`".into());
+            return Err("a stable_dedupe (winner) step needs non-empty `partition_by` and `order_by`".into());
         }
         Step::Winner { partition_by: w.partition_by, order_by: w.order_by }
+    } else if let Some(e) = s.explode {
+        let (column, alias, lane) = match e {
+            ExplodeToml::Column(c) => (c, None, None),
+            ExplodeToml::Full { column, alias, lane } => (column, alias, lane),
+        };
+        if column.trim().is_empty() {
+            return Err("an explode step names its list column: `explode = \"tags\"`".into());
+        }
+        if let Some(l) = lane.as_deref().filter(|l| !super::LANE_NAMES.contains(l)) {
+            return Err(format!("unknown lane `{l}`; lanes are {}", super::LANE_NAMES.join(", ")));
+        }
+        Step::Explode { column, alias: alias.or(s.alias), lane }
+    } else if let Some(i) = s.interval_align {
+        let pair = |v: Vec<String>, what: &str| -> std::result::Result<[String; 2], String> {
+            <[String; 2]>::try_from(v).map_err(|_| format!("interval_align `{what}` is [start, end]: two expressions"))
+        };
+        Step::IntervalAlign { table: i.table, on: i.on, left: pair(i.left, "left")?, right: pair(i.right, "right")? }
     } else {
         unreachable!()
     };

@@ -88,7 +88,7 @@ pub enum MemoryPoolKind {
     Fair,
 }
 
-/// A parameter value from `[params]`.
+/// A parameter value from `[params]` (or a `--param` override).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ParamValue {
     /// 64-bit integer.
@@ -99,28 +99,124 @@ pub enum ParamValue {
     Bool(bool),
     /// String.
     Str(String),
+    /// A list of scalars of one kind (`langs = ["python", "rust"]`), used as
+    /// `x IN $langs` or `x = ANY($langs)`; set semantics (order and
+    /// duplicates do not matter). May be empty.
+    List(Vec<ParamValue>),
 }
 
 impl ParamValue {
-    /// The value as an SQL literal (`'text'`, `42`, `1.5`, `true`), for messages.
+    /// The value as an SQL literal (`'text'`, `42`, `1.5`, `true`, `(1, 2)`), for messages.
     pub fn sql_literal(&self) -> String {
         match self {
             ParamValue::Int(i) => i.to_string(),
             ParamValue::Float(b) => f64::from_bits(*b).to_string(),
             ParamValue::Bool(b) => b.to_string(),
             ParamValue::Str(s) => format!("'{}'", s.replace('\'', "''")),
+            ParamValue::List(vs) => {
+                format!("({})", vs.iter().map(ParamValue::sql_literal).collect::<Vec<_>>().join(", "))
+            }
         }
     }
 
-    /// Canonical text used in signatures and keys.
+    /// Canonical text used in signatures and keys. A list is canonical as a
+    /// set: its elements sorted and deduplicated.
     pub fn canonical(&self) -> String {
         match self {
             ParamValue::Int(i) => format!("int:{i}"),
             ParamValue::Float(b) => format!("float:{}", f64::from_bits(*b)),
             ParamValue::Bool(b) => format!("bool:{b}"),
             ParamValue::Str(s) => format!("str:{}", serde_json::Value::from(s.as_str())),
+            ParamValue::List(vs) => {
+                let set: std::collections::BTreeSet<String> = vs.iter().map(ParamValue::canonical).collect();
+                format!("list:[{}]", set.into_iter().collect::<Vec<_>>().join(","))
+            }
         }
     }
+
+    /// The kind's name, as messages say it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ParamValue::Int(_) => "integer",
+            ParamValue::Float(_) => "float",
+            ParamValue::Bool(_) => "boolean",
+            ParamValue::Str(_) => "string",
+            ParamValue::List(_) => "list",
+        }
+    }
+
+    /// The kind of a list's elements (`None` for a scalar or an empty list).
+    pub fn element_kind(&self) -> Option<&'static str> {
+        match self {
+            ParamValue::List(vs) => vs.first().map(ParamValue::kind),
+            _ => None,
+        }
+    }
+
+    /// Parse `text` as a value of the same kind as `self` (a `--param`
+    /// override of a declared parameter). A list is comma-separated; an empty
+    /// text is an empty list; the elements of an empty declared list are strings.
+    pub fn parse_like(&self, text: &str) -> std::result::Result<ParamValue, String> {
+        fn scalar(kind: &str, t: &str) -> std::result::Result<ParamValue, String> {
+            match kind {
+                "integer" => t.trim().parse().map(ParamValue::Int).map_err(|_| format!("`{t}` is not an integer")),
+                "float" => t
+                    .trim()
+                    .parse::<f64>()
+                    .map(|f| ParamValue::Float(f.to_bits()))
+                    .map_err(|_| format!("`{t}` is not a number")),
+                "boolean" => match t.trim() {
+                    "true" => Ok(ParamValue::Bool(true)),
+                    "false" => Ok(ParamValue::Bool(false)),
+                    _ => Err(format!("`{t}` is not `true` or `false`")),
+                },
+                _ => Ok(ParamValue::Str(t.to_string())),
+            }
+        }
+        match self {
+            ParamValue::List(_) => {
+                if text.trim().is_empty() {
+                    return Ok(ParamValue::List(vec![]));
+                }
+                let kind = self.element_kind().unwrap_or("string");
+                text.split(',')
+                    .map(|t| scalar(kind, t))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map(ParamValue::List)
+            }
+            other => scalar(other.kind(), text),
+        }
+    }
+}
+
+/// Apply `--param name=value` overrides to a parsed spec: each must name a
+/// declared parameter and parse as its kind.
+pub fn apply_param_overrides(
+    spec: &mut WorkspaceSpec,
+    overrides: &[(String, String)],
+) -> std::result::Result<(), crate::error::Diag> {
+    use crate::error::{Diag, ErrorKind};
+    for (name, text) in overrides {
+        let Some(declared) = spec.params.get(name) else {
+            let mut d = Diag::new(ErrorKind::Usage(format!(
+                "--param {name}={text}: no parameter `{name}` is declared in [params]"
+            )));
+            if let Some(s) = crate::suggest::suggest(name, spec.params.keys()) {
+                d = d.with_help(format!("did you mean `{s}`?"));
+            }
+            return Err(d);
+        };
+        let v = declared.parse_like(text).map_err(|m| {
+            let kind = match declared {
+                ParamValue::List(_) => format!("a list of {}s", declared.element_kind().unwrap_or("string")),
+                ParamValue::Int(_) => "an integer".to_string(),
+                other => format!("a {}", other.kind()),
+            };
+            Diag::new(ErrorKind::Usage(format!("--param {name}={text}: `{name}` is {kind}; {m}")))
+        })?;
+        spec.params.insert(name.clone(), v);
+    }
+    Ok(())
 }
 
 /// Storage format of a dataset.
@@ -374,14 +470,42 @@ pub enum Step {
         /// Rows to skip.
         offset: u64,
     },
-    /// Keep one row per partition: the first by `order_by`.
+    /// Keep one row per partition: the first by `order_by` (the
+    /// `stable_dedupe` kernel; `winner` is its older step name).
     Winner {
         /// Partition keys.
         partition_by: Vec<String>,
         /// Ordering; ties are broken by all remaining columns ascending.
         order_by: Vec<String>,
     },
+    /// One row per element of a list column (the `explode` kernel): the other
+    /// columns (the parent's key) are repeated; null and empty lists give no rows.
+    Explode {
+        /// The list column.
+        column: String,
+        /// Name of the element column (default: the list column's name).
+        alias: Option<String>,
+        /// Force a lane (`builtin`, `arrow_fallback`); default: the first available.
+        lane: Option<String>,
+    },
+    /// For each row, the innermost enclosing span of another table (the
+    /// `interval_align` kernel): a left join to the row of `table` (matching
+    /// `on`) whose `[start, end]` contains the row's `[start, end]` with the
+    /// smallest width; ties are broken by every column of `table` ascending.
+    IntervalAlign {
+        /// The table of enclosing spans.
+        table: String,
+        /// Extra join condition (e.g. same file).
+        on: Option<String>,
+        /// The row's span: start and end expressions.
+        left: [String; 2],
+        /// The enclosing span: start and end expressions over `table`.
+        right: [String; 2],
+    },
 }
+
+/// Lane names a rule may force (`lane = "..."`).
+pub const LANE_NAMES: &[&str] = &["builtin", "native_udf", "arrow_fallback"];
 
 impl WorkspaceSpec {
     /// Absolute path of the output directory.
