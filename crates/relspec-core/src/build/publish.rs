@@ -67,7 +67,10 @@ pub(crate) fn publish(
     for (t, rec) in &stale {
         let rel = format!("{prefix}/{t}.parquet");
         let dest = out_dir.join(format!("{t}.parquet"));
-        match store.publish(rec, &dest, &mut ledger, &rel) {
+        // A record from the last-built fast path carries no provenance; the
+        // sidecar is written from the full record in the store.
+        let full = if rec.parts.is_none() { store.lookup(&rec.key) } else { None };
+        match store.publish(full.as_ref().unwrap_or(rec), &dest, &mut ledger, &rel) {
             Ok(()) => {
                 if let Some(r) = reports.get_mut(*t) {
                     r.published = true;
