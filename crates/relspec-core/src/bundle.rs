@@ -77,6 +77,10 @@ pub struct RunRule {
     /// Artifact path relative to the cache dir (rules that ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<String>,
+    /// Kernel applications and their lanes (rules that ran; a reused
+    /// rule's are in its artifact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<KernelUse>,
 }
 
 impl RunRule {

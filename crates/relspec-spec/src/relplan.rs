@@ -112,9 +112,9 @@ pub enum PStep {
         /// Extra join condition.
         on: Option<SqlExpr>,
         /// The row's span.
-        left: [SqlExpr; 2],
+        left: Box<[SqlExpr; 2]>,
         /// The enclosing span.
-        right: [SqlExpr; 2],
+        right: Box<[SqlExpr; 2]>,
     },
 }
 
@@ -507,8 +507,8 @@ pub fn compile(def: &RuleDef) -> std::result::Result<(RelPlan, Vec<ReadSite>), C
                         PStep::IntervalAlign {
                             table: t,
                             on: on.as_ref().map(e).transpose()?,
-                            left: [e(&left[0])?, e(&left[1])?],
-                            right: [e(&right[0])?, e(&right[1])?],
+                            left: Box::new([e(&left[0])?, e(&left[1])?]),
+                            right: Box::new([e(&right[0])?, e(&right[1])?]),
                         }
                     }
                 };
@@ -545,7 +545,7 @@ fn visit_step(s: &PStep, v: &mut ReadCollector) {
             order_by.iter().for_each(|o| e(&o.expr));
         }
         PStep::IntervalAlign { on, left, right, .. } => {
-            on.iter().chain(left).chain(right).for_each(&mut e);
+            on.iter().chain(left.iter()).chain(right.iter()).for_each(&mut e);
         }
         PStep::Union { .. } | PStep::Limit { .. } | PStep::Explode { .. } => {}
     }

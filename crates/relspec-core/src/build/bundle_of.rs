@@ -51,6 +51,7 @@ pub(crate) fn run_bundle(
                     elapsed_ms: r.elapsed_ms,
                     reasons,
                     artifact,
+                    kernels: r.kernels.clone(),
                 },
             ))
         })

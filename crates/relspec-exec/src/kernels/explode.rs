@@ -201,10 +201,22 @@ pub fn table_function_uses(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<
     use datafusion::common::tree_node::TreeNodeRecursion;
     let mut n = 0;
     let _ = plan.apply_with_subqueries(|node| {
-        if let datafusion::logical_expr::LogicalPlan::TableScan(t) = node
-            && t.table_name.table() == "explode()"
-        {
-            n += 1;
+        // The SQL planner inlines the function's view under an alias named
+        // after the call (`explode()`), or scans it by that name.
+        use datafusion::logical_expr::LogicalPlan;
+        match node {
+            LogicalPlan::SubqueryAlias(a)
+                if a.alias.table() == "explode()" && matches!(strip_projection(&a.input), LogicalPlan::Unnest(_)) =>
+            {
+                n += 1
+            }
+            LogicalPlan::TableScan(t)
+                if t.table_name.table() == "explode()"
+                    && datafusion::datasource::source_as_provider(&t.source).is_ok_and(|p| p.is::<ViewTable>()) =>
+            {
+                n += 1
+            }
+            _ => {}
         }
         Ok(TreeNodeRecursion::Continue)
     });
@@ -219,4 +231,11 @@ pub fn table_function_uses(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<
             )
         })
         .collect()
+}
+
+fn strip_projection(p: &datafusion::logical_expr::LogicalPlan) -> &datafusion::logical_expr::LogicalPlan {
+    match p {
+        datafusion::logical_expr::LogicalPlan::Projection(x) => strip_projection(&x.input),
+        other => other,
+    }
 }
