@@ -68,9 +68,10 @@ fn list_params_in_sql_and_pipelines_with_overrides() {
     assert_eq!(ids(root, "by_any"), ["1", "3"]);
     // NOT IN: SQL semantics (a null lang is neither in nor not in the list).
     assert_eq!(ids(root, "not_in"), ["3"]);
-    // Lowered to a semi join over an in-memory table, never to literal text.
+    // Lowered to a semi join over a VALUES relation of the list, never to SQL text.
     let plan = ok(root, &["explain", "by_sql"]);
     assert!(plan.contains("LeftSemi"), "{plan}");
+    assert!(plan.contains("Values: (Utf8(\"python\")), (Utf8(\"rust\"))"), "{plan}");
     assert!(!plan.contains("'python'"), "{plan}");
 
     // An override changes the list; only the rules that read it rebuild.

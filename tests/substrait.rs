@@ -18,7 +18,15 @@ fn substrait_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
         let art: serde_json::Value =
             serde_json::from_slice(&std::fs::read(root.join("cache").join(r["artifact"].as_str().unwrap())).unwrap())
                 .unwrap();
-        let rel = art["substrait"].as_str().unwrap_or_else(|| panic!("no Substrait plan for {rule}"));
+        // DataFusion's Substrait producer has no `Unnest` (the explode kernel's builtin lane):
+        // such a rule builds and says why it has no plan; every other rule has one.
+        if rule == "path_segments" {
+            assert!(art["substrait"].is_null(), "{art}");
+            let why = art["substrait_unsupported"].as_str().unwrap_or_default();
+            assert!(why.contains("Unsupported plan type: Unnest"), "{why}");
+            continue;
+        }
+        let rel = art["substrait"].as_str().unwrap_or_else(|| panic!("no Substrait plan for {rule}: {art}"));
         out.insert(rule.clone(), std::fs::read(root.join("cache").join(rel)).unwrap());
     }
     out
@@ -30,7 +38,7 @@ fn substrait_plans_are_deterministic_and_execute_to_the_published_output() {
     let root = ws.path();
     ok(root, &["build"]);
     let first = substrait_files(root);
-    assert_eq!(first.len(), 5);
+    assert_eq!(first.len(), 6);
     ok(root, &["clean"]);
     ok(root, &["build"]);
     assert_eq!(first, substrait_files(root), "same plans, byte-identical Substrait");

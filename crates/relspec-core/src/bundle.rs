@@ -46,6 +46,10 @@ pub struct Artifact {
     pub kernels: Vec<KernelUse>,
     /// Substrait plan, relative to the cache dir (with the `substrait` feature).
     pub substrait: Option<String>,
+    /// Why there is no Substrait plan, when the feature is on and the plan
+    /// cannot be expressed (DataFusion's producer lacks e.g. `Unnest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substrait_unsupported: Option<String>,
     /// Output rows.
     pub rows: u64,
     /// Output bytes (Parquet).

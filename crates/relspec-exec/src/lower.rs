@@ -9,12 +9,10 @@ pub use crate::kernels::total_order;
 use crate::kernels::{self, KernelUse};
 use crate::relplan::{PStep, RelNode, RelPlan, SourcePos};
 use crate::workspace::{ContractSpec, JoinHow, ParamValue, types};
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
-use datafusion::datasource::{MemTable, provider_as_source};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::expr::InSubquery;
 use datafusion::logical_expr::{Expr, JoinType, SortExpr};
@@ -106,21 +104,19 @@ pub fn scalar(p: &ParamValue) -> ScalarValue {
 }
 
 /// The in-memory table of a list parameter: one column `value`, one row per
-/// distinct element (an empty list has a string column and no rows).
-pub fn list_table(name: &str, values: &[ParamValue]) -> datafusion::error::Result<LogicalPlan> {
+/// distinct element (an empty list has a string column and no rows). It is
+/// a `VALUES` relation of literals in the plan, so the plan stays
+/// self-contained (Substrait encodes it as a virtual table).
+pub fn list_table(values: &[ParamValue]) -> datafusion::error::Result<LogicalPlan> {
     let mut scalars: Vec<ScalarValue> = values.iter().map(scalar).collect();
     scalars.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     scalars.dedup();
-    let ty = scalars.first().map(ScalarValue::data_type).unwrap_or(DataType::Utf8);
-    let array = if scalars.is_empty() {
-        datafusion::arrow::array::new_empty_array(&ty)
-    } else {
-        ScalarValue::iter_to_array(scalars)?
-    };
-    let schema = Arc::new(Schema::new(vec![Field::new("value", ty, false)]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![array])?;
-    let table = MemTable::try_new(schema, vec![vec![batch]])?;
-    LogicalPlanBuilder::scan(format!("__relspec_param_{name}"), provider_as_source(Arc::new(table)), None)?.build()
+    if scalars.is_empty() {
+        let none = Expr::Literal(ScalarValue::Utf8(None), None).alias("value");
+        return LogicalPlanBuilder::empty(false).project(vec![none])?.build();
+    }
+    let rows: Vec<Vec<Expr>> = scalars.into_iter().map(|v| vec![Expr::Literal(v, None)]).collect();
+    LogicalPlanBuilder::values(rows)?.project(vec![datafusion::prelude::col("column1").alias("value")])?.build()
 }
 
 /// Bind list parameters: `x IN ($list)` becomes `x IN (SELECT value FROM
@@ -140,9 +136,9 @@ pub fn bind_list_params(plan: LogicalPlan, params: &BTreeMap<String, ParamValue>
             node.map_expressions(|e| {
                 e.transform_up(|e| match &e {
                     Expr::InList(il) if il.list.len() == 1 && list_of(&il.list[0]).is_some() => {
-                        let (name, values) = list_of(&il.list[0]).unwrap();
+                        let (_, values) = list_of(&il.list[0]).unwrap();
                         let sub = Subquery {
-                            subquery: Arc::new(list_table(&name, &values)?),
+                            subquery: Arc::new(list_table(&values)?),
                             outer_ref_columns: vec![],
                             spans: Default::default(),
                         };

@@ -101,15 +101,16 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
     let elapsed = t.elapsed().as_millis() as u64;
     let lineage = crate::lineage::of_plan(&lowered.body);
     #[cfg(feature = "substrait")]
-    let substrait = match crate::substrait::write(ctx, &store, &key, lowered.df.logical_plan()).await {
-        Ok(rel) => Some(rel),
-        Err(e) => {
-            tracing::warn!(rule = rule.as_str(), "no Substrait plan: {e}");
-            None
-        }
-    };
+    let (substrait, substrait_unsupported) =
+        match crate::substrait::write(ctx, &store, &key, lowered.df.logical_plan()).await {
+            Ok(rel) => (Some(rel), None),
+            Err(e) => {
+                tracing::warn!(rule = rule.as_str(), "no Substrait plan: {e}");
+                (None, Some(e.to_string()))
+            }
+        };
     #[cfg(not(feature = "substrait"))]
-    let substrait: Option<String> = None;
+    let (substrait, substrait_unsupported): (Option<String>, Option<String>) = (None, None);
     let (store2, key2) = (store.clone(), key.clone());
     let from = crate::store::Provenance {
         rule: rule.clone(),
@@ -133,6 +134,7 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         checks: checks.clone(),
         kernels: lowered.kernels.clone(),
         substrait,
+        substrait_unsupported,
         rows: record.rows,
         bytes: record.bytes,
         elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
