@@ -357,3 +357,49 @@ fn every_kernel_use_in_the_default_workspace_has_lane_diagnostics() {
     let e = ok(root, &["explain", "edges"]);
     assert!(e.contains("normalize_path v1: lane native_udf"), "{e}");
 }
+
+#[test]
+fn interval_align_of_a_table_with_itself_finds_parents() {
+    let mut g = Lcg(3);
+    let mut csv = String::from("id,file,start,stop\n");
+    let mut defs = Vec::new();
+    for id in 0..120 {
+        let file = g.next(2);
+        let start = g.next(200);
+        let stop = start + g.next(60);
+        defs.push((id, file, start, stop));
+        csv.push_str(&format!("{id},{file},{start},{stop}\n"));
+    }
+    // Oracle: the innermost other definition enclosing each one; ties by (id, file, start, stop).
+    let mut expected: Vec<Vec<String>> = defs
+        .iter()
+        .map(|&(id, file, s, e)| {
+            let parent = defs
+                .iter()
+                .filter(|o| o.0 != id && o.1 == file && o.2 <= s && e <= o.3)
+                .min_by_key(|o| (o.3 - o.2, o.0, o.1, o.2, o.3));
+            vec![id.to_string(), parent.map(|p| p.0.to_string()).unwrap_or_default()]
+        })
+        .collect();
+    expected.sort();
+    let ws = workspace_with(&[
+        ("data/defs.csv", &csv),
+        (
+            "workspace.toml",
+            r#"[workspace]
+name = "k"
+[datasets.defs]
+path = "data/defs.csv"
+[rules.parents]
+from = "defs"
+steps = [
+  { interval_align = { table = "defs", as = "outer", on = "outer.file = defs.file AND outer.id <> defs.id", left = ["defs.start", "defs.stop"], right = ["outer.start", "outer.stop"] } },
+  { select = ["defs.id", "outer.id AS parent"] },
+]
+"#,
+        ),
+    ]);
+    ok(ws.path(), &["build"]);
+    assert_eq!(sorted(read_rows(&out(ws.path(), "parents"))), expected);
+    assert!(expected.iter().any(|r| !r[1].is_empty()) && expected.iter().any(|r| r[1].is_empty()));
+}

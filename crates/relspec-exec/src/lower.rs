@@ -355,8 +355,11 @@ async fn lower_step(
             kernels_used.push(used);
             df
         }
-        PStep::IntervalAlign { table, on, left, right } => {
-            let other = ctx.table(table.as_str()).await.map_err(&e)?;
+        PStep::IntervalAlign { table, alias, on, left, right } => {
+            let mut other = ctx.table(table.as_str()).await.map_err(&e)?;
+            if let Some(a) = alias {
+                other = other.alias(a).map_err(&e)?;
+            }
             let joined = schema.join(other.schema()).map_err(&e)?;
             let span = |xs: &[datafusion::sql::sqlparser::ast::Expr; 2], s: &DFSchema| {
                 Ok::<_, LowerError>([

@@ -109,6 +109,8 @@ pub enum PStep {
     IntervalAlign {
         /// Table of enclosing spans.
         table: String,
+        /// Its alias.
+        alias: Option<String>,
         /// Extra join condition.
         on: Option<SqlExpr>,
         /// The row's span.
@@ -498,7 +500,7 @@ pub fn compile(def: &RuleDef) -> std::result::Result<(RelPlan, Vec<ReadSite>), C
                         alias: alias.clone(),
                         lane: lane.clone(),
                     },
-                    Step::IntervalAlign { table, on, left, right } => {
+                    Step::IntervalAlign { table, alias, on, left, right } => {
                         let t = table.to_lowercase();
                         if reads.reads.insert(t.clone()) {
                             sites.push(ReadSite { name: t.clone(), pos: Some(SourcePos::Step(i)) });
@@ -506,6 +508,7 @@ pub fn compile(def: &RuleDef) -> std::result::Result<(RelPlan, Vec<ReadSite>), C
                         let e = |x: &String| parse_expr(x).map_err(err);
                         PStep::IntervalAlign {
                             table: t,
+                            alias: alias.clone(),
                             on: on.as_ref().map(e).transpose()?,
                             left: Box::new([e(&left[0])?, e(&left[1])?]),
                             right: Box::new([e(&right[0])?, e(&right[1])?]),
@@ -587,8 +590,9 @@ fn canonical_step(s: &PStep) -> String {
             serde_json::Value::from(alias.as_deref().unwrap_or(column)),
             lane.as_deref().unwrap_or("auto")
         ),
-        PStep::IntervalAlign { table, on, left, right } => format!(
-            "interval_align {table} on {} left [{}, {}] right [{}, {}]",
+        PStep::IntervalAlign { table, alias, on, left, right } => format!(
+            "interval_align {table} as {} on {} left [{}, {}] right [{}, {}]",
+            alias.as_deref().unwrap_or(table),
             on.as_ref().map(canonical_sql).unwrap_or_else(|| "true".into()),
             canonical_sql(&left[0]),
             canonical_sql(&left[1]),

@@ -159,6 +159,8 @@ enum ExplodeToml {
 #[serde(deny_unknown_fields)]
 struct IntervalToml {
     table: String,
+    #[serde(rename = "as")]
+    alias: Option<String>,
     on: Option<String>,
     left: Vec<String>,
     right: Vec<String>,
@@ -608,7 +610,13 @@ fn convert_step(s: StepToml) -> std::result::Result<Step, String> {
         let pair = |v: Vec<String>, what: &str| -> std::result::Result<[String; 2], String> {
             <[String; 2]>::try_from(v).map_err(|_| format!("interval_align `{what}` is [start, end]: two expressions"))
         };
-        Step::IntervalAlign { table: i.table, on: i.on, left: pair(i.left, "left")?, right: pair(i.right, "right")? }
+        Step::IntervalAlign {
+            table: i.table,
+            alias: i.alias,
+            on: i.on,
+            left: pair(i.left, "left")?,
+            right: pair(i.right, "right")?,
+        }
     } else {
         unreachable!()
     };

@@ -495,6 +495,8 @@ pub enum Step {
     IntervalAlign {
         /// The table of enclosing spans.
         table: String,
+        /// Alias of that table (needed to align a table with itself).
+        alias: Option<String>,
         /// Extra join condition (e.g. same file).
         on: Option<String>,
         /// The row's span: start and end expressions.
