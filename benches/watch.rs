@@ -79,7 +79,7 @@ fn main() {
     let d = tempfile::tempdir().unwrap();
     relspec_core::scaffold::init(d.path()).unwrap();
     let stats = std::fs::read_to_string(d.path().join("rules/stats.toml")).unwrap();
-    bench("default (5 rules)", d.path(), "rules/stats.toml", |i| {
+    bench("default (7 rules)", d.path(), "rules/stats.toml", |i| {
         stats.replace("count(*) AS calls", &format!("count(*) + {i} AS calls"))
     });
     let g = tempfile::tempdir().unwrap();
