@@ -8,7 +8,13 @@ use relspec_core::workspace::{RuleBody, RuleDef, parse_rule_file};
 use std::path::Path;
 
 fn sql_sig(sql: &str) -> String {
-    let def = RuleDef { body: RuleBody::Sql(sql.into()), produces: None, tags: vec![], description: None };
+    let def = RuleDef {
+        body: RuleBody::Sql(sql.into()),
+        produces: None,
+        tags: vec![],
+        description: None,
+        partition_by: vec![],
+    };
     relspec_core::relplan::signature(
         &relspec_core::relplan::compile(&def).unwrap_or_else(|e| panic!("{sql}: {:?}", e.diag)).0,
     )

@@ -152,3 +152,99 @@ fn streamed_outputs_are_byte_identical_across_partitions_batches_and_limits() {
         assert!(bytes == &outputs[0].1, "bytes differ under `{p}`");
     }
 }
+
+#[test]
+fn partition_by_publishes_a_hive_directory() {
+    let ws = workspace_with(&[
+        ("data/t.csv", "id,lang,path\n1,python,a/b\n2,rust,c\n3,python,d\n4,,e\n5,c++,f\n"),
+        (
+            "workspace.toml",
+            r#"[workspace]
+name = "t"
+[datasets.t]
+path = "data/t.csv"
+[rules.whole]
+sql = "SELECT id, lang, path FROM t"
+[rules.split]
+sql = "SELECT id, lang, path FROM t"
+partition_by = ["lang"]
+"#,
+        ),
+    ]);
+    let root = ws.path();
+    ok(root, &["build"]);
+    let dir = root.join("out/split");
+    let mut parts: Vec<String> = walkdir::WalkDir::new(&dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
+        .collect();
+    parts.sort();
+    assert_eq!(
+        parts,
+        [
+            "_relspec.json",
+            "lang=__HIVE_DEFAULT_PARTITION__/part-0.parquet",
+            "lang=c%2B%2B/part-0.parquet",
+            "lang=python/part-0.parquet",
+            "lang=rust/part-0.parquet",
+        ]
+    );
+    assert!(!root.join("out/split.parquet").exists());
+    // Files hold the other columns, sorted; their rows are the whole output's rows of that value.
+    assert_eq!(column_names(&dir.join("lang=python/part-0.parquet")), ["id", "path"]);
+    assert_eq!(read_rows(&dir.join("lang=python/part-0.parquet")), [["1", "a/b"], ["3", "d"]]);
+    let whole = read_rows(&out(root, "whole"));
+    let rust: Vec<Vec<String>> =
+        whole.iter().filter(|r| r[1] == "rust").map(|r| vec![r[0].clone(), r[2].clone()]).collect();
+    assert_eq!(read_rows(&dir.join("lang=rust/part-0.parquet")), rust);
+    let f = footer(&dir.join("lang=rust/part-0.parquet"));
+    assert_eq!(f["relspec.partition"], "lang=rust");
+    assert_eq!(f["relspec.rule"], "split");
+    let side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("_relspec.json")).unwrap()).unwrap();
+    assert_eq!(side["partition_by"], serde_json::json!(["lang"]));
+    assert_eq!(side["partitions"].as_array().unwrap().len(), 4);
+    // Read back as a hive-partitioned dataset: the same rows as the unpartitioned output.
+    let t = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    let back = "[datasets.back]\npath = \"out/split\"\nformat = \"parquet\"\n\
+                [datasets.back.scan]\npartition_cols = { lang = \"string\" }\n\
+                [rules.reread]\nsql = \"SELECT id, lang, path FROM back\"\n";
+    write(root, "workspace.toml", &format!("{t}{back}"));
+    ok(root, &["build"]);
+    // (A null partition value is hive's `__HIVE_DEFAULT_PARTITION__`, which Spark and Hive read
+    // as null and DataFusion 55 reads as that string.)
+    let hive: Vec<Vec<String>> = whole
+        .iter()
+        .map(|r| {
+            let lang = if r[1].is_empty() { "__HIVE_DEFAULT_PARTITION__".to_string() } else { r[1].clone() };
+            vec![r[0].clone(), lang, r[2].clone()]
+        })
+        .collect();
+    assert_eq!(read_rows(&out(root, "reread")), hive);
+    write(root, "workspace.toml", &t);
+    // A second build republishes nothing: the directory is untouched.
+    let before = tree_bytes(&dir);
+    ok(root, &["build"]);
+    assert_eq!(tree_bytes(&dir), before);
+    // A value that disappears takes its directory with it.
+    write(root, "data/t.csv", "id,lang,path\n1,python,a/b\n3,python,d\n");
+    ok(root, &["build"]);
+    let names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["_relspec.json", "lang=python"]);
+    // partition_by off: one file again, the directory gone; a bad column is an error naming the rule.
+    let t = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    write(root, "workspace.toml", &t.replace("partition_by = [\"lang\"]\n", ""));
+    ok(root, &["build"]);
+    assert!(out(root, "split").is_file());
+    assert!(!dir.exists());
+    write(root, "workspace.toml", &t.replace("partition_by = [\"lang\"]", "partition_by = [\"langg\"]"));
+    let msg = fails(root, &["build"]);
+    assert!(msg.contains("rule `split`"), "{msg}");
+    assert!(msg.contains("partition_by names `langg`, which the output does not have (did you mean `lang`?)"), "{msg}");
+    assert!(out(root, "split").is_file(), "the last good output stays");
+}

@@ -339,7 +339,11 @@ impl Project {
         engine.block_on(planner.register_inputs(&job.deps, upstream)).map_err(|e| e.in_rule(job.name.clone()))?;
         let plan = self.plan(&job.name)?;
         let contract = planner.contract_of(job.decl.def.produces.as_ref());
-        engine.block_on(planner.prepare(&plan, contract.as_ref())).map_err(|e| self.locate_error(job, e))
+        let lowered =
+            engine.block_on(planner.prepare(&plan, contract.as_ref())).map_err(|e| self.locate_error(job, e))?;
+        lower::check_partition_by(lowered.df.schema(), &job.decl.def.partition_by)
+            .map_err(|d| self.locate_error(job, LowerError { diag: d, pos: None }))?;
+        Ok(lowered)
     }
 
     /// A planner on a fresh session of the engine.

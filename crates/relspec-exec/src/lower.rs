@@ -377,6 +377,23 @@ async fn lower_step(
     })
 }
 
+/// Check that every `partition_by` column of a rule is an output column.
+pub fn check_partition_by(schema: &DFSchema, cols: &[String]) -> Result<(), Diag> {
+    let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    for c in cols {
+        if !have.contains(&c.as_str()) {
+            let hint = suggest(c, have.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            return Err(Diag::new(ErrorKind::Plan(format!(
+                "partition_by names `{c}`, which the output does not have{hint}"
+            ))));
+        }
+    }
+    if cols.len() == have.len() && !cols.is_empty() {
+        return Err(Diag::new(ErrorKind::Plan("partition_by names every output column; files would have none".into())));
+    }
+    Ok(())
+}
+
 /// Check a rule's output schema against its contract (names, types, nullability).
 pub fn check_contract(schema: &DFSchema, contract: &ContractSpec) -> Result<(), Diag> {
     let mut problems = Vec::new();

@@ -7,7 +7,7 @@
 //! `WRITE_CHUNK`, with fixed writer settings.
 
 use crate::error::{Diag, ErrorKind, Result};
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
@@ -158,4 +158,96 @@ pub fn columns(schema: &SchemaRef) -> Vec<ColumnInfo> {
         .iter()
         .map(|f| ColumnInfo { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
         .collect()
+}
+
+/// A partition directory name component: `col=value`, the value escaped as
+/// hive does (`%XX` for bytes outside `[A-Za-z0-9._-]`), null as
+/// `__HIVE_DEFAULT_PARTITION__`.
+pub fn partition_segment(col: &str, value: Option<&str>) -> String {
+    let v = match value {
+        None => "__HIVE_DEFAULT_PARTITION__".to_string(),
+        Some(v) => v
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect(),
+    };
+    format!("{col}={v}")
+}
+
+/// Write the rows of the Parquet object at `object` as a hive-partitioned
+/// directory under `dest` (`col=value/.../part-0.parquet`, partition columns
+/// left out of the files), each file sorted by its remaining columns and
+/// written deterministically with `footer` plus its `relspec.partition`.
+/// Returns each partition's relative directory and row count, in order.
+pub async fn write_partitioned(
+    ctx: &datafusion::prelude::SessionContext,
+    object: &Path,
+    cols: &[String],
+    dest: &Path,
+    footer: &BTreeMap<String, String>,
+) -> Result<Vec<(String, u64)>> {
+    use datafusion::arrow::util::display::array_value_to_string;
+    use datafusion::common::ScalarValue;
+    use datafusion::prelude::{Expr, ident, lit};
+    let df_err = |e: DataFusionError| Diag::new(ErrorKind::Execution(e.strip_backtrace().to_string()));
+    let df = ctx.read_parquet(object.to_string_lossy().as_ref(), Default::default()).await.map_err(df_err)?;
+    let rest: Vec<String> =
+        df.schema().fields().iter().map(|f| f.name().clone()).filter(|n| !cols.contains(n)).collect();
+    let keys = df
+        .clone()
+        .select(cols.iter().map(ident).collect::<Vec<Expr>>())
+        .and_then(|d| d.distinct())
+        .and_then(|d| d.sort(cols.iter().map(|c| ident(c).sort(true, true)).collect()))
+        .map_err(df_err)?
+        .collect()
+        .await
+        .map_err(df_err)?;
+    let mut out = Vec::new();
+    for batch in &keys {
+        for row in 0..batch.num_rows() {
+            let mut pred: Option<Expr> = None;
+            let mut dir = PathBuf::new();
+            for (i, c) in cols.iter().enumerate() {
+                let a = batch.column(i);
+                let (p, seg) = if a.is_null(row) {
+                    (ident(c).is_null(), partition_segment(c, None))
+                } else {
+                    let v = ScalarValue::try_from_array(a, row).map_err(df_err)?;
+                    let text = array_value_to_string(a, row).map_err(|e| df_err(e.into()))?;
+                    (ident(c).eq(lit(v)), partition_segment(c, Some(&text)))
+                };
+                pred = Some(match pred {
+                    Some(q) => q.and(p),
+                    None => p,
+                });
+                dir.push(seg);
+            }
+            let part = df
+                .clone()
+                .filter(pred.unwrap_or(lit(true)))
+                .and_then(|d| d.select(rest.iter().map(ident).collect::<Vec<Expr>>()))
+                .and_then(|d| d.sort(rest.iter().map(|c| ident(c).sort(true, true)).collect()))
+                .map_err(df_err)?;
+            let rel = dir.to_string_lossy().to_string();
+            let target = dest.join(&dir);
+            std::fs::create_dir_all(&target).map_err(|e| io("cannot create", &target, e))?;
+            let mut meta = footer.clone();
+            meta.insert("relspec.partition".into(), rel.clone());
+            let stream = part.execute_stream().await.map_err(df_err)?;
+            let rows =
+                write_stream(&target.join("part-0.parquet"), stream, &meta, || false).await.map_err(|e| match e {
+                    WriteError::Stream(e) => df_err(e),
+                    WriteError::Write(d) => d,
+                    WriteError::Cancelled => Diag::new(ErrorKind::Execution("cancelled".into())),
+                })?;
+            out.push((rel, rows));
+        }
+    }
+    Ok(out)
 }

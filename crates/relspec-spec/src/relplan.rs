@@ -612,7 +612,7 @@ mod tests {
     use super::*;
 
     fn sql(s: &str) -> RuleDef {
-        RuleDef { body: RuleBody::Sql(s.into()), produces: None, tags: vec![], description: None }
+        RuleDef { body: RuleBody::Sql(s.into()), produces: None, tags: vec![], description: None, partition_by: vec![] }
     }
 
     #[test]

@@ -170,7 +170,13 @@ mod tests {
     }
 
     fn job(name: &str, sig: &str, deps: &[&str]) -> RuleJob {
-        let def = RuleDef { body: RuleBody::Sql("SELECT 1".into()), produces: None, tags: vec![], description: None };
+        let def = RuleDef {
+            body: RuleBody::Sql("SELECT 1".into()),
+            produces: None,
+            tags: vec![],
+            description: None,
+            partition_by: vec![],
+        };
         RuleJob {
             name: name.into(),
             summary: Arc::new(RuleSummary { reads: vec![], params: vec![], signature: sig.into(), sites: vec![] }),

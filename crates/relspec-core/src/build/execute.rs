@@ -35,14 +35,16 @@ pub(crate) struct Run {
     pub(crate) signature: String,
     pub(crate) parts: Option<serde_json::Value>,
     pub(crate) cancel: Option<Arc<AtomicBool>>,
+    pub(crate) partition_by: Vec<String>,
 }
 
 /// Execute one rule and store its output; nothing is published here.
 pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerError> {
-    let Run { ctx, rule, plan, spec, contract, store, key, signature, parts, cancel } = run;
+    let Run { ctx, rule, plan, spec, contract, store, key, signature, parts, cancel, partition_by } = run;
     let (ctx, contract) = (&ctx, contract.as_ref());
     let t = Instant::now();
     let lowered = relspec_exec::planner::prepare(ctx, &spec, &plan, contract).await?;
+    lower::check_partition_by(lowered.df.schema(), &partition_by).map_err(|diag| LowerError { diag, pos: None })?;
     let mut snaps = snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
     let physical = ctx
         .state()

@@ -166,7 +166,17 @@ pub fn build(
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "scheduled and executed");
 
     if !opts.dry_run {
+        // Targets published as hive directories, and an engine to split them.
+        let partitioned: HashMap<String, Vec<String>> = targets
+            .iter()
+            .filter_map(|t| s.jobs.get(t).map(|j| (t, &j.decl.def.partition_by)))
+            .filter(|(_, cols)| !cols.is_empty())
+            .map(|(t, cols)| (t.clone(), cols.clone()))
+            .collect();
+        let engine = if partitioned.is_empty() { None } else { p.engine().ok() };
         let outcome = publish::Outcome {
+            partitioned: &partitioned,
+            engine,
             records: &s.records,
             last: &s.last,
             last_dirty: s.last_dirty,
@@ -399,6 +409,7 @@ impl Scheduler {
             signature: parts.signature.clone(),
             parts: serde_json::to_value(&parts).ok(),
             cancel: self.cancel.clone(),
+            partition_by: job.decl.def.partition_by.clone(),
         };
         let handle = self.tasks.spawn_on(
             async move {

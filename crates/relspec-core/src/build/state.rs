@@ -108,7 +108,8 @@ pub(crate) fn prefetch(store: &Store, out_dir: &Path, prefix: &str) -> Prefetche
         .iter()
         .filter_map(|(rel, prev)| {
             let file = rel.strip_prefix(prefix)?.strip_prefix('/')?;
-            let rule = file.strip_suffix(".parquet")?;
+            // `out/<rule>.parquet`, or a hive directory `out/<rule>/`.
+            let rule = file.strip_suffix(".parquet").or_else(|| file.strip_suffix('/'))?;
             store
                 .published_file_matches(prev, &out_dir.join(file))
                 .then(|| (rule.to_string(), prev.content_hash.clone()))

@@ -119,6 +119,8 @@ struct RuleToml {
     #[serde(default)]
     tags: Vec<String>,
     description: Option<String>,
+    #[serde(default)]
+    partition_by: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -448,6 +450,7 @@ pub fn parse_rule_file(file: &Path, text: &str) -> Result<Vec<RuleDecl>> {
             let mut produces = None;
             let mut tags = Vec::new();
             let mut description = None;
+            let mut partition_by = Vec::new();
             for line in text.lines() {
                 let Some(c) = line.trim().strip_prefix("--") else {
                     if line.trim().is_empty() { continue } else { break }
@@ -459,11 +462,13 @@ pub fn parse_rule_file(file: &Path, text: &str) -> Result<Vec<RuleDecl>> {
                     tags = v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
                 } else if let Some(v) = c.strip_prefix("description:") {
                     description = Some(v.trim().to_string());
+                } else if let Some(v) = c.strip_prefix("partition_by:") {
+                    partition_by = v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
                 }
             }
             Ok(vec![RuleDecl {
                 name,
-                def: RuleDef { body: RuleBody::Sql(text.to_string()), produces, tags, description },
+                def: RuleDef { body: RuleBody::Sql(text.to_string()), produces, tags, description, partition_by },
                 origin: RuleOrigin {
                     file: file.to_path_buf(),
                     span: Some((0, text.len())),
@@ -542,7 +547,13 @@ fn convert_rules(file: &Path, text: &str, rules: IndexMap<String, Spanned<RuleTo
         };
         out.push(RuleDecl {
             name,
-            def: RuleDef { body, produces: r.produces, tags: r.tags, description: r.description },
+            def: RuleDef {
+                body,
+                produces: r.produces,
+                tags: r.tags,
+                description: r.description,
+                partition_by: r.partition_by,
+            },
             origin,
         });
     }

@@ -381,6 +381,9 @@ pub struct RuleDef {
     pub tags: Vec<String>,
     /// Free text.
     pub description: Option<String>,
+    /// Publish the output as a hive directory partitioned by these columns
+    /// (`out/<rule>/<col>=<value>/part-0.parquet`); empty: one file.
+    pub partition_by: Vec<String>,
 }
 
 /// A rule body: SQL text or a pipeline of steps.
