@@ -163,11 +163,10 @@ pub fn bind_list_params(plan: LogicalPlan, params: &BTreeMap<String, ParamValue>
         })
     });
     if let Some(name) = misused {
-        let diag =
-            Diag::new(ErrorKind::Plan(format!("`${name}` is a list parameter: it can only be matched against, as in `x IN ${name}`")))
-                .with_help(format!(
-                    "write `x IN ${name}` or `x = ANY(${name})` (or `NOT IN` / `<> ALL`) in a filter or WHERE"
-                ));
+        let diag = Diag::new(ErrorKind::Plan(format!(
+            "`${name}` is a list parameter: it can only be matched against, as in `x IN ${name}`"
+        )))
+        .with_help(format!("write `x IN ${name}` or `x = ANY(${name})` (or `NOT IN` / `<> ALL`) in a filter or WHERE"));
         return Err(LowerError { diag, pos: None });
     }
     Ok(bound)
