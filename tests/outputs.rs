@@ -248,3 +248,26 @@ partition_by = ["lang"]
     assert!(msg.contains("partition_by names `langg`, which the output does not have (did you mean `lang`?)"), "{msg}");
     assert!(out(root, "split").is_file(), "the last good output stays");
 }
+
+#[test]
+fn rules_of_one_build_share_a_dataset_decode() {
+    let ws = default_workspace();
+    let root = ws.path();
+    let out = relspec(root).args(["build", "--jobs", "1"]).env("RELSPEC_LOG", "relspec_exec=debug").output().unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    // cst_callsites is read by four rules: decoded into memory at the second one.
+    let shared: Vec<&str> = log.lines().filter(|l| l.contains("shared scan")).collect();
+    assert!(shared.iter().any(|l| l.contains("dataset=\"cst_callsites\"") && l.contains("bytes=")), "{log}");
+    // scip_occurrences is read by one rule only: it keeps its file scan (pushdown, pruning).
+    assert!(!shared.iter().any(|l| l.contains("scip_occurrences")), "{log}");
+    // Same bytes as a build in which every rule scans the files itself (a single-rule selection).
+    let whole = std::fs::read(out_path(root, "scip_candidates")).unwrap();
+    ok(root, &["clean"]);
+    ok(root, &["build", "--select", "scip_candidates"]);
+    assert_eq!(std::fs::read(out_path(root, "scip_candidates")).unwrap(), whole);
+}
+
+fn out_path(root: &Path, rule: &str) -> std::path::PathBuf {
+    out(root, rule)
+}

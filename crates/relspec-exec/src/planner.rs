@@ -41,6 +41,10 @@ pub struct Planner {
     datasets: HashSet<String>,
     /// Upstream rules registered from objects (skip re-registering the same one).
     objects: HashMap<String, PathBuf>,
+    /// Bytes of decoded datasets a build may still keep in memory (shared scans).
+    shared_scans: Option<usize>,
+    /// How many registrations asked for each dataset.
+    uses: HashMap<String, usize>,
 }
 
 impl Planner {
@@ -48,7 +52,24 @@ impl Planner {
     pub fn new(engine: Arc<Engine>, spec: Arc<WorkspaceSpec>, root: &Path) -> Result<Planner> {
         let ctx = engine.session()?;
         crate::kernels::register(&ctx);
-        Ok(Planner { engine, ctx, root: root.to_path_buf(), spec, datasets: HashSet::new(), objects: HashMap::new() })
+        Ok(Planner {
+            engine,
+            ctx,
+            root: root.to_path_buf(),
+            spec,
+            datasets: HashSet::new(),
+            objects: HashMap::new(),
+            shared_scans: None,
+            uses: HashMap::new(),
+        })
+    }
+
+    /// Share dataset scans across the rules planned here: each dataset is
+    /// decoded once into memory while the total stays under `budget` bytes
+    /// (the rest stay file-backed). For builds, where many rules read the
+    /// same inputs.
+    pub fn share_scans(&mut self, budget: usize) {
+        self.shared_scans = Some(budget);
     }
 
     /// The engine (its runtime runs the planner's futures).
@@ -70,6 +91,17 @@ impl Planner {
     /// registered by this call.
     pub async fn register_dataset(&mut self, name: &str) -> Result<Option<SchemaRef>> {
         if self.datasets.contains(name) {
+            // The second rule that reads it: share one decode from now on (a
+            // single reader keeps the file scan, with its pushdown and pruning).
+            let uses = self.uses.entry(name.to_string()).or_insert(1);
+            *uses += 1;
+            if *uses == 2
+                && let Some(left) = self.shared_scans.filter(|b| *b > 0)
+            {
+                let shared = crate::registry::share_scan(&self.ctx, name, left).await?;
+                tracing::debug!(dataset = name, bytes = shared, "shared scan");
+                self.shared_scans = Some(left - shared.unwrap_or(0));
+            }
             return Ok(None);
         }
         let ds = self

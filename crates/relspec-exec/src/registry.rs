@@ -110,6 +110,39 @@ pub async fn register(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> 
     Ok(full)
 }
 
+/// Decode a registered dataset once into memory and re-register it as a
+/// memory table, so every rule of a build that reads it shares the decode
+/// (one partition per engine partition, same rows). Gives up, keeping the
+/// file-backed table, once the decoded batches pass `budget` bytes. Returns
+/// the decoded size when it was shared.
+pub async fn share_scan(ctx: &SessionContext, name: &str, budget: usize) -> Result<Option<usize>> {
+    use futures::StreamExt;
+    let err = |e: datafusion::error::DataFusionError| {
+        Diag::new(ErrorKind::Execution(format!("cannot read dataset `{name}`: {}", e.strip_backtrace())))
+    };
+    let df = ctx.table(name).await.map_err(err)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let streams = df.execute_stream_partitioned().await.map_err(err)?;
+    let mut parts = Vec::with_capacity(streams.len());
+    let mut size = 0usize;
+    for mut s in streams {
+        let mut batches = Vec::new();
+        while let Some(b) = s.next().await {
+            let b = b.map_err(err)?;
+            size += b.get_array_memory_size();
+            if size > budget {
+                return Ok(None);
+            }
+            batches.push(b);
+        }
+        parts.push(batches);
+    }
+    let table = datafusion::datasource::MemTable::try_new(schema, parts).map_err(err)?;
+    ctx.deregister_table(name).map_err(err)?;
+    ctx.register_table(name, Arc::new(table)).map_err(err)?;
+    Ok(Some(size))
+}
+
 /// Register a materialized rule output (a Parquet object in the store) under
 /// the rule's name.
 pub async fn register_output(ctx: &SessionContext, name: &str, object: &Path) -> Result<()> {

@@ -381,7 +381,9 @@ impl Scheduler {
     ) -> std::result::Result<(), StartError> {
         if self.planner.is_none() {
             tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "creating session");
-            self.planner = Some(p.planner().map_err(StartError::Fatal)?);
+            let mut planner = p.planner().map_err(StartError::Fatal)?;
+            planner.share_scans(shared_scan_budget(&self.spec.profile));
+            self.planner = Some(planner);
             tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "session created");
         }
         let job = &self.jobs[name];
@@ -496,4 +498,11 @@ fn skipped(name: &str, reason: String) -> RuleReport {
         error: None,
         checks: vec![],
     }
+}
+
+/// How many decoded dataset bytes a build keeps in memory to share among
+/// the rules that read them (all datasets together): a quarter of
+/// `memory_limit`, else 1 GiB.
+fn shared_scan_budget(profile: &crate::workspace::Profile) -> usize {
+    profile.memory_limit.map(|l| (l / 4) as usize).unwrap_or(1 << 30)
 }
