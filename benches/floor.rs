@@ -6,7 +6,8 @@
 //! SQL executed and written to Parquet in turn). See benches/README.md.
 //!
 //! `RELSPEC_BENCH_SIZES` (default 100) sets N; `RELSPEC_BENCH_SCALE` (default
-//! 1.0) scales the input rows (200k callsites, 50k definitions, 300k occurrences).
+//! 1.0) scales the input rows (200k callsites, 50k definitions, 300k occurrences);
+//! `RELSPEC_BENCH_KEEP=DIR` keeps each generated workspace under `DIR/<N>`.
 
 mod common;
 use common::sizes;
@@ -117,7 +118,10 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|");
     for n in sizes(&[100]) {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
+        // RELSPEC_BENCH_KEEP=DIR keeps the workspace there (to profile it).
+        let kept = std::env::var("RELSPEC_BENCH_KEEP").ok().map(|d| std::path::PathBuf::from(d).join(n.to_string()));
+        let root = kept.as_deref().unwrap_or(dir.path());
+        std::fs::create_dir_all(root).unwrap();
         rt.block_on(write_inputs(root));
         write_workspace(root, n);
         // Alternate, twice each; report the better of each (the machine drifts).

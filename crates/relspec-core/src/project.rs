@@ -419,18 +419,28 @@ pub async fn snapshots(
     ctx: &SessionContext,
     df: &datafusion::dataframe::DataFrame,
 ) -> datafusion::error::Result<PlanSnapshots> {
+    Ok(plan_with_snapshots(ctx, df).await?.0)
+}
+
+/// The physical plan of `df` and its snapshots, optimizing once (the plan
+/// that is shown is the plan that runs).
+pub async fn plan_with_snapshots(
+    ctx: &SessionContext,
+    df: &datafusion::dataframe::DataFrame,
+) -> datafusion::error::Result<(PlanSnapshots, std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>)> {
     let state = ctx.state();
     let logical = df.logical_plan().clone();
     let optimized = state.optimize(&logical)?;
-    let physical = state.create_physical_plan(&logical).await?;
+    let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
     let sql = datafusion::sql::unparser::plan_to_sql(&logical).ok().map(|s| s.to_string());
-    Ok(PlanSnapshots {
+    let snaps = PlanSnapshots {
         logical: logical.display_indent().to_string(),
         optimized: optimized.display_indent().to_string(),
         physical: render_physical(physical.as_ref(), false),
         physical_metrics: None,
         sql,
-    })
+    };
+    Ok((snaps, physical))
 }
 
 /// One dataset as the registry sees it (for `relspec datasets`).

@@ -5,7 +5,7 @@
 use crate::engine::render_physical;
 use crate::error::{Diag, ErrorKind};
 use crate::kernels::KernelUse;
-use crate::project::snapshots;
+use crate::project::plan_with_snapshots;
 use crate::store::{Record, Store};
 use crate::workspace::{ContractSpec, WorkspaceSpec};
 use datafusion::prelude::SessionContext;
@@ -45,12 +45,8 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
     let t = Instant::now();
     let lowered = relspec_exec::planner::prepare(ctx, &spec, &plan, contract).await?;
     lower::check_partition_by(lowered.df.schema(), &partition_by).map_err(|diag| LowerError { diag, pos: None })?;
-    let mut snaps = snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
-    let physical = ctx
-        .state()
-        .create_physical_plan(lowered.df.logical_plan())
-        .await
-        .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+    let (mut snaps, physical) =
+        plan_with_snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
     let schema = physical.schema();
     let stream = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())
         .map_err(|e| lower::df_error(e, ErrorKind::Execution))?;
