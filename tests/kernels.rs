@@ -10,10 +10,6 @@ fn report(root: &Path) -> serde_json::Value {
     serde_json::from_str(&ok(root, &["build", "--json"])).unwrap()
 }
 
-fn sidecar(root: &Path, rule: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(root.join(format!("out/{rule}.parquet.json"))).unwrap()).unwrap()
-}
-
 /// The bytes of a Parquet file before its footer: every data page.
 fn pages(path: &Path) -> Vec<u8> {
     let b = std::fs::read(path).unwrap();

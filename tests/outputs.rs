@@ -17,11 +17,6 @@ fn footer(path: &Path) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-fn sidecar(root: &Path, rule: &str) -> serde_json::Value {
-    let p = root.join("out").join(format!("{rule}.parquet.json"));
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
-}
-
 #[test]
 fn footer_and_sidecar_say_where_an_output_came_from() {
     let ws = default_workspace();
@@ -253,21 +248,17 @@ partition_by = ["lang"]
 fn rules_of_one_build_share_a_dataset_decode() {
     let ws = default_workspace();
     let root = ws.path();
-    let out = relspec(root).args(["build", "--jobs", "1"]).env("RELSPEC_LOG", "relspec_exec=debug").output().unwrap();
-    assert!(out.status.success());
-    let log = String::from_utf8_lossy(&out.stderr);
+    let run = relspec(root).args(["build", "--jobs", "1"]).env("RELSPEC_LOG", "relspec_exec=debug").output().unwrap();
+    assert!(run.status.success());
+    let log = String::from_utf8_lossy(&run.stderr);
     // cst_callsites is read by four rules: decoded into memory at the second one.
     let shared: Vec<&str> = log.lines().filter(|l| l.contains("shared scan")).collect();
     assert!(shared.iter().any(|l| l.contains("dataset=\"cst_callsites\"") && l.contains("bytes=")), "{log}");
     // scip_occurrences is read by one rule only: it keeps its file scan (pushdown, pruning).
     assert!(!shared.iter().any(|l| l.contains("scip_occurrences")), "{log}");
     // Same bytes as a build in which every rule scans the files itself (a single-rule selection).
-    let whole = std::fs::read(out_path(root, "scip_candidates")).unwrap();
+    let whole = std::fs::read(out(root, "scip_candidates")).unwrap();
     ok(root, &["clean"]);
     ok(root, &["build", "--select", "scip_candidates"]);
-    assert_eq!(std::fs::read(out_path(root, "scip_candidates")).unwrap(), whole);
-}
-
-fn out_path(root: &Path, rule: &str) -> std::path::PathBuf {
-    out(root, rule)
+    assert_eq!(std::fs::read(out(root, "scip_candidates")).unwrap(), whole);
 }

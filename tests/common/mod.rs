@@ -91,6 +91,12 @@ pub fn out(root: &Path, rule: &str) -> PathBuf {
     root.join("out").join(format!("{rule}.parquet"))
 }
 
+/// The sidecar published next to a rule's output (`out/<rule>.parquet.json`).
+pub fn sidecar(root: &Path, rule: &str) -> serde_json::Value {
+    let p = root.join("out").join(format!("{rule}.parquet.json"));
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
 /// Parse a simple CSV (no quoting) into rows of fields, skipping the header.
 pub fn csv(path: &Path) -> Vec<Vec<String>> {
     std::fs::read_to_string(path).unwrap().lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect()

@@ -341,7 +341,8 @@ impl Project {
         let contract = planner.contract_of(job.decl.def.produces.as_ref());
         let lowered =
             engine.block_on(planner.prepare(&plan, contract.as_ref())).map_err(|e| self.locate_error(job, e))?;
-        lower::check_partition_by(lowered.df.schema(), &job.decl.def.partition_by)
+        let have: Vec<&str> = lowered.df.schema().fields().iter().map(|f| f.name().as_str()).collect();
+        lower::check_partition_by(&have, &job.decl.def.partition_by)
             .map_err(|d| self.locate_error(job, LowerError { diag: d, pos: None }))?;
         Ok(lowered)
     }

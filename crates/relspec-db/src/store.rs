@@ -279,8 +279,7 @@ impl Store {
         rows: u64,
     ) -> Result<Record> {
         let Provenance { rule, signature, elapsed_ms, parts, checks, footer } = from;
-        let content_hash = hash_file(tmp).map_err(|e| io("cannot hash", tmp, e))?;
-        let data_hash = hash_parquet_data(tmp, &schema).map_err(|e| io("cannot hash", tmp, e))?;
+        let (content_hash, data_hash) = hash_parquet(tmp, &schema).map_err(|e| io("cannot hash", tmp, e))?;
         let bytes = fs::metadata(tmp).map_err(|e| io("cannot stat", tmp, e))?.len();
         let obj = self.object_path(&content_hash);
         if fs::metadata(&obj).map(|m| m.len() == bytes).unwrap_or(false) {
@@ -518,11 +517,13 @@ pub fn sidecar_path(published: &Path) -> PathBuf {
     published.with_file_name(name)
 }
 
-/// Hash of a Parquet file's data: its column schema and every byte before the
-/// footer (pages and indexes), not the footer's key-value metadata. Two files
-/// with the same rows and schema written by the same writer have the same
-/// data hash whatever provenance their footers carry.
-pub fn hash_parquet_data(path: &Path, schema: &[ColumnInfo]) -> std::io::Result<String> {
+/// The two hashes of a Parquet object, from one read of it: `content` (blake3
+/// of every byte: the object's address) and `data` (its column schema and
+/// every byte before the footer, i.e. pages and indexes but not the footer's
+/// key-value metadata). Two files with the same rows and schema written by
+/// the same writer have the same data hash whatever provenance their footers
+/// carry.
+pub fn hash_parquet(path: &Path, schema: &[ColumnInfo]) -> std::io::Result<(String, String)> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
@@ -538,16 +539,43 @@ pub fn hash_parquet_data(path: &Path, schema: &[ColumnInfo]) -> std::io::Result<
     }
     let footer = u32::from_le_bytes(tail[..4].try_into().unwrap()) as u64;
     let data_len = len.checked_sub(8 + footer).ok_or_else(bad)?;
-    let mut h = blake3::Hasher::new();
+    // One pass: the content hasher's state at `data_len` is the pages' hash.
     f.seek(SeekFrom::Start(0))?;
-    std::io::copy(&mut (&mut f).take(data_len), &mut h)?;
-    let pages = h.finalize().to_hex().to_string();
+    let mut h = blake3::Hasher::new();
+    let feed = |h: &mut blake3::Hasher, bytes: &[u8]| {
+        if len > 1 << 20 {
+            h.update_rayon(bytes)
+        } else {
+            h.update(bytes)
+        };
+    };
+    let (mut pages, mut before_footer) = (None, data_len);
+    let mut buf = vec![0u8; (len as usize).min(4 << 20)];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        if pages.is_none() && n as u64 >= before_footer {
+            let (data, rest) = chunk.split_at(before_footer as usize);
+            feed(&mut h, data);
+            pages = Some(h.clone().finalize().to_hex().to_string());
+            feed(&mut h, rest);
+        } else {
+            feed(&mut h, chunk);
+            if pages.is_none() {
+                before_footer -= n as u64;
+            }
+        }
+    }
+    let pages = pages.ok_or_else(bad)?;
     let mut k = relspec_spec::key::KeyHasher::new("relspec/data/v1");
     k.u64("columns", schema.len() as u64);
     for c in schema {
         k.field("name", &c.name).field("type", &c.data_type).bool("nullable", c.nullable);
     }
-    Ok(k.field("pages", &pages).finish())
+    Ok((h.finalize().to_hex().to_string(), k.field("pages", &pages).finish()))
 }
 
 /// Modification time in nanoseconds since the epoch.
@@ -670,6 +698,43 @@ pub fn load_jsonl<T: serde::de::DeserializeOwned + Send>(path: &Path) -> (Vec<T>
 
 #[cfg(test)]
 mod tests {
+
+    /// A file shaped like Parquet: magic, data, a footer of `footer` bytes, its length, magic.
+    fn parquet_like(dir: &Path, name: &str, data: &[u8], footer: &[u8]) -> PathBuf {
+        let mut b = b"PAR1".to_vec();
+        b.extend_from_slice(data);
+        b.extend_from_slice(footer);
+        b.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+        b.extend_from_slice(b"PAR1");
+        let p = dir.join(name);
+        std::fs::write(&p, b).unwrap();
+        p
+    }
+
+    #[test]
+    fn one_pass_hashes_split_at_the_footer() {
+        let dir = tempfile::tempdir().unwrap();
+        let cols = vec![ColumnInfo { name: "a".into(), data_type: "Int64".into(), nullable: true }];
+        // Larger than one read buffer, with the footer straddling a buffer boundary.
+        let data: Vec<u8> = (0..(4u32 << 20) + 100).map(|i| (i * 31 % 251) as u8).collect();
+        for (d, footer_a, footer_b) in [(&data[..], &b"key=1"[..], &b"key=22"[..]), (&data[..10], b"x", b"yy")] {
+            let a = parquet_like(dir.path(), "a", d, footer_a);
+            let b = parquet_like(dir.path(), "b", d, footer_b);
+            let (ca, da) = hash_parquet(&a, &cols).unwrap();
+            let (cb, db) = hash_parquet(&b, &cols).unwrap();
+            assert_eq!(ca, hash_file(&a).unwrap(), "content hash is the file's blake3");
+            assert_eq!(cb, hash_file(&b).unwrap());
+            assert_ne!(ca, cb);
+            assert_eq!(da, db, "the footer does not enter the data hash");
+            let other = parquet_like(dir.path(), "c", &d[1..], footer_a);
+            assert_ne!(hash_parquet(&other, &cols).unwrap().1, da, "the data does");
+            let renamed = vec![ColumnInfo { name: "b".into(), ..cols[0].clone() }];
+            assert_ne!(hash_parquet(&a, &renamed).unwrap().1, da, "and the schema does");
+        }
+        std::fs::write(dir.path().join("bad"), b"not parquet at all").unwrap();
+        assert!(hash_parquet(&dir.path().join("bad"), &cols).is_err());
+    }
+
     use super::*;
     use std::time::Duration;
 

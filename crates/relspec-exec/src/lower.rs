@@ -252,8 +252,7 @@ pub async fn lower(
     }
     check_unique_names(&df)?;
     let body = df.logical_plan().clone();
-    kernels_used.extend(kernels::udf_uses(&body));
-    kernels_used.extend(kernels::explode::table_function_uses(&body));
+    kernels_used.extend(kernels::plan_uses(&body));
     let order: Vec<SortExpr> = df.schema().columns().into_iter().map(|c| Expr::Column(c).sort(true, true)).collect();
     let df = df.sort(order).map_err(plan_err(None))?;
     Ok(Lowered { df, kernels: kernels_used, body })
@@ -376,9 +375,9 @@ async fn lower_step(
     })
 }
 
-/// Check that every `partition_by` column of a rule is an output column.
-pub fn check_partition_by(schema: &DFSchema, cols: &[String]) -> Result<(), Diag> {
-    let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+/// Check that every `partition_by` column of a rule is one of its output
+/// columns `have` (at planning, and when a reused output is published).
+pub fn check_partition_by(have: &[&str], cols: &[String]) -> Result<(), Diag> {
     for c in cols {
         if !have.contains(&c.as_str()) {
             let hint = suggest(c, have.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();

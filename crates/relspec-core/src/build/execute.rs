@@ -44,7 +44,8 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
     let (ctx, contract) = (&ctx, contract.as_ref());
     let t = Instant::now();
     let lowered = relspec_exec::planner::prepare(ctx, &spec, &plan, contract).await?;
-    lower::check_partition_by(lowered.df.schema(), &partition_by).map_err(|diag| LowerError { diag, pos: None })?;
+    let have: Vec<&str> = lowered.df.schema().fields().iter().map(|f| f.name().as_str()).collect();
+    lower::check_partition_by(&have, &partition_by).map_err(|diag| LowerError { diag, pos: None })?;
     let (mut snaps, physical) =
         plan_with_snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
     let schema = physical.schema();

@@ -157,15 +157,8 @@ fn publish_partitioned(
     };
     // A reused output is checked here (partition_by is not part of its key).
     let have: Vec<&str> = rec.schema.iter().map(|c| c.name.as_str()).collect();
-    if let Some(c) = cols.iter().find(|c| !have.contains(&c.as_str())) {
-        let hint = relspec_spec::suggest::suggest(c, have.iter().copied())
-            .map(|s| format!(" (did you mean `{s}`?)"))
-            .unwrap_or_default();
-        return Err(Diag::new(ErrorKind::Plan(format!(
-            "partition_by names `{c}`, which the output does not have{hint}"
-        )))
-        .with_help("nothing was published for this rule; its last good output is kept"));
-    }
+    relspec_exec::lower::check_partition_by(&have, cols)
+        .map_err(|d| d.with_help("nothing was published for this rule; its last good output is kept"))?;
     let pid = std::process::id();
     let stage = out_dir.join(format!(".{rule}.relspec-tmp-{pid}"));
     let _ = std::fs::remove_dir_all(&stage);

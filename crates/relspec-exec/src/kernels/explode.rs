@@ -78,6 +78,8 @@ pub fn explode(
     }
 }
 
+/// Rename the element column (unnest leaves it under the list column's name,
+/// with a qualifier that differs from the input's, so it is matched by name).
 fn rename(df: DataFrame, target: &Column, alias: &str) -> Result<DataFrame> {
     let exprs: Vec<Expr> = df
         .schema()
@@ -196,41 +198,32 @@ impl TableFunctionImpl for ExplodeFunction {
     }
 }
 
-/// The `explode(...)` table-function calls in a plan (scans named `explode()`).
-pub fn table_function_uses(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<KernelUse> {
-    use datafusion::common::tree_node::TreeNodeRecursion;
-    let mut n = 0;
-    let _ = plan.apply_with_subqueries(|node| {
-        // The SQL planner inlines the function's view under an alias named
-        // after the call (`explode()`), or scans it by that name.
-        use datafusion::logical_expr::LogicalPlan;
-        match node {
-            LogicalPlan::SubqueryAlias(a)
-                if a.alias.table() == "explode()" && matches!(strip_projection(&a.input), LogicalPlan::Unnest(_)) =>
-            {
-                n += 1
-            }
-            LogicalPlan::TableScan(t)
-                if t.table_name.table() == "explode()"
-                    && datafusion::datasource::source_as_provider(&t.source).is_ok_and(|p| p.is::<ViewTable>()) =>
-            {
-                n += 1
-            }
-            _ => {}
+/// Whether a plan node is an `explode(...)` table-function call.
+pub fn is_table_function_call(node: &datafusion::logical_expr::LogicalPlan) -> bool {
+    // The SQL planner inlines the function's view under an alias named after
+    // the call (`explode()`), or scans it by that name.
+    use datafusion::logical_expr::LogicalPlan;
+    match node {
+        LogicalPlan::SubqueryAlias(a) => {
+            a.alias.table() == "explode()" && matches!(strip_projection(&a.input), LogicalPlan::Unnest(_))
         }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    (0..n)
-        .map(|_| {
-            KernelUse::of(
-                spec("explode"),
-                Lane::Builtin,
-                "explode() table function: a view over DataFusion unnest",
-                None,
-                "first lane (table function form)".into(),
-            )
-        })
-        .collect()
+        LogicalPlan::TableScan(t) => {
+            t.table_name.table() == "explode()"
+                && datafusion::datasource::source_as_provider(&t.source).is_ok_and(|p| p.is::<ViewTable>())
+        }
+        _ => false,
+    }
+}
+
+/// The use an `explode(...)` table-function call records.
+pub fn table_function_use() -> KernelUse {
+    KernelUse::of(
+        spec("explode"),
+        Lane::Builtin,
+        "explode() table function: a view over DataFusion unnest",
+        None,
+        "first lane (table function form)".into(),
+    )
 }
 
 fn strip_projection(p: &datafusion::logical_expr::LogicalPlan) -> &datafusion::logical_expr::LogicalPlan {

@@ -212,34 +212,32 @@ pub fn registry_fingerprint() -> String {
     h.finish()
 }
 
-/// The native-UDF kernel applications in a plan (function calls anywhere in
-/// it, subqueries included), one use per kernel.
-pub fn udf_uses(plan: &LogicalPlan) -> Vec<KernelUse> {
-    let mut seen = std::collections::BTreeSet::new();
+/// The kernel applications found in a plan, in one walk (subqueries
+/// included): native-UDF calls (one use per kernel) and `explode(...)`
+/// table-function calls (one use per call).
+pub fn plan_uses(plan: &LogicalPlan) -> Vec<KernelUse> {
+    let mut udfs = std::collections::BTreeSet::new();
+    let mut calls = 0;
     let _ = plan.apply_with_subqueries(|node| {
+        if explode::is_table_function_call(node) {
+            calls += 1;
+        }
         node.apply_expressions(|e| {
             e.apply(|x| {
                 if let Expr::ScalarFunction(f) = x
                     && KERNELS.iter().any(|k| k.name == f.name() && k.lanes.contains(&Lane::NativeUdf))
                 {
-                    seen.insert(f.name().to_string());
+                    udfs.insert(f.name().to_string());
                 }
                 Ok(TreeNodeRecursion::Continue)
             })
         })
     });
-    seen.into_iter()
-        .map(|name| {
-            let spec = spec(&name);
-            KernelUse::of(
-                spec,
-                Lane::NativeUdf,
-                &format!("{name}() scalar UDF"),
-                None,
-                "called in the rule's expressions".into(),
-            )
-        })
-        .collect()
+    let udf = |name: String| {
+        let detail = "called in the rule's expressions".to_string();
+        KernelUse::of(spec(&name), Lane::NativeUdf, &format!("{name}() scalar UDF"), None, detail)
+    };
+    (0..calls).map(|_| explode::table_function_use()).chain(udfs.into_iter().map(udf)).collect()
 }
 
 impl relspec_spec::key::StableName for Lane {
