@@ -240,3 +240,17 @@ fn regression_toggle_contract_twice() {
 fn same_size_rewrite_with_restored_mtime() {
     check_edits(&[Edit::RewriteDataKeepStat(3), Edit::RewriteDataKeepStat(17)]).unwrap();
 }
+
+/// A shrunk CI failure: a clean build after these edits failed to plan
+/// `r00000` ("table 'events' not found").
+#[test]
+fn regression_shared_scan_after_add() {
+    check_edits(&[
+        Edit::ChangeRule(16, 1),
+        Edit::ToggleContract,
+        Edit::ChangeParam(2),
+        Edit::ChangeRule(13, 2),
+        Edit::AddDataFile,
+    ])
+    .unwrap();
+}

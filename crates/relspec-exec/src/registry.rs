@@ -8,15 +8,18 @@
 use crate::error::{Diag, ErrorKind, Result};
 use crate::workspace::{DataFormat, DatasetSpec, types};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
+use datafusion::common::Statistics;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::logical_expr::{SortExpr, col};
+use datafusion::logical_expr::{Expr, SortExpr, TableProviderFilterPushDown, TableType, col};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 pub use relspec_db::datasets::{LocationKind, fingerprint, location_kind, resolve_files};
 
@@ -105,12 +108,81 @@ pub async fn register(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> 
         .with_listing_options(listing_options(root, spec)?)
         .with_schema(file_schema);
     let table = ListingTable::try_new(config).map_err(|e| read_err(spec, e))?;
-    let full = datafusion::catalog::TableProvider::schema(&table);
-    ctx.register_table(spec.name.as_str(), Arc::new(table)).map_err(|e| read_err(spec, e))?;
+    let full = TableProvider::schema(&table);
+    ctx.register_table(spec.name.as_str(), Arc::new(DatasetTable::new(Arc::new(table))))
+        .map_err(|e| read_err(spec, e))?;
     Ok(full)
 }
 
-/// Decode a registered dataset once into memory and re-register it as a
+/// A registered dataset: a table provider whose source can be replaced in
+/// one step (the file scan by a shared in-memory decode, same schema and
+/// rows) while rules of the same build are planned concurrently on clones of
+/// the session. A deregister/register pair would leave a window in which a
+/// concurrent planner finds no table.
+#[derive(Debug)]
+pub struct DatasetTable {
+    schema: SchemaRef,
+    inner: RwLock<Arc<dyn TableProvider>>,
+}
+
+impl DatasetTable {
+    /// Wrap a dataset's provider.
+    pub fn new(inner: Arc<dyn TableProvider>) -> DatasetTable {
+        DatasetTable { schema: inner.schema(), inner: RwLock::new(inner) }
+    }
+
+    /// The provider scans go to now.
+    pub fn current(&self) -> Arc<dyn TableProvider> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replace the provider (it must have the same schema).
+    fn replace(&self, next: Arc<dyn TableProvider>) {
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = next;
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for DatasetTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.current().scan(state, projection, filters, limit).await
+    }
+
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: ScanArgs<'a>,
+    ) -> datafusion::error::Result<ScanResult> {
+        self.current().scan_with_args(state, args).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        self.current().supports_filters_pushdown(filters)
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        self.current().statistics()
+    }
+}
+
+/// Decode a registered dataset once into memory and swap its source for a
 /// memory table, so every rule of a build that reads it shares the decode
 /// (one partition per engine partition, same rows). Gives up, keeping the
 /// file-backed table, once the decoded batches pass `budget` bytes. Returns
@@ -120,8 +192,13 @@ pub async fn share_scan(ctx: &SessionContext, name: &str, budget: usize) -> Resu
     let err = |e: datafusion::error::DataFusionError| {
         Diag::new(ErrorKind::Execution(format!("cannot read dataset `{name}`: {}", e.strip_backtrace())))
     };
-    let df = ctx.table(name).await.map_err(err)?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let provider = ctx.table_provider(name).await.map_err(err)?;
+    let Some(dataset) = provider.downcast_ref::<DatasetTable>() else {
+        return Err(Diag::new(ErrorKind::Internal(format!("`{name}` is not a registered dataset"))));
+    };
+    let source = dataset.current();
+    let schema = source.schema();
+    let df = ctx.read_table(source).map_err(err)?;
     let streams = df.execute_stream_partitioned().await.map_err(err)?;
     let mut parts = Vec::with_capacity(streams.len());
     let mut size = 0usize;
@@ -138,8 +215,7 @@ pub async fn share_scan(ctx: &SessionContext, name: &str, budget: usize) -> Resu
         parts.push(batches);
     }
     let table = datafusion::datasource::MemTable::try_new(schema, parts).map_err(err)?;
-    ctx.deregister_table(name).map_err(err)?;
-    ctx.register_table(name, Arc::new(table)).map_err(err)?;
+    dataset.replace(Arc::new(table));
     Ok(Some(size))
 }
 
@@ -157,4 +233,67 @@ pub async fn register_output(ctx: &SessionContext, name: &str, object: &Path) ->
     ctx.deregister_table(name).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
     ctx.register_table(name, Arc::new(table)).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    fn csv_dataset(root: &Path) -> DatasetSpec {
+        std::fs::write(root.join("t.csv"), "id,name\n1,a\n2,b\n3,c\n").unwrap();
+        DatasetSpec {
+            name: "t".into(),
+            path: "t.csv".into(),
+            format: DataFormat::Csv,
+            scan: Default::default(),
+            schema: None,
+            file: root.join("workspace.toml"),
+            span: None,
+        }
+    }
+
+    /// Sharing a scan swaps the source inside the registered table: the
+    /// catalog entry is the same object before and after (a concurrent
+    /// planner always finds the table), and the rows are unchanged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_scan_keeps_the_catalog_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SessionContext::new();
+        register(&ctx, dir.path(), &csv_dataset(dir.path())).await.unwrap();
+        let before = ctx.table_provider("t").await.unwrap();
+        let query = "SELECT id, name FROM t ORDER BY id";
+        let rows =
+            |b: Vec<datafusion::arrow::record_batch::RecordBatch>| pretty_format_batches(&b).unwrap().to_string();
+        let expected = rows(ctx.sql(query).await.unwrap().collect().await.unwrap());
+
+        // Plan on a clone of the session while the scan is shared.
+        let clone = ctx.clone();
+        let planner = tokio::spawn(async move {
+            for _ in 0..200 {
+                clone.sql(query).await.expect("the table is always registered");
+                tokio::task::yield_now().await;
+            }
+        });
+        assert_eq!(share_scan(&ctx, "t", 1 << 20).await.unwrap().map(|n| n > 0), Some(true));
+        planner.await.unwrap();
+
+        let after = ctx.table_provider("t").await.unwrap();
+        assert!(Arc::ptr_eq(&before, &after), "the dataset was re-registered");
+        let t = after.downcast_ref::<DatasetTable>().unwrap();
+        assert!(t.current().downcast_ref::<datafusion::datasource::MemTable>().is_some());
+        assert_eq!(rows(ctx.sql(query).await.unwrap().collect().await.unwrap()), expected);
+    }
+
+    /// Over budget, nothing changes: the file scan stays.
+    #[tokio::test]
+    async fn shared_scan_over_budget_keeps_the_file_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SessionContext::new();
+        register(&ctx, dir.path(), &csv_dataset(dir.path())).await.unwrap();
+        assert_eq!(share_scan(&ctx, "t", 1).await.unwrap(), None);
+        let t = ctx.table_provider("t").await.unwrap();
+        let t = t.downcast_ref::<DatasetTable>().unwrap();
+        assert!(t.current().downcast_ref::<ListingTable>().is_some());
+    }
 }
