@@ -49,7 +49,32 @@ pub(crate) fn errors_json<'a>(src: impl Into<Sources<'a>>, errs: &[Diag]) -> ser
     serde_json::Value::Array(errs.iter().map(|e| e.to_json(src.text(e).as_deref())).collect())
 }
 
+/// Source extraction lines (one per source a build extracted) and their
+/// warnings (syntax errors, skipped files) on stderr.
+fn sources(report: &BuildReport) {
+    const SHOWN: usize = 20;
+    for s in &report.sources {
+        let memo = s.files - s.parsed - s.from_fragments;
+        println!(
+            "source  {:<28} {} files: {} parsed, {} from cached fragments{} ({:.1} ms)",
+            s.source,
+            s.files,
+            s.parsed,
+            s.from_fragments,
+            if memo > 0 { format!(", {memo} unchanged in memory") } else { String::new() },
+            s.ms
+        );
+        for w in s.warnings.iter().take(SHOWN) {
+            eprintln!("warning: source `{}`: {w}", s.source);
+        }
+        if s.warnings.len() > SHOWN {
+            eprintln!("warning: source `{}`: {} more", s.source, s.warnings.len() - SHOWN);
+        }
+    }
+}
+
 pub(crate) fn summary(report: &BuildReport, check: bool) {
+    sources(report);
     let (built, reused, failed, stale) = (
         report.count(Status::Built),
         report.count(Status::Reused),

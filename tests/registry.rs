@@ -39,6 +39,7 @@ fn spec(name: &str, path: &str, format: DataFormat, scan: ScanOptions) -> Datase
         format,
         scan,
         schema: None,
+        extract: None,
         file: "workspace.toml".into(),
         span: None,
     }

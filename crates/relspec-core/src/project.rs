@@ -33,6 +33,8 @@ pub struct Project {
     pub stat: StatCache,
     store: Option<Store>,
     engine: Option<Arc<Engine>>,
+    /// Where sources are read from and their fragments kept (set on first use).
+    extract_root: Option<relspec_extract::ExtractRoot>,
     /// Inputs were synced by `open` and nothing has used them since.
     fresh: bool,
 }
@@ -80,7 +82,7 @@ impl Project {
         let stat = StatCache::default();
         let t0 = std::time::Instant::now();
         let ws = loader.sync_manifest(&mut db)?;
-        let mut p = Project { root, db, loader, ws, stat, store: None, engine: None, fresh: false };
+        let mut p = Project { root, db, loader, ws, stat, store: None, engine: None, extract_root: None, fresh: false };
         if let Ok(spec) = p.spec() {
             let store = Store::open(&spec.cache_path(&p.root))?;
             // Reload with the persistent stat cache so unchanged files are not hashed.
@@ -155,6 +157,38 @@ impl Project {
         let e = Arc::new(Engine::new(&spec.profile, &self.root)?);
         self.engine = Some(e.clone());
         Ok(e)
+    }
+
+    /// The facts of every file of source `source` (see `relspec_extract`):
+    /// memoized per file, read from the cache's fragments, parsed (in
+    /// parallel) only where neither has them.
+    pub fn source_facts(&mut self, source: &str) -> Result<Vec<Arc<relspec_extract::FileFacts>>> {
+        let spec = self.spec()?;
+        let Some(ds) = spec.datasets.values().find(|d| d.extract.as_ref().is_some_and(|x| x.source == source)) else {
+            return Err(Diag::new(ErrorKind::Internal(format!("no source `{source}`"))));
+        };
+        let files = match self.ws.datasets(&self.db).get(&ds.name) {
+            Some(Ok(files)) => files.clone(),
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(Diag::new(ErrorKind::Internal(format!("source `{source}` is not loaded")))),
+        };
+        let fragments = self.store().ok().map(|s| s.dir().join("fragments"));
+        let root = match self.extract_root {
+            Some(r) => {
+                use salsa::Setter;
+                if r.fragments(&self.db) != &fragments {
+                    r.set_fragments(&mut self.db).to(fragments);
+                }
+                r
+            }
+            None => {
+                let r = relspec_extract::ExtractRoot::new(&self.db, self.root.clone(), fragments);
+                self.extract_root = Some(r);
+                r
+            }
+        };
+        let language = ds.extract.as_ref().and_then(|x| x.language.clone());
+        Ok(relspec_extract::collect(&self.db, root, &files, language.as_deref()))
     }
 
     /// Drop the engine (after a profile change).

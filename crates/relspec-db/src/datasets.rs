@@ -76,6 +76,28 @@ pub fn resolve_files(root: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
     };
     let rel = |p: &Path| rel_path(root, p);
     let mut files = Vec::new();
+    if let Some(x) = &spec.extract {
+        let language = x.language.clone();
+        let scip = spec.format == relspec_spec::workspace::DataFormat::Scip;
+        let keep = |p: &str| {
+            if scip {
+                return true;
+            }
+            match &language {
+                Some(l) => relspec_spec::workspace::LANGUAGES
+                    .iter()
+                    .any(|(name, exts)| name == l && exts.iter().any(|e| p.ends_with(e))),
+                None => relspec_spec::workspace::language_of(p).is_some(),
+            }
+        };
+        files = crate::paths::source_files(root, &spec.path, keep).map_err(|e| {
+            Diag::new(ErrorKind::Invalid(format!("source `{}`: bad location: {e}", x.source))).at(&spec.file, spec.span)
+        })?;
+        if files.is_empty() {
+            return Err(missing());
+        }
+        return Ok(files);
+    }
     match location_kind(root, &spec.path) {
         LocationKind::File => {
             let p = root.join(&spec.path);
@@ -120,10 +142,12 @@ pub fn resolve_files(root: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
 pub fn fingerprint(spec: &DatasetSpec, files: &[(String, String)]) -> String {
     let scan = serde_json::to_string(&spec.scan).unwrap_or_default();
     let schema = serde_json::to_string(&spec.schema).unwrap_or_default();
-    KeyHasher::new("relspec/dataset/v1")
-        .field("format", spec.format.extension())
-        .field("scan", &scan)
-        .field("schema", &schema)
-        .map("files", files.iter().map(|(p, c)| (p.as_str(), c.as_str())))
-        .finish()
+    let mut h = KeyHasher::new("relspec/dataset/v1");
+    h.field("format", spec.format.extension()).field("scan", &scan).field("schema", &schema);
+    if let Some(x) = &spec.extract {
+        // A source's table: which table, how its files are parsed.
+        h.field("extract", &serde_json::to_string(x).unwrap_or_default())
+            .field("extractor", relspec_spec::workspace::EXTRACTOR_VERSION);
+    }
+    h.map("files", files.iter().map(|(p, c)| (p.as_str(), c.as_str()))).finish()
 }

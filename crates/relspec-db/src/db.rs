@@ -926,8 +926,9 @@ impl Loader {
         let rule_paths = self.rule_paths(&spec)?;
         self.sync_rule_files(db, ws, rule_paths, None)?;
         let mut datasets = BTreeMap::new();
+        let mut listed = HashMap::new();
         for (name, ds) in &spec.datasets {
-            datasets.insert(name.clone(), self.dataset_files(db, stat, name, ds, None));
+            datasets.insert(name.clone(), self.dataset_files(db, stat, name, ds, None, &mut listed));
         }
         if ws.datasets(db) != &datasets {
             ws.set_datasets(db).to(datasets);
@@ -972,6 +973,7 @@ impl Loader {
             self.sync_rule_files(db, ws, paths, Some(&reread))?;
         }
         let mut datasets = ws.datasets(db).clone();
+        let mut listed = HashMap::new();
         for (name, ds) in &spec.datasets {
             let prefix = crate::datasets::DatasetLocation::new(&ds.path).literal_prefix();
             // A path under the location, or a directory above it (moved or removed).
@@ -990,7 +992,7 @@ impl Loader {
                 .collect();
             if !hit.is_empty() || !datasets.contains_key(name) {
                 let only = if hit.iter().any(|r| outside(r)) { None } else { Some(&hit) };
-                datasets.insert(name.clone(), self.dataset_files(db, stat, name, ds, only));
+                datasets.insert(name.clone(), self.dataset_files(db, stat, name, ds, only, &mut listed));
             }
         }
         if ws.datasets(db) != &datasets {
@@ -1063,7 +1065,28 @@ impl Loader {
 
     /// Re-list one dataset and update its file inputs; files not in `changed`
     /// (all when `None`) keep the hash their input holds when already loaded.
+    /// The tables of one source share one listing (`listed`, per sync).
     fn dataset_files(
+        &mut self,
+        db: &mut RelspecDb,
+        stat: &mut StatCache,
+        name: &str,
+        ds: &workspace::DatasetSpec,
+        changed: Option<&BTreeSet<String>>,
+        listed: &mut HashMap<String, DatasetFiles>,
+    ) -> DatasetFiles {
+        let shared = ds.extract.as_ref().map(|x| format!("{:?}\0{}\0{:?}", ds.format, ds.path, x.language));
+        if let Some(done) = shared.as_ref().and_then(|k| listed.get(k)) {
+            return done.clone();
+        }
+        let files = self.list_dataset_files(db, stat, name, ds, changed);
+        if let Some(k) = shared {
+            listed.insert(k, files.clone());
+        }
+        files
+    }
+
+    fn list_dataset_files(
         &mut self,
         db: &mut RelspecDb,
         stat: &mut StatCache,

@@ -70,6 +70,46 @@ pub fn glob_files(root: &Path, pattern: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Source files under `root` for a `[sources]` location (a glob, a
+/// directory or a file), as sorted relative paths. `.gitignore` files are
+/// honored (inside a git repository or not) and dot-entries skipped; `keep`
+/// filters by path (the source's languages).
+pub fn source_files(root: &Path, location: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, String> {
+    let location = location.trim_start_matches("./");
+    let glob = if is_glob(location) {
+        Some(
+            globset::GlobBuilder::new(location)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| e.to_string())?
+                .compile_matcher(),
+        )
+    } else {
+        None
+    };
+    let base = match (&glob, literal_prefix(location).rfind('/')) {
+        (Some(_), Some(i)) => root.join(&location[..i]),
+        (Some(_), None) => root.to_path_buf(),
+        (None, _) => root.join(location),
+    };
+    if glob.is_none() && base.is_file() {
+        return Ok(vec![rel_path(root, &base)]);
+    }
+    let mut out = Vec::new();
+    let walker = ignore::WalkBuilder::new(&base).require_git(false).hidden(true).sort_by_file_path(Ord::cmp).build();
+    for e in walker {
+        let Ok(e) = e else { continue };
+        if e.file_type().is_some_and(|t| t.is_file()) {
+            let r = rel_path(root, e.path());
+            if glob.as_ref().is_none_or(|g| g.is_match(&r)) && keep(&r) {
+                out.push(r);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::rel_path;

@@ -45,6 +45,8 @@ pub struct Planner {
     shared_scans: Option<usize>,
     /// How many registrations asked for each dataset.
     uses: HashMap<String, usize>,
+    /// Extracted rows of source tables, registered on first use.
+    sources: HashMap<String, Vec<datafusion::arrow::array::RecordBatch>>,
 }
 
 impl Planner {
@@ -61,6 +63,7 @@ impl Planner {
             objects: HashMap::new(),
             shared_scans: None,
             uses: HashMap::new(),
+            sources: HashMap::new(),
         })
     }
 
@@ -70,6 +73,18 @@ impl Planner {
     /// same inputs.
     pub fn share_scans(&mut self, budget: usize) {
         self.shared_scans = Some(budget);
+    }
+
+    /// Hand over a source table's extracted rows (before the first rule that
+    /// reads it is registered; without them it is registered empty, enough
+    /// to plan and check).
+    pub fn provide_source(&mut self, name: &str, batches: Vec<datafusion::arrow::array::RecordBatch>) {
+        self.sources.insert(name.to_string(), batches);
+    }
+
+    /// Whether a dataset is registered in this planner's session.
+    pub fn has_dataset(&self, name: &str) -> bool {
+        self.datasets.contains(name)
     }
 
     /// The engine (its runtime runs the planner's futures).
@@ -95,7 +110,9 @@ impl Planner {
             // single reader keeps the file scan, with its pushdown and pruning).
             let uses = self.uses.entry(name.to_string()).or_insert(1);
             *uses += 1;
+            let extracted = self.spec.datasets.get(name).is_some_and(|d| d.extract.is_some());
             if *uses == 2
+                && !extracted
                 && let Some(left) = self.shared_scans.filter(|b| *b > 0)
             {
                 let shared = crate::registry::share_scan(&self.ctx, name, left).await?;
@@ -109,7 +126,10 @@ impl Planner {
             .datasets
             .get(name)
             .ok_or_else(|| Diag::new(ErrorKind::Internal(format!("no dataset `{name}` to register"))))?;
-        let schema = crate::registry::register(&self.ctx, &self.root, ds).await?;
+        let schema = match (ds.extract.is_some(), self.sources.remove(name)) {
+            (true, Some(batches)) => crate::registry::register_extracted(&self.ctx, ds, batches)?,
+            _ => crate::registry::register(&self.ctx, &self.root, ds).await?,
+        };
         self.datasets.insert(name.to_string());
         Ok(Some(schema))
     }

@@ -7,6 +7,7 @@
 
 use crate::error::{Diag, ErrorKind, Result};
 use crate::workspace::{DataFormat, DatasetSpec, types};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
 use datafusion::common::Statistics;
@@ -25,6 +26,8 @@ pub use relspec_db::datasets::{LocationKind, fingerprint, location_kind, resolve
 
 fn format_for(spec: &DatasetSpec) -> Arc<dyn FileFormat> {
     match spec.format {
+        // Source tables are registered from extracted batches (`register_extracted`).
+        DataFormat::Code | DataFormat::Scip => Arc::new(ParquetFormat::default()),
         DataFormat::Parquet => Arc::new(
             ParquetFormat::default()
                 .with_enable_pruning(spec.scan.parquet_pruning.unwrap_or(true))
@@ -81,8 +84,12 @@ pub fn table_url(root: &Path, spec: &DatasetSpec) -> Result<ListingTableUrl> {
     ListingTableUrl::parse(&s).map_err(|e| read_err(spec, e))
 }
 
-/// Resolve a dataset's schema: the hint if given, else inferred from its files.
+/// Resolve a dataset's schema: the hint if given, else inferred from its files
+/// (a source table's schema is fixed).
 pub async fn schema(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> Result<SchemaRef> {
+    if let Some(x) = &spec.extract {
+        return Ok(relspec_extract::tables::schema(x.table));
+    }
     if let Some(hint) = &spec.schema {
         let mut fields = Vec::new();
         for (name, ty) in hint {
@@ -101,8 +108,13 @@ pub async fn schema(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> Re
     }
 }
 
-/// Register a dataset in the session's default catalog/schema as a listing table.
+/// Register a dataset in the session's default catalog/schema as a listing
+/// table (a source's table: empty, with its fixed schema; see
+/// [`register_extracted`] for its rows).
 pub async fn register(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> Result<SchemaRef> {
+    if spec.extract.is_some() {
+        return register_extracted(ctx, spec, Vec::new());
+    }
     let file_schema = schema(ctx, root, spec).await?;
     let config = ListingTableConfig::new(table_url(root, spec)?)
         .with_listing_options(listing_options(root, spec)?)
@@ -112,6 +124,27 @@ pub async fn register(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> 
     ctx.register_table(spec.name.as_str(), Arc::new(DatasetTable::new(Arc::new(table))))
         .map_err(|e| read_err(spec, e))?;
     Ok(full)
+}
+
+/// Register a source's table from its extracted batches (in file order), in
+/// memory: one partition per engine partition.
+pub fn register_extracted(ctx: &SessionContext, spec: &DatasetSpec, batches: Vec<RecordBatch>) -> Result<SchemaRef> {
+    let Some(x) = &spec.extract else {
+        return Err(Diag::new(ErrorKind::Internal(format!("`{}` is not a source table", spec.name))));
+    };
+    let schema = relspec_extract::tables::schema(x.table);
+    let n = ctx.state().config().target_partitions().max(1);
+    let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+    // Contiguous runs of files per partition keep file order within each.
+    let per = batches.len().div_ceil(n).max(1);
+    for (i, b) in batches.into_iter().enumerate() {
+        parts[i / per].push(b);
+    }
+    let table = datafusion::datasource::MemTable::try_new(schema.clone(), parts).map_err(|e| read_err(spec, e))?;
+    let _ = ctx.deregister_table(spec.name.as_str());
+    ctx.register_table(spec.name.as_str(), Arc::new(DatasetTable::new(Arc::new(table))))
+        .map_err(|e| read_err(spec, e))?;
+    Ok(schema)
 }
 
 /// A registered dataset: a table provider whose source can be replaced in
@@ -248,6 +281,7 @@ mod tests {
             format: DataFormat::Csv,
             scan: Default::default(),
             schema: None,
+            extract: None,
             file: root.join("workspace.toml"),
             span: None,
         }

@@ -19,6 +19,8 @@ struct ManifestToml {
     #[serde(default)]
     datasets: IndexMap<String, Spanned<DatasetToml>>,
     #[serde(default)]
+    sources: IndexMap<String, Spanned<SourceToml>>,
+    #[serde(default)]
     contracts: IndexMap<String, Spanned<ContractToml>>,
     #[serde(default)]
     rules: IndexMap<String, Spanned<RuleToml>>,
@@ -57,6 +59,14 @@ struct DatasetToml {
     #[serde(default)]
     scan: ScanToml,
     schema: Option<IndexMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceToml {
+    path: String,
+    language: Option<String>,
+    format: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -299,6 +309,17 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
         let span = span_of(&d);
         let d = d.into_inner();
         let format = match d.format {
+            Some(f @ (DataFormat::Code | DataFormat::Scip)) => {
+                return Err(invalid(
+                    file,
+                    span,
+                    format!("dataset `{name}`: format `{f:?}` is for sources, not datasets"),
+                )
+                .with_help(format!(
+                    "declare `[sources.{name}]` with `path = \"{}\"`: relspec extracts its tables itself",
+                    d.path
+                )));
+            }
             Some(f) => f,
             None => infer_format(&d.path).ok_or_else(|| {
                 invalid(file, span, format!("dataset `{name}`: cannot infer the format of `{}`", d.path))
@@ -334,10 +355,63 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
                     delimiter,
                 },
                 schema: d.schema.map(|s| s.into_iter().collect()),
+                extract: None,
                 file: file.to_path_buf(),
                 span,
             },
         );
+    }
+
+    for (name, src) in m.sources {
+        let span = span_of(&src);
+        let src = src.into_inner();
+        let format = match src.format.as_deref() {
+            Some("scip") => DataFormat::Scip,
+            Some("tree-sitter" | "code") => DataFormat::Code,
+            None if src.path.trim_end_matches('/').ends_with(".scip") => DataFormat::Scip,
+            None => DataFormat::Code,
+            Some(other) => {
+                return Err(invalid(file, span, format!("source `{name}`: unknown format `{other}`"))
+                    .with_help("use `format = \"tree-sitter\"` (source code, the default) or `format = \"scip\"`"));
+            }
+        };
+        if let Some(lang) = &src.language {
+            if format == DataFormat::Scip {
+                return Err(invalid(file, span, format!("source `{name}`: a SCIP index takes no `language`")));
+            }
+            if !LANGUAGES.iter().any(|(l, _)| l == lang) {
+                let known: Vec<&str> = LANGUAGES.iter().map(|(l, _)| *l).collect();
+                let hint = crate::suggest::suggest(lang, known.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                return Err(invalid(file, span, format!("source `{name}`: unknown language `{lang}`{hint}"))
+                    .with_help(format!("relspec parses: {}", known.join(", "))));
+            }
+        }
+        let tables: &[SourceTable] = if format == DataFormat::Scip { &SourceTable::SCIP } else { &SourceTable::CODE };
+        for &table in tables {
+            let table_name = format!("{name}_{}", table.suffix());
+            if datasets.contains_key(&table_name) {
+                return Err(invalid(
+                    file,
+                    span,
+                    format!("source `{name}` yields table `{table_name}`, which a dataset already declares"),
+                ));
+            }
+            datasets.insert(
+                table_name.clone(),
+                DatasetSpec {
+                    name: table_name,
+                    path: src.path.clone(),
+                    format,
+                    scan: ScanOptions::default(),
+                    schema: None,
+                    extract: Some(Extract { source: name.clone(), table, language: src.language.clone() }),
+                    file: file.to_path_buf(),
+                    span,
+                },
+            );
+        }
     }
 
     let mut contracts = BTreeMap::new();

@@ -229,17 +229,95 @@ pub enum DataFormat {
     Csv,
     /// Newline-delimited JSON.
     Json,
+    /// Source code that relspec parses itself (tree-sitter): a table of a
+    /// `[sources.NAME]`.
+    Code,
+    /// A SCIP index (`index.scip`, protobuf): a table of a `[sources.NAME]`
+    /// with `format = "scip"`.
+    Scip,
 }
 
 impl DataFormat {
-    /// The file extension listing tables filter on.
+    /// The file extension listing tables filter on (empty for source code:
+    /// its languages decide, see [`language_of`]).
     pub fn extension(self) -> &'static str {
         match self {
             DataFormat::Parquet => ".parquet",
             DataFormat::Csv => ".csv",
             DataFormat::Json => ".json",
+            DataFormat::Code => "",
+            DataFormat::Scip => ".scip",
         }
     }
+}
+
+/// The version of what relspec extracts from sources (tables, columns,
+/// rules of the grammar table): part of a source table's fingerprint and of
+/// every fragment key. Bump it whenever extraction changes its output.
+pub const EXTRACTOR_VERSION: &str = "relspec-extract/v1";
+
+/// The languages relspec parses, with their file extensions. Adding a
+/// grammar is one entry here and one in the extractor's grammar table.
+pub const LANGUAGES: &[(&str, &[&str])] = &[("python", &[".py", ".pyi"]), ("rust", &[".rs"])];
+
+/// The language a file's extension names, if relspec parses it.
+pub fn language_of(path: &str) -> Option<&'static str> {
+    LANGUAGES.iter().find(|(_, exts)| exts.iter().any(|e| path.ends_with(e))).map(|(l, _)| *l)
+}
+
+/// One logical table of a source (`[sources.NAME]` yields `NAME_<table>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceTable {
+    /// One row per source file.
+    Files,
+    /// Definitions (functions, methods, classes, structs, ...).
+    Defs,
+    /// Call sites.
+    Callsites,
+    /// Imports (`import`, `from .. import`, `use`).
+    Imports,
+    /// Syntax errors (the file's other nodes are still extracted).
+    Errors,
+    /// SCIP occurrences.
+    Occurrences,
+    /// SCIP symbols.
+    Symbols,
+    /// SCIP documents.
+    Documents,
+}
+
+impl SourceTable {
+    /// The tables a tree-sitter source yields.
+    pub const CODE: [SourceTable; 5] =
+        [SourceTable::Files, SourceTable::Defs, SourceTable::Callsites, SourceTable::Imports, SourceTable::Errors];
+    /// The tables a SCIP source yields.
+    pub const SCIP: [SourceTable; 3] = [SourceTable::Occurrences, SourceTable::Symbols, SourceTable::Documents];
+
+    /// The table's name suffix (`NAME_<suffix>`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            SourceTable::Files => "files",
+            SourceTable::Defs => "defs",
+            SourceTable::Callsites => "callsites",
+            SourceTable::Imports => "imports",
+            SourceTable::Errors => "errors",
+            SourceTable::Occurrences => "occurrences",
+            SourceTable::Symbols => "symbols",
+            SourceTable::Documents => "documents",
+        }
+    }
+}
+
+/// What a dataset extracted by relspec (a source's table) is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Extract {
+    /// The `[sources.NAME]` it belongs to.
+    pub source: String,
+    /// Which of the source's tables.
+    pub table: SourceTable,
+    /// The language every file is parsed as (else inferred per file from its extension).
+    pub language: Option<String>,
 }
 
 /// A declared dataset (`[datasets.NAME]`).
@@ -255,6 +333,8 @@ pub struct DatasetSpec {
     pub scan: ScanOptions,
     /// Optional schema hint: ordered (column, type name).
     pub schema: Option<Vec<(String, String)>>,
+    /// Set for a source's table: relspec extracts its rows from the files.
+    pub extract: Option<Extract>,
     /// Where it is declared.
     pub file: PathBuf,
     /// Byte span of its table in `file`.
