@@ -222,13 +222,15 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
                         WatchEvent::Error { rendered, .. } => {
                             let _ = writeln!(out, "{rendered}");
                         }
-                        WatchEvent::BuildDone { ok, built, reused, failed, elapsed_ms, latency_ms } => {
+                        WatchEvent::BuildDone { ok, built, reused, failed, parsed, elapsed_ms, latency_ms } => {
                             let lat =
                                 latency_ms.map(|l| format!(", {l:.1} ms from change to publish")).unwrap_or_default();
                             let status = if *ok { "ok" } else { "FAILED (last good outputs kept)" };
+                            let parsed =
+                                if *parsed > 0 { format!(", {parsed} source files parsed") } else { String::new() };
                             let _ = writeln!(
                                 out,
-                                "{status}: {built} built, {reused} reused, {failed} failed in {elapsed_ms:.1} ms{lat}"
+                                "{status}: {built} built, {reused} reused, {failed} failed{parsed} in {elapsed_ms:.1} ms{lat}"
                             );
                         }
                         WatchEvent::Cancelled => {

@@ -115,7 +115,7 @@ fn relocated_cache_reruns_nothing() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let v = report(&b, &["build", "--json"]);
     assert!(built(&v).is_empty(), "{v}");
-    assert_eq!(v["files_hashed"], 5, "each data file re-hashed once: {v}");
+    assert_eq!(v["files_hashed"], DEFAULT_INPUT_FILES, "each input file re-hashed once: {v}");
     assert!(out(&b, "edges").is_file(), "outputs republished from the cache");
     let v = report(&b, &["build", "--json"]);
     assert_eq!(v["files_hashed"], 0, "then nothing is hashed: {v}");
@@ -146,7 +146,7 @@ fn check_flag_and_status_are_dry_runs() {
     let ws = default_workspace();
     let root = ws.path();
     let msg = fails(root, &["build", "--check"]);
-    assert!(msg.contains("7 stale"), "{msg}");
+    assert!(msg.contains(&format!("{DEFAULT_RULES} stale")), "{msg}");
     assert!(!root.join("out").exists(), "--check publishes nothing");
     ok(root, &["build"]);
     ok(root, &["build", "--check"]);
@@ -167,7 +167,7 @@ fn tuning_fields_reuse_the_cache() {
     assert!(built(&v).is_empty(), "{v}");
     edit(root, "workspace.toml", "schema = \"public\"", "schema = \"graph\"");
     let v = report(root, &["build", "--json"]);
-    assert_eq!(built(&v).len(), 7, "a semantic profile field invalidates everything");
+    assert_eq!(built(&v).len(), DEFAULT_RULES, "a semantic profile field invalidates everything");
 }
 
 #[test]

@@ -2,15 +2,16 @@
 //! syntax errors from real code (tree-sitter) and reads real SCIP indexes.
 //! Python extraction is checked against CPython's own `ast` module run over
 //! the same files; Rust against a hand-checked fixture; SCIP against an
-//! index made by `@sourcegraph/scip-python` (tests/fixtures/pyproj).
+//! index made by `@sourcegraph/scip-python` (data/pyproj).
 
 mod common;
 use common::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+/// A file or directory the repository ships under `data/`.
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -185,7 +186,7 @@ sql = "SELECT module, name, alias FROM rs_imports"
     )]);
     let root = dir.path();
     std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::copy(fixture("rustproj/lib.rs"), root.join("src/lib.rs")).unwrap();
+    std::fs::copy(fixture("sample_lib.rs"), root.join("src/lib.rs")).unwrap();
     build_json(root);
     let join = |rule: &str| -> Vec<String> {
         let mut v: Vec<String> = rows(root, rule).into_iter().map(|r| r.join("|")).collect();

@@ -173,7 +173,7 @@ fn watch_once_exits_after_the_first_build() {
     let out_text = ok(root, &["watch", "--once", "--json"]);
     let events: Vec<serde_json::Value> = out_text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(events.last().unwrap()["event"], "build_done");
-    assert_eq!(events.iter().filter(|e| e["event"] == "rule" && e["status"] == "built").count(), 7);
+    assert_eq!(events.iter().filter(|e| e["event"] == "rule" && e["status"] == "built").count(), DEFAULT_RULES);
 }
 
 #[test]

@@ -8,6 +8,14 @@ use relspec_core::datafusion::arrow::util::display::array_value_to_string;
 use relspec_core::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::path::{Path, PathBuf};
 
+/// Rules of the default workspace (seven over the hand-made extracts, four
+/// over the sources it indexes).
+pub const DEFAULT_RULES: usize = 11;
+
+/// Input files of the default workspace: five hand-made extracts, the
+/// Python package's four files and its SCIP index, one sample Rust file.
+pub const DEFAULT_INPUT_FILES: usize = 11;
+
 /// A temp dir holding a copy of the default workspace.
 pub fn default_workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -4,18 +4,28 @@
 use crate::error::{Diag, ErrorKind, Result};
 use std::path::Path;
 
-/// Files of the scaffold: (relative path, contents).
-pub const FILES: &[(&str, &str)] = &[
-    ("workspace.toml", include_str!("../../../workspace.toml")),
-    ("rules/edges.sql", include_str!("../../../rules/edges.sql")),
-    ("rules/stats.toml", include_str!("../../../rules/stats.toml")),
-    ("data/files.csv", include_str!("../../../data/files.csv")),
-    ("data/cst/defs.csv", include_str!("../../../data/cst/defs.csv")),
-    ("data/cst/callsites/lang=python/part-0.csv", include_str!("../../../data/cst/callsites/lang=python/part-0.csv")),
-    ("data/cst/callsites/lang=rust/part-0.csv", include_str!("../../../data/cst/callsites/lang=rust/part-0.csv")),
-    ("data/scip/occurrences.json", include_str!("../../../data/scip/occurrences.json")),
-    (".gitignore", "/out/\n/cache/*\n!/cache/.keep\n"),
-    ("cache/.keep", ""),
+/// Files of the scaffold: (relative path, contents). The repository's own
+/// `src/` and `crates/` are what its `[sources.code]` indexes; a new workspace
+/// gets one sample Rust file there instead.
+pub const FILES: &[(&str, &[u8])] = &[
+    ("workspace.toml", include_bytes!("../../../workspace.toml")),
+    ("rules/edges.sql", include_bytes!("../../../rules/edges.sql")),
+    ("rules/stats.toml", include_bytes!("../../../rules/stats.toml")),
+    ("rules/code.toml", include_bytes!("../../../rules/code.toml")),
+    ("data/files.csv", include_bytes!("../../../data/files.csv")),
+    ("data/cst/defs.csv", include_bytes!("../../../data/cst/defs.csv")),
+    ("data/cst/callsites/lang=python/part-0.csv", include_bytes!("../../../data/cst/callsites/lang=python/part-0.csv")),
+    ("data/cst/callsites/lang=rust/part-0.csv", include_bytes!("../../../data/cst/callsites/lang=rust/part-0.csv")),
+    ("data/scip/occurrences.json", include_bytes!("../../../data/scip/occurrences.json")),
+    ("data/pyproj/main.py", include_bytes!("../../../data/pyproj/main.py")),
+    ("data/pyproj/shapes/__init__.py", include_bytes!("../../../data/pyproj/shapes/__init__.py")),
+    ("data/pyproj/shapes/geometry.py", include_bytes!("../../../data/pyproj/shapes/geometry.py")),
+    ("data/pyproj/shapes/registry.py", include_bytes!("../../../data/pyproj/shapes/registry.py")),
+    ("data/pyproj/index.scip", include_bytes!("../../../data/pyproj/index.scip")),
+    ("data/pyproj/regenerate.sh", include_bytes!("../../../data/pyproj/regenerate.sh")),
+    ("src/lib.rs", include_bytes!("../../../data/sample_lib.rs")),
+    (".gitignore", b"/out/\n/cache/*\n!/cache/.keep\n"),
+    ("cache/.keep", b""),
 ];
 
 /// Create `dir` (absent or empty) and write the scaffold into it.

@@ -85,6 +85,8 @@ pub enum WatchEvent {
         reused: usize,
         /// Rules failed.
         failed: usize,
+        /// Source files parsed (the rest of a source came from memos or fragments).
+        parsed: usize,
         /// Build time, ms.
         elapsed_ms: f64,
         /// From the first event of the batch to the end of publishing, ms.
@@ -289,6 +291,7 @@ fn run_build(
                 built: 0,
                 reused: 0,
                 failed: errs.len(),
+                parsed: 0,
                 elapsed_ms: 0.0,
                 latency_ms: first.map(|f| f.elapsed().as_secs_f64() * 1000.0),
             });
@@ -308,6 +311,7 @@ fn done(r: &BuildReport, first: Option<Instant>, sink: &(dyn Fn(WatchEvent) + Sy
         built: r.count(Status::Built),
         reused: r.count(Status::Reused),
         failed: r.count(Status::Failed),
+        parsed: r.sources.iter().map(|s| s.parsed).sum(),
         elapsed_ms: r.elapsed_ms,
         latency_ms: first.map(|f| f.elapsed().as_secs_f64() * 1000.0),
     });

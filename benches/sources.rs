@@ -1,0 +1,151 @@
+//! Source extraction benchmark: a generated Python tree of N files (about 110
+//! lines each: classes, methods, calls, imports), indexed by a `[sources]`
+//! table and read by three rules (defs, call sites, name-resolved call
+//! edges). Prints the cold build (extraction on every core, then the rules),
+//! a no-change build in a fresh process, and one-file body edits (each
+//! re-parses one file; the rest come from the memo-less fresh process's
+//! fragments), all as whole `relspec` processes; then the same edit under
+//! `relspec watch`, where unchanged files' facts stay memoized.
+//!
+//! `RELSPEC_BENCH_SIZES` (default 1000,10000) sets the file counts.
+
+mod common;
+use common::{median, relspec, sizes};
+use std::fmt::Write;
+use std::path::Path;
+
+/// One generated module: `CLASSES` classes of `METHODS` methods, helper
+/// functions, imports of neighbouring modules, calls within and across them.
+fn module(i: usize, n: usize, edit: usize) -> String {
+    let mut s = String::new();
+    let (a, b) = ((i + 1) % n, (i + 7) % n);
+    writeln!(s, "import os\nfrom pkg.m{a:05} import helper_{a}_0\nfrom pkg.m{b:05} import Class{b}_0 as Other\n")
+        .unwrap();
+    for c in 0..3 {
+        writeln!(s, "class Class{i}_{c}:").unwrap();
+        writeln!(s, "    def __init__(self, value):\n        self.value = value\n        self.items = []\n").unwrap();
+        for m in 0..5 {
+            writeln!(s, "    def method_{m}(self, x):").unwrap();
+            writeln!(s, "        y = helper_{i}_{}(x) + {edit}", m % 3).unwrap();
+            writeln!(s, "        self.items.append(y)").unwrap();
+            writeln!(s, "        return os.path.join(str(y), str(len(self.items)))\n").unwrap();
+        }
+    }
+    for h in 0..3 {
+        writeln!(s, "def helper_{i}_{h}(x):\n    o = Other(x)\n    return helper_{a}_0(x) if x else o.method_1(x)\n")
+            .unwrap();
+    }
+    s
+}
+
+fn workspace(root: &Path, n: usize) -> usize {
+    std::fs::write(
+        root.join("workspace.toml"),
+        r#"[workspace]
+name = "sources-bench"
+
+[profile]
+target_partitions = 2
+
+[sources.code]
+path = "pkg/**/*.py"
+
+[rules.defs]
+sql = "SELECT def_id, file, qualified_name, kind, start_line FROM code_defs"
+
+[rules.calls]
+sql = "SELECT file, enclosing_def, callee, receiver, start_line, start_col FROM code_callsites"
+
+[rules.edges]
+sql = """
+SELECT c.enclosing_def AS caller, d.def_id AS callee, c.file, c.start_line
+FROM code_callsites c JOIN code_defs d ON d.name = c.callee
+WHERE c.enclosing_def IS NOT NULL AND c.receiver IS NULL
+"""
+"#,
+    )
+    .unwrap();
+    let dir = root.join("pkg");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lines = 0;
+    for i in 0..n {
+        let text = module(i, n, 0);
+        lines += text.lines().count();
+        std::fs::write(dir.join(format!("m{i:05}.py")), text).unwrap();
+    }
+    lines
+}
+
+/// `relspec watch --json` on the workspace: for 5 body edits of one file,
+/// save -> published latency and files parsed per build.
+fn watch_edits(root: &Path, n: usize) -> (f64, Vec<u64>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relspec"))
+        .current_dir(root)
+        .args(["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let next = |event: &str| loop {
+        let v = rx.recv_timeout(std::time::Duration::from_secs(600)).expect("watch event");
+        if v["event"] == event {
+            return v;
+        }
+    };
+    next("watching");
+    let (mut lat, mut parsed) = (Vec::new(), Vec::new());
+    for k in 10..15 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::fs::write(root.join("pkg/m00000.py"), module(0, n, k)).unwrap();
+        let done = next("build_done");
+        lat.push(done["latency_ms"].as_f64().unwrap_or(f64::NAN));
+        parsed.push(done["parsed"].as_u64().unwrap_or(0));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (median(lat), parsed)
+}
+
+fn main() {
+    println!(
+        "| files | lines | cold build | of which extraction (files parsed) | no-change build | one-file body edit, fresh process: build (extraction, parsed) | same edit in `relspec watch`: save -> published (parsed) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for n in sizes(&[1000, 10000]) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let lines = workspace(root, n);
+        let (cold, r) = relspec(root, &["build", "--json"]);
+        let src = &r["sources"][0];
+        let (extract_ms, parsed) = (src["ms"].as_f64().unwrap(), src["parsed"].as_u64().unwrap());
+        let noop = median((0..5).map(|_| relspec(root, &["build", "--json"]).0).collect());
+        let mut edit = Vec::new();
+        let mut edit_extract = Vec::new();
+        let mut edit_parsed = Vec::new();
+        for k in 1..=5 {
+            std::fs::write(root.join("pkg/m00000.py"), module(0, n, k)).unwrap();
+            let (ms, r) = relspec(root, &["build", "--json"]);
+            edit.push(ms);
+            edit_extract.push(r["sources"][0]["ms"].as_f64().unwrap());
+            edit_parsed.push(r["sources"][0]["parsed"].as_u64().unwrap());
+        }
+        let (watch, watch_parsed) = watch_edits(root, n);
+        println!(
+            "| {n} | {lines} | {cold:.0} ms | {extract_ms:.0} ms ({parsed}) | {noop:.0} ms | {:.0} ms ({:.0} ms, {:?}) | {watch:.0} ms ({watch_parsed:?}) |",
+            median(edit),
+            median(edit_extract),
+            edit_parsed
+        );
+    }
+}
