@@ -379,3 +379,26 @@ fn bad_source_declarations_are_clear_errors() {
     let err = fails(dir.path(), &["check"]);
     assert!(err.contains("yields table `code_defs`"), "{err}");
 }
+
+#[test]
+fn a_corrupt_fragment_pack_means_parsing_again_not_an_error() {
+    let dir = python_workspace("[rules.defs]\nsql = \"SELECT * FROM py_defs\"\n");
+    let root = dir.path();
+    build_json(root);
+    let before = std::fs::read(out(root, "defs")).unwrap();
+    let packs: Vec<PathBuf> = std::fs::read_dir(root.join("cache/fragments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("pack-"))
+        .collect();
+    assert!(!packs.is_empty());
+    for p in &packs {
+        std::fs::write(p, b"not parquet").unwrap();
+    }
+    let toml = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    std::fs::write(root.join("workspace.toml"), toml + "\n[rules.calls]\nsql = \"SELECT * FROM py_callsites\"\n")
+        .unwrap();
+    let r = build_json(root);
+    assert_eq!(source(&r, "py")["parsed"], 4, "{r}");
+    assert_eq!(std::fs::read(out(root, "defs")).unwrap(), before);
+}

@@ -7,6 +7,7 @@
 
 pub mod cst;
 pub mod grammar;
+pub mod packs;
 // salsa's macros generate undocumented accessors.
 #[allow(missing_docs)]
 pub mod query;

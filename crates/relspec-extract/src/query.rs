@@ -1,15 +1,14 @@
 //! The extraction query: one memoized salsa query per source file (its
-//! content hash in, its tables' Arrow batches out), backed by one Parquet
-//! fragment per file in the content-addressed cache.
+//! content hash in, its tables' Arrow batches out), backed by the fragment
+//! store ([`crate::packs`]) in the cache.
 //!
 //! Architecture invariants: a file is parsed only when neither the query's
-//! memo (same process) nor a fragment (any process) has its facts for this
-//! content, language and extractor version; a fragment is keyed by the hash
-//! of the bytes that were parsed (never by a stat that may be stale) and
-//! written atomically; an unreadable, binary or non-UTF-8 file yields a
+//! memo (same process) nor a stored fragment (any process) has its facts for
+//! this content, language and extractor version; a fragment is keyed by the
+//! hash of the bytes that were parsed (never by a stat that may be stale); an unreadable, binary or non-UTF-8 file yields a
 //! `files` row saying why it was skipped and nothing else, never an error.
 
-use crate::tables::{FileRow, code_batches, read_fragment, write_fragment};
+use crate::tables::{FileRow, code_batches};
 use datafusion::arrow::array::{Array, RecordBatch, StringArray};
 use relspec_db::{DataFile, Db, RelspecDb};
 use relspec_spec::workspace::SourceTable;
@@ -47,6 +46,9 @@ pub struct FileFacts {
     pub language: String,
     /// Its rows of each of the source's tables.
     pub tables: BTreeMap<SourceTable, RecordBatch>,
+    /// Set when these facts were parsed (not read from the store): the
+    /// fragment key to store them under.
+    pub parsed_key: Option<String>,
 }
 
 impl FileFacts {
@@ -128,9 +130,16 @@ pub fn collect(db: &RelspecDb, root: ExtractRoot, files: &[DataFile], language: 
                     let lang = LanguageName::new(&db, lang);
                     file_facts(&db, root, *f, lang).clone()
                 })
-                .collect()
+                .collect::<Vec<_>>()
         })
         .collect();
+    // What was parsed goes to the store as one pack per run (a memo of an
+    // earlier run's parse is stored already: `put` skips known keys).
+    if let Some(dir) = root.fragments(db) {
+        let fresh: Vec<(String, Arc<FileFacts>)> =
+            done.iter().flatten().filter_map(|f| f.parsed_key.clone().map(|k| (k, f.clone()))).collect();
+        crate::packs::put(dir, fresh);
+    }
     done.into_iter().flatten().collect()
 }
 
@@ -143,63 +152,26 @@ fn tables_of(language: &str) -> &'static [SourceTable] {
     if language == "scip" { &SourceTable::SCIP } else { &SourceTable::CODE }
 }
 
-/// Where the fragment of (language, path, content) lives.
-pub fn fragment_path(dir: &Path, language: &str, path: &str, content_hash: &str) -> PathBuf {
-    let mut h = blake3::Hasher::new();
-    for part in ["relspec/fragment/v1", crate::VERSION, language, path, content_hash] {
-        h.update(part.as_bytes());
-        h.update(b"\0");
-    }
-    let k = h.finalize().to_hex().to_string();
-    dir.join(&k[..2]).join(format!("{k}.parquet"))
-}
-
 fn extract_file(root: &Path, fragments: Option<&Path>, path: &str, stat_hash: &str, language: &str) -> FileFacts {
-    let done = |tables| FileFacts { path: path.to_string(), language: language.to_string(), tables };
+    let done =
+        |tables, parsed_key| FileFacts { path: path.to_string(), language: language.to_string(), tables, parsed_key };
     if let Some(dir) = fragments
-        && let Ok(bytes) = std::fs::read(fragment_path(dir, language, path, stat_hash))
+        && let Some(t) =
+            crate::packs::get(dir, &crate::packs::fragment_key(language, path, stat_hash), tables_of(language))
     {
-        match read_fragment(bytes, tables_of(language)) {
-            Ok(t) => {
-                FRAGMENTS_READ.fetch_add(1, Ordering::Relaxed);
-                return done(t);
-            }
-            Err(e) => tracing::warn!(path, "unreadable fragment, re-extracting: {e}"),
-        }
+        FRAGMENTS_READ.fetch_add(1, Ordering::Relaxed);
+        return done(t, None);
     }
-    let (tables, hash) = match std::fs::read(root.join(path)) {
+    match std::fs::read(root.join(path)) {
         Ok(bytes) => {
+            // Keyed by the bytes parsed: a file changed since it was stat-ed never poisons a key.
             let hash = blake3::hash(&bytes).to_hex().to_string();
             PARSED.fetch_add(1, Ordering::Relaxed);
-            (extract_bytes(path, language, &bytes, &hash), Some(hash))
+            let key = crate::packs::fragment_key(language, path, &hash);
+            done(extract_bytes(path, language, &bytes, &hash), Some(key))
         }
-        Err(e) => (skipped(path, language, "", 0, &format!("unreadable: {e}")), None),
-    };
-    if let (Some(dir), Some(hash)) = (fragments, hash)
-        && let Err(e) = store_fragment(&fragment_path(dir, language, path, &hash), &tables)
-    {
-        tracing::warn!(path, "cannot store fragment: {e}");
+        Err(e) => done(skipped(path, language, "", 0, &format!("unreadable: {e}")), None),
     }
-    done(tables)
-}
-
-fn store_fragment(dest: &Path, tables: &BTreeMap<SourceTable, RecordBatch>) -> Result<(), String> {
-    if dest.exists() {
-        return Ok(());
-    }
-    let bytes = write_fragment(tables)?;
-    let dir = dest.parent().ok_or("fragment path has no parent")?;
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        dest.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, dest).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        e.to_string()
-    })
 }
 
 fn skipped(path: &str, language: &str, hash: &str, size: usize, why: &str) -> BTreeMap<SourceTable, RecordBatch> {

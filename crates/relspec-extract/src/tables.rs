@@ -12,8 +12,11 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use relspec_spec::workspace::SourceTable;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
+
+/// One file's rows of each table of its source.
+pub type FileTables = BTreeMap<SourceTable, RecordBatch>;
 
 fn utf8(name: &str) -> Field {
     Field::new(name, DataType::Utf8, true)
@@ -271,9 +274,8 @@ fn wide_schema(tables: &BTreeMap<SourceTable, RecordBatch>) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// One file's batches as the bytes of a Parquet fragment.
-pub fn write_fragment(tables: &BTreeMap<SourceTable, RecordBatch>) -> Result<Vec<u8>, String> {
-    let wide = wide_schema(tables);
+/// One file's batches as one wide batch (`table` tag + every column).
+fn to_wide(wide: &SchemaRef, tables: &BTreeMap<SourceTable, RecordBatch>) -> Result<Vec<RecordBatch>, String> {
     let mut batches = Vec::new();
     for (t, b) in tables {
         let mut cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec![t.suffix(); b.num_rows()]))];
@@ -285,40 +287,100 @@ pub fn write_fragment(tables: &BTreeMap<SourceTable, RecordBatch>) -> Result<Vec
         }
         batches.push(RecordBatch::try_new(wide.clone(), cols).map_err(|e| e.to_string())?);
     }
+    Ok(batches)
+}
+
+/// Footer key of a pack's index: `[[fragment key, rows], ...]` in row order.
+const PACK_INDEX: &str = "relspec.fragments";
+/// Footer key of a pack's tables (comma-separated suffixes).
+const PACK_TABLES: &str = "relspec.fragment_tables";
+
+/// Many files' fragments as the bytes of one Parquet pack: each file's rows
+/// in turn, each file's key and row count in the footer (rows are found by
+/// count, so row groups stay large and the footer small).
+pub fn write_pack(entries: &[(String, &BTreeMap<SourceTable, RecordBatch>)]) -> Result<Vec<u8>, String> {
+    use datafusion::parquet::file::metadata::KeyValue;
+    let Some((_, first)) = entries.first() else { return Err("an empty pack".into()) };
+    let wide = wide_schema(first);
     let mut buf = Vec::new();
-    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, wide, None).map_err(|e| e.to_string())?;
-    for b in &batches {
-        w.write(b).map_err(|e| e.to_string())?;
+    let mut w =
+        datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, wide.clone(), None).map_err(|e| e.to_string())?;
+    let mut index = Vec::with_capacity(entries.len());
+    for (key, tables) in entries {
+        let mut rows = 0;
+        for b in to_wide(&wide, tables)? {
+            rows += b.num_rows();
+            w.write(&b).map_err(|e| e.to_string())?;
+        }
+        index.push(serde_json::json!([key, rows]));
     }
+    let names: Vec<&str> = first.keys().map(|t| t.suffix()).collect();
+    w.append_key_value_metadata(KeyValue::new(PACK_INDEX.to_string(), serde_json::Value::Array(index).to_string()));
+    w.append_key_value_metadata(KeyValue::new(PACK_TABLES.to_string(), names.join(",")));
     w.close().map_err(|e| e.to_string())?;
     Ok(buf)
 }
 
-/// Split a fragment back into the batches of `tables`.
-pub fn read_fragment(bytes: Vec<u8>, tables: &[SourceTable]) -> Result<BTreeMap<SourceTable, RecordBatch>, String> {
-    use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+/// The fragment keys a pack holds, with their row counts (from its footer).
+pub fn pack_index<R: datafusion::parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+) -> Result<Vec<(String, usize)>, String> {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let r = SerializedFileReader::new(file).map_err(|e| e.to_string())?;
+    let kv = r.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+    let raw = kv.iter().find(|k| k.key == PACK_INDEX).and_then(|k| k.value.clone()).ok_or("not a fragment pack")?;
+    let v: Vec<(String, usize)> = serde_json::from_str(&raw).map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
+/// Every file's tables in a pack (its bytes, read whole: one read instead of
+/// one per column chunk), by fragment key.
+pub fn read_pack(bytes: bytes::Bytes, tables: &[SourceTable]) -> Result<Vec<(String, FileTables)>, String> {
+    use datafusion::arrow::compute::concat_batches;
     use datafusion::arrow::record_batch::RecordBatchReader;
-    let reader =
-        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-            .map_err(|e| e.to_string())?
-            .build()
-            .map_err(|e| e.to_string())?;
+    let index = pack_index(bytes.clone())?;
+    let reader = datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| e.to_string())?
+        .with_batch_size(1 << 16)
+        .build()
+        .map_err(|e| e.to_string())?;
     let wide_schema = reader.schema();
     let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| e.to_string())?;
     let all = concat_batches(&wide_schema, &batches).map_err(|e| e.to_string())?;
-    let tags = all.column(0).as_any().downcast_ref::<StringArray>().ok_or("fragment without a table column")?;
-    let mut out = BTreeMap::new();
-    for t in tables {
-        let mask: BooleanArray = tags.iter().map(|x| Some(x == Some(t.suffix()))).collect();
-        let rows = filter_record_batch(&all, &mask).map_err(|e| e.to_string())?;
-        let s = schema(*t);
-        let cols: Vec<ArrayRef> = s
-            .fields()
-            .iter()
-            .map(|f| rows.column_by_name(f.name()).cloned())
-            .collect::<Option<_>>()
-            .ok_or("fragment misses a column")?;
-        out.insert(*t, RecordBatch::try_new(s, cols).map_err(|e| e.to_string())?);
+    let mut out = Vec::with_capacity(index.len());
+    let mut offset = 0;
+    for (key, rows) in index {
+        if offset + rows > all.num_rows() {
+            return Err("pack index and rows disagree".into());
+        }
+        let part = all.slice(offset, rows);
+        offset += rows;
+        let tags = part.column(0).as_any().downcast_ref::<StringArray>().ok_or("pack without a table column")?;
+        // A file's rows are written table by table: each table is one run of rows.
+        let mut runs: HashMap<&str, (usize, usize)> = HashMap::new();
+        let mut i = 0;
+        while i < rows {
+            let tag = tags.value(i);
+            let start = i;
+            while i < rows && tags.value(i) == tag {
+                i += 1;
+            }
+            runs.insert(tag, (start, i - start));
+        }
+        let mut file_tables = BTreeMap::new();
+        for t in tables {
+            let (start, len) = runs.get(t.suffix()).copied().unwrap_or((0, 0));
+            let picked = part.slice(start, len);
+            let s = schema(*t);
+            let cols: Vec<ArrayRef> = s
+                .fields()
+                .iter()
+                .map(|f| picked.column_by_name(f.name()).cloned())
+                .collect::<Option<_>>()
+                .ok_or("pack misses a column")?;
+            file_tables.insert(*t, RecordBatch::try_new(s, cols).map_err(|e| e.to_string())?);
+        }
+        out.push((key, file_tables));
     }
     Ok(out)
 }
