@@ -216,3 +216,27 @@ fn an_edit_during_the_first_build_is_not_missed() {
     let published: std::collections::BTreeMap<_, _> = tree_bytes(&root.join("out")).into_iter().collect();
     assert_eq!(published, clean_outputs(root), "outputs equal a clean build of the edited workspace");
 }
+
+/// The default workspace under watch: editing a source file re-parses that
+/// file only and republishes the call graph over it.
+#[test]
+fn watch_reparses_an_edited_source_file_and_updates_the_call_graph() {
+    let ws = default_workspace();
+    let root = ws.path();
+    let mut w = Watcher::start(root);
+    let before = read_rows(&out(root, "code_edges"));
+    // A new function in the sample crate, and a call to it.
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let lib = lib.replace(
+        "fn helper(n: usize) -> usize {",
+        "fn twice(n: usize) -> usize {\n    n * 2\n}\n\nfn helper(n: usize) -> usize {\n    let _ = twice(n);",
+    );
+    std::fs::write(root.join("src/lib.rs"), lib).unwrap();
+    let events = w.until(|e| e["event"] == "build_done");
+    let done = events.last().unwrap();
+    assert_eq!(done["ok"], true, "{events:?}");
+    assert_eq!(done["parsed"], 1, "one source file re-parsed: {done}");
+    let after = read_rows(&out(root, "code_edges"));
+    assert_ne!(before, after);
+    assert!(after.iter().any(|r| r[0] == "helper" && r[1] == "twice"), "{after:?}");
+}
