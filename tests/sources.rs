@@ -402,3 +402,19 @@ fn a_corrupt_fragment_pack_means_parsing_again_not_an_error() {
     assert_eq!(source(&r, "py")["parsed"], 4, "{r}");
     assert_eq!(std::fs::read(out(root, "defs")).unwrap(), before);
 }
+
+#[test]
+fn gitignored_and_hidden_files_are_not_indexed() {
+    let dir = workspace_with(&[
+        ("workspace.toml", "[sources.py]\npath = \"code\"\n\n[rules.files]\nsql = \"SELECT path FROM py_files\"\n"),
+        ("code/.gitignore", "generated/\nscratch.py\n"),
+        ("code/kept.py", "def a():\n    pass\n"),
+        ("code/scratch.py", "def b():\n    pass\n"),
+        ("code/generated/big.py", "def c():\n    pass\n"),
+        ("code/.hidden/x.py", "def d():\n    pass\n"),
+        ("code/notes.txt", "not code"),
+    ]);
+    let root = dir.path();
+    build_json(root);
+    assert_eq!(rows(root, "files"), [["code/kept.py"]]);
+}
