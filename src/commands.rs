@@ -253,8 +253,8 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             let mut p = open(manifest, params)?;
             let g = relspec_core::maintenance::gc(&mut p)?;
             println!(
-                "gc: removed {} records and {} objects ({} bytes); kept {} live outputs",
-                g.records, g.objects, g.bytes, g.live
+                "gc: removed {} records, {} objects and {} fragment packs ({} bytes); kept {} live outputs",
+                g.records, g.objects, g.packs, g.bytes, g.live
             );
             Ok(ExitCode::SUCCESS)
         }

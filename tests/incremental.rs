@@ -181,7 +181,7 @@ fn gc_removes_unreferenced_objects_only() {
     ok(root, &["build"]);
     assert_eq!(objects(root), n0 + 1);
     let g = ok(root, &["gc"]);
-    assert!(g.contains("removed 1 records and 1 objects"), "{g}");
+    assert!(g.contains("removed 1 records, 1 objects and 0 fragment packs"), "{g}");
     assert_eq!(objects(root), n0);
     let v = report(root, &["build", "--json"]);
     assert!(built(&v).is_empty(), "live outputs survive gc: {v}");

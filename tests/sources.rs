@@ -418,3 +418,33 @@ fn gitignored_and_hidden_files_are_not_indexed() {
     build_json(root);
     assert_eq!(rows(root, "files"), [["code/kept.py"]]);
 }
+
+#[test]
+fn gc_drops_fragment_packs_of_old_contents_and_clean_removes_them_all() {
+    let dir = workspace_with(&[
+        ("workspace.toml", "[sources.py]\npath = \"code\"\n\n[rules.defs]\nsql = \"SELECT * FROM py_defs\"\n"),
+        ("code/a.py", "def a():\n    pass\n"),
+        ("code/b.py", "def b():\n    pass\n"),
+    ]);
+    let root = dir.path();
+    let packs = || -> usize { std::fs::read_dir(root.join("cache/fragments")).map(|d| d.count()).unwrap_or(0) };
+    build_json(root);
+    write(root, "code/a.py", "def a2():\n    pass\n");
+    build_json(root);
+    write(root, "code/a.py", "def a3():\n    pass\n");
+    build_json(root);
+    assert_eq!(packs(), 3, "one pack per run that parsed something");
+    let out = ok(root, &["gc"]);
+    assert!(out.contains("1 fragment packs"), "{out}");
+    assert_eq!(packs(), 2, "the pack of a2 holds no current file; the first still holds b.py");
+    // Nothing live was lost: a fresh process parses nothing.
+    write(
+        root,
+        "workspace.toml",
+        "[sources.py]\npath = \"code\"\n\n[rules.defs]\nsql = \"SELECT name FROM py_defs\"\n",
+    );
+    let r = build_json(root);
+    assert_eq!(source(&r, "py")["parsed"], 0, "{r}");
+    ok(root, &["clean"]);
+    assert!(!root.join("cache/fragments").exists());
+}

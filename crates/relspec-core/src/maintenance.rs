@@ -18,6 +18,8 @@ pub struct GcReport {
     pub bytes: u64,
     /// Live outputs kept.
     pub live: usize,
+    /// Fragment packs removed (none of their source files is current).
+    pub packs: usize,
 }
 
 /// Remove records and objects that no current rule's output key uses. The
@@ -28,8 +30,21 @@ pub fn gc(p: &mut Project) -> std::result::Result<GcReport, Vec<Diag>> {
     let live: HashSet<String> = report.rules.iter().filter_map(|r| r.key.clone()).collect();
     let store = p.store().map_err(|e| vec![e])?;
     let _lock = store.lock().map_err(|e| vec![e])?;
-    let (records, objects, bytes) = store.gc(&live).map_err(|e| vec![e])?;
-    Ok(GcReport { records, objects, bytes, live: live.len() })
+    let (records, objects, mut bytes) = store.gc(&live).map_err(|e| vec![e])?;
+    // Fragment packs: keep those holding a current source file's facts.
+    let spec = p.spec().map_err(|e| vec![e])?;
+    let mut keys = HashSet::new();
+    for (name, ds) in &spec.datasets {
+        let Some(x) = &ds.extract else { continue };
+        if let Some(Ok(files)) = p.ws.datasets(&p.db).get(name) {
+            keys.extend(relspec_extract::query::live_keys(&p.db, files, x.language.as_deref()));
+        }
+    }
+    let dir = store.dir().join(crate::store::layout::FRAGMENTS);
+    let (packs, pack_bytes) = relspec_extract::packs::gc(&dir, &keys)
+        .map_err(|e| vec![Diag::new(ErrorKind::Io(format!("{}: {e}", dir.display())))])?;
+    bytes += pack_bytes;
+    Ok(GcReport { records, objects, bytes, live: live.len(), packs })
 }
 
 /// Remove the cache (everything the store's layout names, under its lock)

@@ -172,7 +172,7 @@ impl Project {
             Some(Err(e)) => return Err(e.clone()),
             None => return Err(Diag::new(ErrorKind::Internal(format!("source `{source}` is not loaded")))),
         };
-        let fragments = self.store().ok().map(|s| s.dir().join("fragments"));
+        let fragments = self.store().ok().map(|s| s.dir().join(crate::store::layout::FRAGMENTS));
         let root = match self.extract_root {
             Some(r) => {
                 use salsa::Setter;

@@ -57,9 +57,11 @@ pub mod layout {
     pub const SUMMARIES: &str = "rule-summaries.jsonl";
     /// The analysis (check) memo (JSON lines).
     pub const ANALYSIS: &str = "analysis.jsonl";
+    /// Extracted source facts, packed (`fragments/pack-<h>.parquet`, see relspec-extract).
+    pub const FRAGMENTS: &str = "fragments";
     /// Everything above but the lock.
     pub const ALL: &[&str] =
-        &[OBJECTS, RECORDS, TMP, ARTIFACTS, RUNS, STAT_CACHE, PUBLISHED, LAST_BUILT, SUMMARIES, ANALYSIS];
+        &[OBJECTS, RECORDS, TMP, ARTIFACTS, RUNS, STAT_CACHE, PUBLISHED, LAST_BUILT, SUMMARIES, ANALYSIS, FRAGMENTS];
     /// Names older versions used (removed by `clean`).
     pub const LEGACY: &[&str] = &["plans", "analysis.json", "rule-summaries.json"];
 }

@@ -121,6 +121,32 @@ pub fn put(dir: &Path, entries: Vec<(String, Arc<crate::FileFacts>)>) {
     }
 }
 
+/// Remove the packs of `dir` that hold no key of `live` (a pack with any live
+/// key is kept whole). Returns (packs removed, bytes freed).
+pub fn gc(dir: &Path, live: &std::collections::HashSet<String>) -> std::io::Result<(usize, u64)> {
+    let (mut removed, mut bytes) = (0, 0);
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let stale = if name.starts_with("pack-") {
+            match std::fs::File::open(&path).map_err(|e| e.to_string()).and_then(crate::tables::pack_index) {
+                Ok(keys) => !keys.iter().any(|(k, _)| live.contains(k)),
+                Err(_) => true,
+            }
+        } else {
+            // Leftover temporary files and anything else that is not a pack.
+            true
+        };
+        if stale {
+            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    DIRS.lock().unwrap_or_else(|e| e.into_inner()).remove(dir);
+    Ok((removed, bytes))
+}
+
 fn write(dir: &Path, group: &[(String, &Tables)]) -> Result<(), String> {
     let bytes = crate::tables::write_pack(group)?;
     let mut h = blake3::Hasher::new();

@@ -116,18 +116,7 @@ pub fn collect(db: &RelspecDb, root: ExtractRoot, files: &[DataFile], language: 
             chunk
                 .iter()
                 .map(|f| {
-                    let lang = match language {
-                        Some(l) => l.to_string(),
-                        None => {
-                            let p = f.path(&db);
-                            if p.ends_with(".scip") {
-                                "scip".to_string()
-                            } else {
-                                relspec_spec::workspace::language_of(p).unwrap_or("unknown").to_string()
-                            }
-                        }
-                    };
-                    let lang = LanguageName::new(&db, lang);
+                    let lang = LanguageName::new(&db, language_for(f.path(&db), language).to_string());
                     file_facts(&db, root, *f, lang).clone()
                 })
                 .collect::<Vec<_>>()
@@ -141,6 +130,24 @@ pub fn collect(db: &RelspecDb, root: ExtractRoot, files: &[DataFile], language: 
         crate::packs::put(dir, fresh);
     }
     done.into_iter().flatten().collect()
+}
+
+/// The language a file is parsed as: the source's, else its extension's
+/// (`scip` for an index).
+pub fn language_for<'a>(path: &str, forced: Option<&'a str>) -> &'a str {
+    match forced {
+        Some(l) => l,
+        None if path.ends_with(".scip") => "scip",
+        None => relspec_spec::workspace::language_of(path).unwrap_or("unknown"),
+    }
+}
+
+/// The fragment keys of files as they are now (what `gc` keeps).
+pub fn live_keys(db: &dyn Db, files: &[DataFile], language: Option<&str>) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| crate::packs::fragment_key(language_for(f.path(db), language), f.path(db), f.hash(db)))
+        .collect()
 }
 
 /// The rows of `table` over every file, as batches in file order.
