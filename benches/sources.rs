@@ -10,7 +10,7 @@
 //! `RELSPEC_BENCH_SIZES` (default 1000,10000) sets the file counts.
 
 mod common;
-use common::{median, relspec, sizes};
+use common::{Watch, median, relspec, sizes};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -79,41 +79,17 @@ WHERE c.enclosing_def IS NOT NULL AND c.receiver IS NULL
 /// `relspec watch --json` on the workspace: for 5 body edits of one file,
 /// save -> published latency and files parsed per build.
 fn watch_edits(root: &Path, n: usize) -> (f64, Vec<u64>) {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relspec"))
-        .current_dir(root)
-        .args(["watch", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    let next = |event: &str| loop {
-        let v = rx.recv_timeout(std::time::Duration::from_secs(600)).expect("watch event");
-        if v["event"] == event {
-            return v;
-        }
-    };
-    next("watching");
+    let w = Watch::spawn(root);
+    w.until(|v| v["event"] == "watching");
     let (mut lat, mut parsed) = (Vec::new(), Vec::new());
     for k in 10..15 {
         std::thread::sleep(std::time::Duration::from_millis(200));
         std::fs::write(root.join("pkg/m00000.py"), module(0, n, k)).unwrap();
-        let done = next("build_done");
+        let events = w.until(|v| v["event"] == "build_done");
+        let done = events.last().unwrap();
         lat.push(done["latency_ms"].as_f64().unwrap_or(f64::NAN));
         parsed.push(done["parsed"].as_u64().unwrap_or(0));
     }
-    let _ = child.kill();
-    let _ = child.wait();
     (median(lat), parsed)
 }
 

@@ -3,12 +3,10 @@
 //! file: time from the save to the `build_done` event (its output published),
 //! minus that rule's own execution time; then the watcher's idle CPU.
 
-use std::io::{BufRead, BufReader};
 mod common;
-use common::median;
+use common::{Watch, median};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -21,40 +19,14 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 fn bench(name: &str, root: &Path, rule_file: &str, edit: impl Fn(usize) -> String) {
     Command::new(env!("CARGO_BIN_EXE_relspec")).current_dir(root).arg("build").output().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relspec"))
-        .current_dir(root)
-        .args(["watch", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<serde_json::Value>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    let wait = |pred: &dyn Fn(&serde_json::Value) -> bool| -> Vec<serde_json::Value> {
-        let mut seen = vec![];
-        loop {
-            let v = rx.recv_timeout(Duration::from_secs(60)).expect("watch event");
-            let stop = pred(&v);
-            seen.push(v);
-            if stop {
-                return seen;
-            }
-        }
-    };
-    wait(&|v| v["event"] == "watching");
+    let w = Watch::spawn(root);
+    w.until(|v| v["event"] == "watching");
     let (mut lat, mut beyond) = (vec![], vec![]);
     for i in 1..=20 {
         std::thread::sleep(Duration::from_millis(150));
         let t = Instant::now();
         std::fs::write(root.join(rule_file), edit(i)).unwrap();
-        let events = wait(&|v| v["event"] == "build_done");
+        let events = w.until(|v| v["event"] == "build_done");
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         let exec: f64 = events
             .iter()
@@ -65,11 +37,9 @@ fn bench(name: &str, root: &Path, rule_file: &str, edit: impl Fn(usize) -> Strin
         beyond.push(ms - exec);
     }
     let ticks_per_s = 100.0;
-    let before = cpu_ticks(child.id());
+    let before = cpu_ticks(w.child.id());
     std::thread::sleep(Duration::from_secs(5));
-    let idle = (cpu_ticks(child.id()) - before) as f64 / ticks_per_s / 5.0 * 100.0;
-    let _ = child.kill();
-    let _ = child.wait();
+    let idle = (cpu_ticks(w.child.id()) - before) as f64 / ticks_per_s / 5.0 * 100.0;
     println!("| {name} | {:.1} ms | {:.1} ms | {idle:.2} % |", median(lat), median(beyond));
 }
 
@@ -79,7 +49,7 @@ fn main() {
     let d = tempfile::tempdir().unwrap();
     relspec_core::scaffold::init(d.path()).unwrap();
     let stats = std::fs::read_to_string(d.path().join("rules/stats.toml")).unwrap();
-    bench("default (7 rules)", d.path(), "rules/stats.toml", |i| {
+    bench("default (11 rules)", d.path(), "rules/stats.toml", |i| {
         stats.replace("count(*) AS calls", &format!("count(*) + {i} AS calls"))
     });
     let g = tempfile::tempdir().unwrap();

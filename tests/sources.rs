@@ -14,18 +14,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for e in walkdir::WalkDir::new(from) {
-        let e = e.unwrap();
-        let rel = e.path().strip_prefix(from).unwrap();
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(to.join(rel)).unwrap();
-        } else {
-            std::fs::copy(e.path(), to.join(rel)).unwrap();
-        }
-    }
-}
-
 /// A workspace over a copy of the Python fixture and its SCIP index.
 fn python_workspace(rules: &str) -> tempfile::TempDir {
     let dir = workspace_with(&[(
@@ -43,7 +31,7 @@ path = "pyproj/index.scip"
 {rules}"#
         ),
     )]);
-    copy_dir(&fixture("pyproj"), &dir.path().join("pyproj"));
+    copy_tree(&fixture("pyproj"), &dir.path().join("pyproj"), |_| false);
     dir
 }
 

@@ -33,3 +33,54 @@ pub fn relspec(root: &std::path::Path, args: &[&str]) -> (f64, serde_json::Value
     );
     (wall, serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
 }
+
+/// A running `relspec watch --json` and its events (killed when dropped).
+pub struct Watch {
+    /// The process.
+    pub child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+impl Watch {
+    /// Start `relspec watch --json` in `root`.
+    pub fn spawn(root: &std::path::Path) -> Watch {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relspec"))
+            .current_dir(root)
+            .args(["watch", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn relspec watch");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Watch { child, rx }
+    }
+
+    /// Events up to and including the first that `pred` accepts.
+    pub fn until(&self, pred: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+        let mut seen = Vec::new();
+        loop {
+            let v = self.rx.recv_timeout(std::time::Duration::from_secs(600)).expect("watch event");
+            let stop = pred(&v);
+            seen.push(v);
+            if stop {
+                return seen;
+            }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

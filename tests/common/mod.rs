@@ -134,20 +134,26 @@ pub fn relspec_process(root: &Path) -> std::process::Command {
 /// Copy a workspace's sources and data (not `cache/` or `out/`) to a new temp dir.
 pub fn copy_sources(root: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for e in walkdir::WalkDir::new(root) {
+    copy_tree(root, dir.path(), |rel| rel.starts_with("cache") || rel.starts_with("out"));
+    dir
+}
+
+/// Copy the tree under `from` to `to`, leaving out the paths (relative to
+/// `from`) that `skip` names.
+pub fn copy_tree(from: &Path, to: &Path, skip: impl Fn(&Path) -> bool) {
+    for e in walkdir::WalkDir::new(from) {
         let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap();
-        if rel.starts_with("cache") || rel.starts_with("out") {
+        let rel = e.path().strip_prefix(from).unwrap();
+        if skip(rel) {
             continue;
         }
-        let dest = dir.path().join(rel);
+        let dest = to.join(rel);
         if e.file_type().is_dir() {
             std::fs::create_dir_all(&dest).unwrap();
         } else {
             std::fs::copy(e.path(), &dest).unwrap();
         }
     }
-    dir
 }
 
 /// A digest of a Parquet file's data alone (schema and rows, read back

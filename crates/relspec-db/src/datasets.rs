@@ -77,17 +77,12 @@ pub fn resolve_files(root: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
     let rel = |p: &Path| rel_path(root, p);
     let mut files = Vec::new();
     if let Some(x) = &spec.extract {
-        let language = x.language.clone();
         let scip = spec.format == relspec_spec::workspace::DataFormat::Scip;
         let keep = |p: &str| {
             if scip {
-                return true;
-            }
-            match &language {
-                Some(l) => relspec_spec::workspace::LANGUAGES
-                    .iter()
-                    .any(|(name, exts)| name == l && exts.iter().any(|e| p.ends_with(e))),
-                None => relspec_spec::workspace::language_of(p).is_some(),
+                p.ends_with(".scip")
+            } else {
+                relspec_spec::workspace::source_language(p, x.language.as_deref()).is_some()
             }
         };
         files = crate::paths::source_files(root, &spec.path, keep).map_err(|e| {

@@ -43,15 +43,7 @@ pub fn hidden(name: &str) -> bool {
 /// matches across `/`), as sorted relative paths. Hidden entries are skipped.
 pub fn glob_files(root: &Path, pattern: &str) -> Result<Vec<String>, String> {
     let pattern = pattern.trim_start_matches("./");
-    let glob = globset::GlobBuilder::new(pattern)
-        .literal_separator(false)
-        .build()
-        .map_err(|e| e.to_string())?
-        .compile_matcher();
-    let base = match literal_prefix(pattern).rfind('/') {
-        Some(i) => root.join(&pattern[..i]),
-        None => root.to_path_buf(),
-    };
+    let (glob, base) = (glob_matcher(pattern)?, glob_base(root, pattern));
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(&base)
         .min_depth(1)
@@ -70,28 +62,31 @@ pub fn glob_files(root: &Path, pattern: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// A glob relative to the root (`*` matches across `/`).
+fn glob_matcher(pattern: &str) -> Result<globset::GlobMatcher, String> {
+    Ok(globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .build()
+        .map_err(|e| e.to_string())?
+        .compile_matcher())
+}
+
+/// The directory every match of `pattern` is under (its literal directory part).
+fn glob_base(root: &Path, pattern: &str) -> std::path::PathBuf {
+    match literal_prefix(pattern).rfind('/') {
+        Some(i) => root.join(&pattern[..i]),
+        None => root.to_path_buf(),
+    }
+}
+
 /// Source files under `root` for a `[sources]` location (a glob, a
 /// directory or a file), as sorted relative paths. `.gitignore` files are
 /// honored (inside a git repository or not) and dot-entries skipped; `keep`
 /// filters by path (the source's languages).
 pub fn source_files(root: &Path, location: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, String> {
     let location = location.trim_start_matches("./");
-    let glob = if is_glob(location) {
-        Some(
-            globset::GlobBuilder::new(location)
-                .literal_separator(false)
-                .build()
-                .map_err(|e| e.to_string())?
-                .compile_matcher(),
-        )
-    } else {
-        None
-    };
-    let base = match (&glob, literal_prefix(location).rfind('/')) {
-        (Some(_), Some(i)) => root.join(&location[..i]),
-        (Some(_), None) => root.to_path_buf(),
-        (None, _) => root.join(location),
-    };
+    let glob = if is_glob(location) { Some(glob_matcher(location)?) } else { None };
+    let base = if glob.is_some() { glob_base(root, location) } else { root.join(location) };
     if glob.is_none() && base.is_file() {
         return Ok(vec![rel_path(root, &base)]);
     }

@@ -141,7 +141,6 @@ pub fn register_extracted(ctx: &SessionContext, spec: &DatasetSpec, batches: Vec
         parts[i / per].push(b);
     }
     let table = datafusion::datasource::MemTable::try_new(schema.clone(), parts).map_err(|e| read_err(spec, e))?;
-    let _ = ctx.deregister_table(spec.name.as_str());
     ctx.register_table(spec.name.as_str(), Arc::new(DatasetTable::new(Arc::new(table))))
         .map_err(|e| read_err(spec, e))?;
     Ok(schema)

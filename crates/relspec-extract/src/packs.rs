@@ -76,11 +76,6 @@ fn index(dir: &Path) -> Arc<DirIndex> {
     idx
 }
 
-/// Whether `dir` holds the fragment `key`.
-pub fn contains(dir: &Path, key: &str) -> bool {
-    index(dir).keys.lock().unwrap_or_else(|e| e.into_inner()).contains_key(key)
-}
-
 /// The tables of fragment `key`, if a pack in `dir` holds them (the pack is
 /// decoded whole on its first lookup; later lookups are map reads).
 pub fn get(dir: &Path, key: &str, tables: &[SourceTable]) -> Option<Tables> {
@@ -104,8 +99,13 @@ pub fn get(dir: &Path, key: &str, tables: &[SourceTable]) -> Option<Tables> {
 /// left out). Failures are warnings: the facts are still used, and a later
 /// run parses the files again.
 pub fn put(dir: &Path, entries: Vec<(String, Arc<crate::FileFacts>)>) {
-    let entries: Vec<(String, Arc<crate::FileFacts>)> =
-        entries.into_iter().filter(|(k, _)| !contains(dir, k)).collect();
+    // Under watch every build hands back what earlier builds parsed: one
+    // look at the index for all of them.
+    let entries: Vec<(String, Arc<crate::FileFacts>)> = {
+        let idx = index(dir);
+        let known = idx.keys.lock().unwrap_or_else(|e| e.into_inner());
+        entries.into_iter().filter(|(k, _)| !known.contains_key(k)).collect()
+    };
     if entries.is_empty() {
         return;
     }

@@ -132,14 +132,13 @@ pub fn collect(db: &RelspecDb, root: ExtractRoot, files: &[DataFile], language: 
     done.into_iter().flatten().collect()
 }
 
-/// The language a file is parsed as: the source's, else its extension's
-/// (`scip` for an index).
-pub fn language_for<'a>(path: &str, forced: Option<&'a str>) -> &'a str {
-    match forced {
-        Some(l) => l,
-        None if path.ends_with(".scip") => "scip",
-        None => relspec_spec::workspace::language_of(path).unwrap_or("unknown"),
+/// The language a file is parsed as (`scip` for an index; see
+/// `relspec_spec::workspace::source_language`).
+pub fn language_for(path: &str, forced: Option<&str>) -> &'static str {
+    if forced.is_none() && path.ends_with(".scip") {
+        return "scip";
     }
+    relspec_spec::workspace::source_language(path, forced).unwrap_or("unknown")
 }
 
 /// The fragment keys of files as they are now (what `gc` keeps).

@@ -265,6 +265,18 @@ pub fn language_of(path: &str) -> Option<&'static str> {
     LANGUAGES.iter().find(|(_, exts)| exts.iter().any(|e| path.ends_with(e))).map(|(l, _)| *l)
 }
 
+/// The language a file of a source is parsed as: with the source's
+/// `language`, that one if the file has one of its extensions; without, its
+/// extension's. `None`: the source does not take the file.
+pub fn source_language(path: &str, language: Option<&str>) -> Option<&'static str> {
+    match language {
+        None => language_of(path),
+        Some(l) => {
+            LANGUAGES.iter().find(|(name, exts)| *name == l && exts.iter().any(|e| path.ends_with(e))).map(|(l, _)| *l)
+        }
+    }
+}
+
 /// One logical table of a source (`[sources.NAME]` yields `NAME_<table>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
