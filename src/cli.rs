@@ -120,6 +120,9 @@ pub(crate) enum Command {
         #[arg(long)]
         fail_on_breaking: bool,
     },
+    /// Serve the workspace to an editor: a Language Server over stdio
+    /// (diagnostics, hover, go to definition, references, completion, fixes).
+    Lsp,
     /// Create a small working workspace in DIR.
     Init {
         /// Directory to create (must be empty or absent).
@@ -155,9 +158,12 @@ impl Command {
             | Command::Watch { json, .. }
             | Command::Lineage { json, .. }
             | Command::Diff { json, .. } => *json,
-            Command::Graph { .. } | Command::Init { .. } | Command::Gc | Command::Synth { .. } | Command::Clean => {
-                false
-            }
+            Command::Graph { .. }
+            | Command::Init { .. }
+            | Command::Gc
+            | Command::Synth { .. }
+            | Command::Clean
+            | Command::Lsp => false,
         }
     }
 }

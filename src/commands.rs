@@ -243,6 +243,11 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             let ok = relspec_core::watch::watch(manifest, &opts, &sink).map_err(|e| vec![e])?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
         }
+        Command::Lsp => {
+            relspec_ide::server::run_stdio(manifest, params)
+                .map_err(|e| vec![Diag::new(ErrorKind::Io(format!("language server: {e}")))])?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Synth { dir, rules, rows } => {
             relspec_core::synth::write_workspace(&dir, rules, rows)
                 .map_err(|e| vec![Diag::new(ErrorKind::Io(format!("{}: {e}", dir.display())))])?;

@@ -125,6 +125,15 @@ impl Project {
         Ok(())
     }
 
+    /// Read workspace file `path` (absolute or relative to the root) from an
+    /// editor's unsaved `text`, or from the disk again (`None`), and sync what
+    /// it affects.
+    pub fn set_buffer(&mut self, path: &Path, text: Option<String>) -> Result<()> {
+        let rel = path.strip_prefix(&self.root).unwrap_or(path).to_path_buf();
+        self.loader.set_overlay(&rel, text);
+        self.sync_paths(&[rel])
+    }
+
     /// Sync inputs now; the next `build` will not sync again.
     pub fn sync_now(&mut self) -> Result<()> {
         self.fresh = false;
@@ -501,11 +510,17 @@ pub struct DatasetInfo {
 
 /// Describe every dataset: location, options, files, schema, fingerprint.
 pub fn dataset_infos(p: &mut Project) -> std::result::Result<Vec<DatasetInfo>, Vec<Diag>> {
-    let spec = p.spec().map_err(|e| vec![e])?;
+    let (infos, errors) = dataset_infos_partial(p).map_err(|e| vec![e])?;
+    if errors.is_empty() { Ok(infos) } else { Err(errors) }
+}
+
+/// Describe every dataset that can be described, and why the others cannot.
+pub fn dataset_infos_partial(p: &mut Project) -> Result<(Vec<DatasetInfo>, Vec<Diag>)> {
+    let spec = p.spec()?;
     let fps = db::dataset_fingerprints(&p.db, p.ws).clone();
     let mut errors = Vec::new();
     let mut infos = Vec::new();
-    let planner = p.planner().map_err(|e| vec![e])?;
+    let planner = p.planner()?;
     let (engine, ctx) = (planner.engine().clone(), planner.ctx().clone());
     for (name, ds) in &spec.datasets {
         let files: Vec<(String, String)> = match p.ws.datasets(&p.db).get(name) {
@@ -542,5 +557,5 @@ pub fn dataset_infos(p: &mut Project) -> std::result::Result<Vec<DatasetInfo>, V
             fingerprint: fps.get(name).and_then(|f| f.as_ref().ok()).cloned().unwrap_or_default(),
         });
     }
-    if errors.is_empty() { Ok(infos) } else { Err(errors) }
+    Ok((infos, errors))
 }

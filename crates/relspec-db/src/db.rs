@@ -839,6 +839,8 @@ pub struct Loader {
     ws: Option<Workspace>,
     engine: EngineInfo,
     overrides: Vec<(String, String)>,
+    /// Unsaved editor buffers: relative path -> text, read instead of the disk.
+    overlays: HashMap<PathBuf, String>,
     files_read: usize,
     files_stated: usize,
 }
@@ -857,6 +859,7 @@ impl Loader {
             ws: None,
             engine,
             overrides: Vec::new(),
+            overlays: HashMap::new(),
             files_read: 0,
             files_stated: 0,
         }
@@ -868,10 +871,28 @@ impl Loader {
     }
 
     fn source(&mut self, db: &mut RelspecDb, rel: &Path) -> Result<SourceFile, Diag> {
-        let abs = self.root.join(rel);
-        let text =
-            std::fs::read_to_string(&abs).map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", abs.display()))))?;
+        let text = self
+            .read_source(rel)
+            .map_err(|e| Diag::new(ErrorKind::Io(format!("{}: {e}", self.root.join(rel).display()))))?;
         Ok(self.source_text(db, rel, text))
+    }
+
+    /// The text of workspace file `rel`: its unsaved buffer, else the disk.
+    fn read_source(&self, rel: &Path) -> std::io::Result<String> {
+        match self.overlays.get(rel) {
+            Some(t) => Ok(t.clone()),
+            None => std::fs::read_to_string(self.root.join(rel)),
+        }
+    }
+
+    /// Read workspace file `rel` (relative to the root) from `text` instead of
+    /// the disk (an editor's unsaved buffer), or from the disk again (`None`).
+    /// Takes effect at the next sync that covers the path.
+    pub fn set_overlay(&mut self, rel: &Path, text: Option<String>) {
+        match text {
+            Some(t) => self.overlays.insert(rel.to_path_buf(), t),
+            None => self.overlays.remove(rel),
+        };
     }
 
     /// The input for `rel`, set to `text` if that differs from what it holds.
@@ -1039,11 +1060,8 @@ impl Loader {
             .collect();
         // Read in parallel (one open/read/close per file adds up at thousands of rules).
         use rayon::prelude::*;
-        let texts: Vec<Option<std::io::Result<String>>> = paths
-            .par_iter()
-            .zip(&loaded)
-            .map(|(p, f)| f.is_none().then(|| std::fs::read_to_string(self.root.join(p))))
-            .collect();
+        let texts: Vec<Option<std::io::Result<String>>> =
+            paths.par_iter().zip(&loaded).map(|(p, f)| f.is_none().then(|| self.read_source(Path::new(p)))).collect();
         let mut rule_files = Vec::with_capacity(paths.len());
         for ((p, text), f) in paths.iter().zip(texts).zip(loaded) {
             rule_files.push(match (text, f) {
