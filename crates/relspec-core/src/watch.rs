@@ -106,7 +106,9 @@ impl Progress for Forward<'_> {
     }
 }
 
-fn ignored(path: &Path, ignore_dirs: &[PathBuf]) -> bool {
+/// Whether a file event at `path` is noise for a watcher: under one of
+/// `ignore_dirs` (the cache and output dirs) or an editor's temp file.
+pub fn ignored(path: &Path, ignore_dirs: &[PathBuf]) -> bool {
     if ignore_dirs.iter().any(|d| path.starts_with(d)) {
         return true;
     }

@@ -64,10 +64,15 @@ pub fn serve(conn: &Connection, manifest: &Path, params: &[(String, String)]) ->
     let (fs_tx, fs_rx) = crossbeam_channel::unbounded::<Vec<PathBuf>>();
     let _watcher = s.ide.as_ref().and_then(|ide| {
         use notify::Watcher;
-        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if let Ok(ev) = ev {
+        // Reads (access events) are not changes: the analysis itself reads files.
+        let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| match ev {
+            Ok(ev) if ev.need_rescan() => {
+                let _ = fs_tx.send(Vec::new());
+            }
+            Ok(ev) if !ev.kind.is_access() => {
                 let _ = fs_tx.send(ev.paths);
             }
+            _ => {}
         })
         .ok()?;
         w.watch(ide.root(), notify::RecursiveMode::Recursive).ok()?;
@@ -171,9 +176,19 @@ impl State<'_> {
 
     fn disk_changed(&mut self, first: Vec<PathBuf>, more: &Receiver<Vec<PathBuf>>) {
         let Some(ide) = self.ide.as_mut() else { return };
+        // An empty batch is notify's "rescan": sync everything.
+        let mut rescan = first.is_empty();
         let mut paths = first;
         while let Ok(p) = more.try_recv() {
+            rescan |= p.is_empty();
             paths.extend(p);
+        }
+        if rescan {
+            if let Err(e) = ide.project().sync_now() {
+                tracing::warn!("sync: {}", e.kind);
+            }
+            self.dirty = true;
+            return;
         }
         let skip: Vec<PathBuf> =
             ide.spec().map(|s| vec![s.cache_path(ide.root()), ide.root().join(&s.output_dir)]).unwrap_or_default();
@@ -194,6 +209,7 @@ impl State<'_> {
     }
 
     fn notification(&mut self, n: Notification) {
+        tracing::debug!(method = n.method, "notification");
         let Some(ide) = self.ide.as_mut() else { return };
         let res = match n.method.as_str() {
             "textDocument/didOpen" => serde_json::from_value::<lsp::DidOpenTextDocumentParams>(n.params)
@@ -219,6 +235,7 @@ impl State<'_> {
             if let Err(e) = ide.set_buffer(&rel, text) {
                 tracing::warn!("{}: {}", rel.display(), e.kind);
             }
+            tracing::debug!(file = %rel.display(), "buffer set");
             self.dirty = true;
         }
     }
@@ -251,7 +268,7 @@ impl State<'_> {
             "textDocument/definition" => {
                 let p: lsp::GotoDefinitionParams = serde_json::from_value(req.params).map_err(bad)?;
                 let Some((rel, _, off)) = at(ide, &p.text_document_position_params) else { return Ok(null()) };
-                ide.definition(&rel, off).and_then(|t| location(ide, &t.file, t.span)).map(|l| serde_json::to_value(l))
+                ide.definition(&rel, off).and_then(|t| location(ide, &t.file, t.span)).map(serde_json::to_value)
             }
             "textDocument/references" => {
                 let p: lsp::ReferenceParams = serde_json::from_value(req.params).map_err(bad)?;
