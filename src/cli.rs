@@ -123,6 +123,19 @@ pub(crate) enum Command {
     /// Serve the workspace to an editor: a Language Server over stdio
     /// (diagnostics, hover, go to definition, references, completion, fixes).
     Lsp,
+    /// Generate a static docs site: the lineage DAG (search, focus, columns),
+    /// a page per rule and per dataset; opens from file://.
+    Docs {
+        /// Directory to write (default: `site/` in the workspace).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Then serve it on 127.0.0.1 (until interrupted).
+        #[arg(long)]
+        serve: bool,
+        /// Port for --serve (0 = any free port).
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+    },
     /// Create a small working workspace in DIR.
     Init {
         /// Directory to create (must be empty or absent).
@@ -163,7 +176,8 @@ impl Command {
             | Command::Gc
             | Command::Synth { .. }
             | Command::Clean
-            | Command::Lsp => false,
+            | Command::Lsp
+            | Command::Docs { .. } => false,
         }
     }
 }

@@ -243,6 +243,36 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             let ok = relspec_core::watch::watch(manifest, &opts, &sink).map_err(|e| vec![e])?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
         }
+        Command::Docs { out, serve, port } => {
+            let mut p = open(manifest, params)?;
+            let out = out.unwrap_or_else(|| p.root.join("site"));
+            let report = match relspec_site::generate(&mut p, &out) {
+                Ok(r) => r,
+                Err(errs) => {
+                    print_errors(&p, &errs);
+                    return Ok(ExitCode::from(EXIT_ERROR));
+                }
+            };
+            for e in &report.errors {
+                eprintln!("warning: {e}");
+            }
+            println!(
+                "docs: {} pages, {} nodes and {} edges in {}",
+                report.pages,
+                report.nodes,
+                report.edges,
+                out.join("index.html").display()
+            );
+            if serve {
+                relspec_site::serve::serve(&out, port, |addr| {
+                    println!("serving on http://{addr}/ (Ctrl-C to stop)");
+                    use std::io::Write;
+                    let _ = std::io::stdout().flush();
+                })
+                .map_err(|e| vec![Diag::new(ErrorKind::Io(format!("--serve: {e}")))])?;
+            }
+            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
+        }
         Command::Lsp => {
             relspec_ide::server::run_stdio(manifest, params)
                 .map_err(|e| vec![Diag::new(ErrorKind::Io(format!("language server: {e}")))])?;

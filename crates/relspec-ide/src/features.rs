@@ -103,17 +103,17 @@ impl Ide {
             .filter_map(|r| p.decl(r))
             .find(|d| {
                 d.origin.file == file && {
-                    let (s, l) = extent(d, &text);
+                    let (s, l) = d.origin.extent(&text);
                     s <= offset && offset <= s + l
                 }
             })
             .cloned()
     }
 
-    /// A rule's byte range in its file's text (see [`extent`]).
+    /// A rule's byte range in its file's text (see `RuleOrigin::extent`).
     fn rule_extent(&self, rule: &RuleDecl) -> Option<(String, (usize, usize))> {
         let text = self.text(&rule.origin.file)?;
-        let e = extent(rule, &text);
+        let e = rule.origin.extent(&text);
         Some((text, e))
     }
 
@@ -535,18 +535,6 @@ fn dep_name(d: &relspec_core::db::Dep) -> &str {
     match d {
         relspec_core::db::Dep::Dataset(n) | relspec_core::db::Dep::Rule(n) => n,
     }
-}
-
-/// A rule's byte range in `text`: its span, and for a `[rules.x]` table
-/// (whose span is the header) everything up to the next table header.
-pub fn extent(rule: &RuleDecl, text: &str) -> (usize, usize) {
-    let (s, l) = rule.origin.span.unwrap_or((0, text.len()));
-    let s = s.min(text.len());
-    let mut end = (s + l).min(text.len());
-    if text[s..end].trim_start().starts_with('[') {
-        end = text[end..].find("\n[").map(|i| end + i + 1).unwrap_or(text.len());
-    }
-    (s, end - s)
 }
 
 /// The name in a "did you mean `x`?" help text.

@@ -462,6 +462,29 @@ pub struct RuleOrigin {
     pub step_spans: Vec<(usize, usize)>,
 }
 
+impl RuleOrigin {
+    /// The rule's whole byte range (offset, length) in its file's `text`:
+    /// its span, and for a `[rules.x]` table (whose span is the header)
+    /// everything up to the next table header or the end of the file (less
+    /// the comments and blank lines right before that header).
+    pub fn extent(&self, text: &str) -> (usize, usize) {
+        let (s, l) = self.span.unwrap_or((0, text.len()));
+        let s = s.min(text.len());
+        let mut end = (s + l).min(text.len());
+        if text[s..end].trim_start().starts_with('[') {
+            end = text[end..].find("\n[").map(|i| end + i + 1).unwrap_or(text.len());
+            // Comments and blank lines before the next table belong to it.
+            let mut lines: Vec<&str> = text[s..end].split_inclusive('\n').collect();
+            while lines.len() > 1
+                && lines.last().is_some_and(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+            {
+                end -= lines.pop().map_or(0, str::len);
+            }
+        }
+        (s, end - s)
+    }
+}
+
 /// The meaning of a rule, free of source positions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RuleDef {
