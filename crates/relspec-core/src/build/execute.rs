@@ -62,6 +62,47 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         WriteError::Cancelled => LowerError { diag: Diag::new(ErrorKind::Execution("cancelled".into())), pos: None },
     })?;
     snaps.physical_metrics = Some(render_physical(physical.as_ref(), true));
+    let checks = data_checks(ctx, contract, &tmp).await?;
+    let lineage = crate::lineage::of_plan(&lowered.body);
+    #[cfg(feature = "substrait")]
+    let (substrait, substrait_unsupported) =
+        match crate::substrait::write(ctx, &store, &key, lowered.df.logical_plan()).await {
+            Ok(rel) => (Some(rel), None),
+            Err(e) => {
+                tracing::warn!(rule = rule.as_str(), "no Substrait plan: {e}");
+                (None, Some(e.to_string()))
+            }
+        };
+    #[cfg(not(feature = "substrait"))]
+    let (substrait, substrait_unsupported): (Option<String>, Option<String>) = (None, None);
+    store_output(Output {
+        store,
+        rule,
+        key,
+        signature,
+        parts,
+        footer,
+        tmp,
+        schema,
+        rows,
+        checks,
+        plans: snaps,
+        lineage,
+        kernels: lowered.kernels,
+        substrait,
+        substrait_unsupported,
+        started: t,
+    })
+    .await
+}
+
+/// Evaluate the contract's data checks over the written file `tmp`; a
+/// failed check removes it and fails the rule (nothing is published).
+pub(crate) async fn data_checks(
+    ctx: &SessionContext,
+    contract: Option<&ContractSpec>,
+    tmp: &std::path::Path,
+) -> std::result::Result<Vec<crate::contracts::CheckResult>, LowerError> {
     let checks = match contract.filter(|c| !c.checks.is_empty()) {
         Some(c) => {
             let evaluated = async {
@@ -71,7 +112,7 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
             match evaluated.await {
                 Ok(checks) => checks,
                 Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
+                    let _ = std::fs::remove_file(tmp);
                     return Err(lower::df_error(e, ErrorKind::Execution));
                 }
             }
@@ -79,7 +120,7 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         None => vec![],
     };
     if let Some(c) = contract.filter(|_| checks.iter().any(|k| !k.passed)) {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
         let failed: Vec<String> = checks
             .iter()
             .filter(|k| !k.passed)
@@ -97,19 +138,50 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
             .with_help("nothing was published for this rule; its last good output is kept");
         return Err(LowerError { diag, pos: None });
     }
-    let elapsed = t.elapsed().as_millis() as u64;
-    let lineage = crate::lineage::of_plan(&lowered.body);
-    #[cfg(feature = "substrait")]
-    let (substrait, substrait_unsupported) =
-        match crate::substrait::write(ctx, &store, &key, lowered.df.logical_plan()).await {
-            Ok(rel) => (Some(rel), None),
-            Err(e) => {
-                tracing::warn!(rule = rule.as_str(), "no Substrait plan: {e}");
-                (None, Some(e.to_string()))
-            }
-        };
-    #[cfg(not(feature = "substrait"))]
-    let (substrait, substrait_unsupported): (Option<String>, Option<String>) = (None, None);
+    Ok(checks)
+}
+
+/// A written object and what describes it, to be stored and recorded.
+pub(crate) struct Output {
+    pub(crate) store: Store,
+    pub(crate) rule: String,
+    pub(crate) key: String,
+    pub(crate) signature: String,
+    pub(crate) parts: Option<serde_json::Value>,
+    pub(crate) footer: std::collections::BTreeMap<String, String>,
+    pub(crate) tmp: std::path::PathBuf,
+    pub(crate) schema: datafusion::arrow::datatypes::SchemaRef,
+    pub(crate) rows: u64,
+    pub(crate) checks: Vec<crate::contracts::CheckResult>,
+    pub(crate) plans: crate::engine::PlanSnapshots,
+    pub(crate) lineage: crate::lineage::RuleLineage,
+    pub(crate) kernels: Vec<KernelUse>,
+    pub(crate) substrait: Option<String>,
+    pub(crate) substrait_unsupported: Option<String>,
+    pub(crate) started: Instant,
+}
+
+/// Put the object in the store, record it and write its artifact.
+pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, LowerError> {
+    let Output {
+        store,
+        rule,
+        key,
+        signature,
+        parts,
+        footer,
+        tmp,
+        schema,
+        rows,
+        checks,
+        plans,
+        lineage,
+        kernels,
+        substrait,
+        substrait_unsupported,
+        started,
+    } = o;
+    let elapsed = started.elapsed().as_millis() as u64;
     let (store2, key2) = (store.clone(), key.clone());
     let from = crate::store::Provenance {
         rule: rule.clone(),
@@ -128,16 +200,16 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         rule,
         key: record.key.clone(),
         signature,
-        plans: snaps,
+        plans,
         lineage,
         checks: checks.clone(),
-        kernels: lowered.kernels.clone(),
+        kernels: kernels.clone(),
         substrait,
         substrait_unsupported,
         rows: record.rows,
         bytes: record.bytes,
-        elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
+        elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     let artifact = crate::bundle::write_artifact(&store, &artifact).map_err(|diag| LowerError { diag, pos: None })?;
-    Ok(Executed { record, kernels: lowered.kernels, checks, artifact })
+    Ok(Executed { record, kernels, checks, artifact })
 }

@@ -18,6 +18,7 @@ pub mod decide;
 mod execute;
 mod publish;
 mod state;
+mod union;
 
 use crate::db::Dep;
 use crate::error::{Diag, ErrorKind};
@@ -413,6 +414,15 @@ impl Scheduler {
             self.planner = Some(planner);
             tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "session created");
         }
+        if union::enabled()
+            && let Some(run) = self.union_run(p, name, &key, &parts).map_err(StartError::Fatal)?
+        {
+            self.spawn(name, async move {
+                let rule = run.rule.clone();
+                (rule, union::execute_union(run).await)
+            });
+            return Ok(());
+        }
         let job = &self.jobs[name];
         let Some(pl) = self.planner.as_mut() else { unreachable!("created above") };
         // Source tables: their rows are extracted (or loaded) before the
@@ -461,17 +471,61 @@ impl Scheduler {
             cancel: self.cancel.clone(),
             partition_by: job.decl.def.partition_by.clone(),
         };
-        let handle = self.tasks.spawn_on(
-            async move {
-                let rule = run.rule.clone();
-                (rule, execute::execute(run).await)
-            },
-            &engine.handle(),
-        );
+        self.spawn(name, async move {
+            let rule = run.rule.clone();
+            (rule, execute::execute(run).await)
+        });
+        Ok(())
+    }
+
+    /// Run a rule's task on the engine's runtime.
+    fn spawn(&mut self, name: &str, task: impl std::future::Future<Output = Task> + Send + 'static) {
+        let Some(engine) = self.planner.as_ref().map(|pl| pl.engine().clone()) else {
+            unreachable!("the planner exists before a rule starts")
+        };
+        let handle = self.tasks.spawn_on(task, &engine.handle());
         self.task_names.insert(handle.id(), name.to_string());
         self.started_at.insert(name.to_string(), Instant::now());
         self.running.insert(name.to_string());
-        Ok(())
+    }
+
+    /// The merge of a rule that is exactly a `UNION ALL` of rules whose
+    /// outputs have the same column types (see `union`), else `None`.
+    fn union_run(
+        &self,
+        p: &mut Project,
+        name: &str,
+        key: &str,
+        parts: &crate::db::KeyParts,
+    ) -> Result<Option<union::UnionRun>, Diag> {
+        let job = &self.jobs[name];
+        let plan = p.plan(name)?;
+        let Some(names) = union::branches(&plan) else { return Ok(None) };
+        let mut branches = Vec::with_capacity(names.len());
+        for b in names {
+            let is_rule = job.deps.iter().any(|d| matches!(d, Dep::Rule(r) if *r == b));
+            let Some(rec) = self.records.get(&b).filter(|_| is_rule) else { return Ok(None) };
+            let path = self.store.object_path(&rec.content_hash);
+            branches.push((b, path));
+        }
+        let Some(pl) = self.planner.as_ref() else { return Ok(None) };
+        let paths: Vec<std::path::PathBuf> = branches.iter().map(|(_, p)| p.clone()).collect();
+        let Ok(schemas) = union::object_schemas(&paths, union::reads_views(pl.ctx())) else { return Ok(None) };
+        let Some(schema) = union::union_schema(&schemas) else { return Ok(None) };
+        Ok(Some(union::UnionRun {
+            ctx: pl.ctx().clone(),
+            rule: name.to_string(),
+            branches,
+            schemas,
+            schema,
+            contract: pl.contract_of(job.decl.def.produces.as_ref()),
+            store: self.store.clone(),
+            key: key.to_string(),
+            signature: parts.signature.clone(),
+            parts: serde_json::to_value(parts).ok(),
+            cancel: self.cancel.clone(),
+            partition_by: job.decl.def.partition_by.clone(),
+        }))
     }
 
     /// Record a finished run.

@@ -1,0 +1,440 @@
+//! A `UNION ALL` of rules, built by merging: every output is sorted by all
+//! its columns (ascending, nulls first: `lower`'s total output order), so
+//! the union of branch outputs in that order is a k-way merge of the
+//! branches' stored objects. No plan is built and nothing is re-sorted: the
+//! cost is reading the branches and writing the result, and a union of
+//! 1,000 rules plans nothing (DataFusion's planning of a 1,000-input union
+//! took seconds). A branch that changed is a rule of its own; the union only
+//! re-merges.
+//!
+//! Applies when the rule is exactly a union of rules (`SELECT * FROM a UNION
+//! ALL SELECT * FROM b ...`, or `from = "a"` with only `{ union = "b" }`
+//! steps) whose outputs have the same column types; otherwise the rule is
+//! planned and executed by DataFusion as any other. `RELSPEC_UNION_LANE=
+//! datafusion` forces the DataFusion lane (the tests compare both lanes'
+//! bytes).
+//!
+//! Architecture invariant: the merged object is byte-identical to what the
+//! DataFusion lane writes for the same rule (same schema, rows, order and
+//! writer), so which lane built an output never changes a key or a byte.
+
+use super::execute::Executed;
+use crate::engine::PlanSnapshots;
+use crate::error::{Diag, ErrorKind};
+use crate::lineage::{ColumnLineage, How, RuleLineage, Source};
+use crate::relplan::{PStep, RelNode, RelPlan};
+use crate::store::Store;
+use crate::workspace::ContractSpec;
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::compute::{SortOptions, interleave};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::DFSchema;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SessionContext;
+use relspec_exec::lower::{self, LowerError};
+use relspec_exec::parquet::WriteError;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Rows per merged batch.
+const BATCH: usize = 8192;
+
+/// Whether the merge lane is enabled (`RELSPEC_UNION_LANE=datafusion` turns it off).
+pub(crate) fn enabled() -> bool {
+    std::env::var("RELSPEC_UNION_LANE").map(|v| v != "datafusion").unwrap_or(true)
+}
+
+/// The branches of a rule that is exactly a `UNION ALL` of tables, in order.
+pub(crate) fn branches(plan: &RelPlan) -> Option<Vec<String>> {
+    match &plan.root {
+        RelNode::Pipeline { from, steps } => {
+            let mut out = vec![from.clone()];
+            for s in steps {
+                match s {
+                    PStep::Union { table, distinct: false } => out.push(table.clone()),
+                    _ => return None,
+                }
+            }
+            (out.len() > 1).then_some(out)
+        }
+        RelNode::Sql(stmt) => {
+            use datafusion::sql::sqlparser::ast::{SetExpr, SetOperator, SetQuantifier, Statement};
+            let Statement::Query(q) = stmt.as_ref() else { return None };
+            if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+                return None;
+            }
+            fn leaves(e: &SetExpr, out: &mut Vec<String>) -> bool {
+                match e {
+                    SetExpr::SetOperation {
+                        op: SetOperator::Union,
+                        set_quantifier: SetQuantifier::All,
+                        left,
+                        right,
+                    } => leaves(left, out) && leaves(right, out),
+                    SetExpr::Select(s) => {
+                        // Exactly `SELECT * FROM name`: compare the printed form.
+                        let text = s.to_string();
+                        let Some(name) = text.strip_prefix("SELECT * FROM ") else { return false };
+                        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+                            return false;
+                        }
+                        out.push(name.to_lowercase());
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            let mut out = Vec::new();
+            (leaves(&q.body, &mut out) && out.len() > 1).then_some(out)
+        }
+    }
+}
+
+/// Everything a merge needs (moved into its task).
+pub(crate) struct UnionRun {
+    pub(crate) ctx: SessionContext,
+    pub(crate) rule: String,
+    /// Branch rule names and their stored objects, in union order.
+    pub(crate) branches: Vec<(String, PathBuf)>,
+    /// The objects' schemas and the union's (see [`union_schema`]).
+    pub(crate) schemas: Vec<SchemaRef>,
+    pub(crate) schema: SchemaRef,
+    pub(crate) contract: Option<ContractSpec>,
+    pub(crate) store: Store,
+    pub(crate) key: String,
+    pub(crate) signature: String,
+    pub(crate) parts: Option<serde_json::Value>,
+    pub(crate) cancel: Option<Arc<AtomicBool>>,
+    pub(crate) partition_by: Vec<String>,
+}
+
+fn fail(diag: Diag) -> LowerError {
+    LowerError { diag, pos: None }
+}
+
+fn internal(e: impl std::fmt::Display) -> LowerError {
+    fail(Diag::new(ErrorKind::Execution(e.to_string())))
+}
+
+/// The union's schema: the first branch's names, every branch's types (they
+/// must be equal), nullable if any branch's column is. `None` when the
+/// branches disagree (DataFusion would coerce: its lane handles that).
+pub(crate) fn union_schema(schemas: &[SchemaRef]) -> Option<SchemaRef> {
+    let first = schemas.first()?;
+    let mut fields: Vec<Field> =
+        first.fields().iter().map(|f| f.as_ref().clone().with_metadata(Default::default())).collect();
+    for s in &schemas[1..] {
+        if s.fields().len() != fields.len() {
+            return None;
+        }
+        for (f, g) in fields.iter_mut().zip(s.fields()) {
+            if f.data_type() != g.data_type() {
+                return None;
+            }
+            if g.is_nullable() {
+                *f = f.clone().with_nullable(true);
+            }
+        }
+    }
+    Some(Arc::new(Schema::new(fields)))
+}
+
+/// Each branch's schema as DataFusion reads its object: the Parquet
+/// footer's Arrow schema, with strings and binaries as view types when the
+/// session reads Parquet that way (`schema_force_view_types`).
+pub(crate) fn object_schemas(paths: &[PathBuf], views: bool) -> std::io::Result<Vec<SchemaRef>> {
+    paths
+        .iter()
+        .map(|p| {
+            let f = std::fs::File::open(p)?;
+            let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(std::io::Error::other)?;
+            Ok(if views { as_views(b.schema()) } else { b.schema().clone() })
+        })
+        .collect()
+}
+
+/// Top-level strings and binaries as view types (as DataFusion's Parquet
+/// reader maps them).
+fn as_views(schema: &SchemaRef) -> SchemaRef {
+    use datafusion::arrow::datatypes::DataType;
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+            DataType::Binary | DataType::LargeBinary => f.as_ref().clone().with_data_type(DataType::BinaryView),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Whether `ctx` reads Parquet strings as view types.
+pub(crate) fn reads_views(ctx: &SessionContext) -> bool {
+    ctx.state().config_options().execution.parquet.schema_force_view_types
+}
+
+/// One branch's reader and its current batch.
+struct Cursor {
+    reader: ParquetRecordBatchReader,
+    /// Index of the current batch in `Merge::held`.
+    slot: usize,
+    rows: Rows,
+    pos: usize,
+}
+
+/// The k-way merge as an iterator of output batches.
+struct Merge {
+    schema: SchemaRef,
+    conv: RowConverter,
+    cursors: Vec<Option<Cursor>>,
+    /// Batches the next output batch may take rows from.
+    held: Vec<RecordBatch>,
+    /// Branches with rows left, as a binary min-heap by their current row
+    /// (ties by branch index, so the merge is deterministic).
+    heap: Vec<usize>,
+}
+
+impl Merge {
+    fn new(schema: SchemaRef, paths: &[PathBuf], schemas: &[SchemaRef]) -> Result<Merge, LowerError> {
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                SortField::new_with_options(f.data_type().clone(), SortOptions { descending: false, nulls_first: true })
+            })
+            .collect();
+        let conv = RowConverter::new(fields).map_err(internal)?;
+        // Opening a reader parses the file's footer, and its first batch is
+        // decoded right away: both in parallel.
+        use rayon::prelude::*;
+        let opened: Vec<(ParquetRecordBatchReader, Option<RecordBatch>)> = paths
+            .par_iter()
+            .zip(schemas)
+            .map(|(p, branch_schema)| {
+                let f = std::fs::File::open(p).map_err(internal)?;
+                let opts = ArrowReaderOptions::new().with_schema(branch_schema.clone());
+                let mut reader = ParquetRecordBatchReaderBuilder::try_new_with_options(f, opts)
+                    .and_then(|b| b.with_batch_size(BATCH).build())
+                    .map_err(internal)?;
+                let first = next_non_empty(&mut reader)?;
+                Ok((reader, first))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut m = Merge { schema, conv, cursors: Vec::new(), held: Vec::new(), heap: Vec::new() };
+        m.cursors.resize_with(opened.len(), || None);
+        for (i, (reader, first)) in opened.into_iter().enumerate() {
+            if let Some(b) = first {
+                m.hold(i, reader, b)?;
+                m.heap.push(i);
+            }
+        }
+        for k in (0..m.heap.len() / 2).rev() {
+            m.sift_down(k);
+        }
+        Ok(m)
+    }
+
+    /// Whether branch `a`'s current row sorts before branch `b`'s.
+    fn less(&self, a: usize, b: usize) -> bool {
+        let (Some(ca), Some(cb)) = (&self.cursors[a], &self.cursors[b]) else { return a < b };
+        match ca.rows.row(ca.pos).cmp(&cb.rows.row(cb.pos)) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => a < b,
+        }
+    }
+
+    fn sift_down(&mut self, mut k: usize) {
+        let n = self.heap.len();
+        loop {
+            let (l, r) = (2 * k + 1, 2 * k + 2);
+            let mut m = k;
+            if l < n && self.less(self.heap[l], self.heap[m]) {
+                m = l;
+            }
+            if r < n && self.less(self.heap[r], self.heap[m]) {
+                m = r;
+            }
+            if m == k {
+                return;
+            }
+            self.heap.swap(k, m);
+            k = m;
+        }
+    }
+
+    /// Read branch `i`'s next non-empty batch; false when the branch is done.
+    fn load(&mut self, i: usize, mut reader: ParquetRecordBatchReader) -> Result<bool, LowerError> {
+        match next_non_empty(&mut reader)? {
+            None => {
+                self.cursors[i] = None;
+                Ok(false)
+            }
+            Some(b) => {
+                self.hold(i, reader, b)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Make `b` branch `i`'s current batch.
+    fn hold(&mut self, i: usize, reader: ParquetRecordBatchReader, b: RecordBatch) -> Result<(), LowerError> {
+        // The branch's own column names; the union's are the first branch's.
+        let b = RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()).map_err(internal)?;
+        let rows = self.conv.convert_columns(b.columns()).map_err(internal)?;
+        self.held.push(b);
+        self.cursors[i] = Some(Cursor { reader, slot: self.held.len() - 1, rows, pos: 0 });
+        Ok(())
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, LowerError> {
+        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
+        while picks.len() < BATCH {
+            let Some(&i) = self.heap.first() else { break };
+            let Some(c) = self.cursors[i].as_mut() else { unreachable!("a branch in the heap has rows") };
+            picks.push((c.slot, c.pos));
+            c.pos += 1;
+            let more = c.pos < c.rows.num_rows()
+                || match self.cursors[i].take() {
+                    Some(c) => self.load(i, c.reader)?,
+                    None => false,
+                };
+            if !more {
+                let last = self.heap.len() - 1;
+                self.heap.swap(0, last);
+                self.heap.pop();
+            }
+            self.sift_down(0);
+        }
+        if picks.is_empty() {
+            return Ok(None);
+        }
+        let columns: Vec<ArrayRef> = (0..self.schema.fields().len())
+            .map(|k| {
+                let arrays: Vec<&dyn Array> = self.held.iter().map(|b| b.column(k).as_ref()).collect();
+                interleave(&arrays, &picks)
+            })
+            .collect::<Result<_, _>>()
+            .map_err(internal)?;
+        let out = RecordBatch::try_new(self.schema.clone(), columns).map_err(internal)?;
+        // Keep only the batches the cursors still read from.
+        let mut kept = Vec::new();
+        for c in self.cursors.iter_mut().flatten() {
+            kept.push(self.held[c.slot].clone());
+            c.slot = kept.len() - 1;
+        }
+        self.held = kept;
+        Ok(Some(out))
+    }
+}
+
+/// The reader's next batch with rows, if any.
+fn next_non_empty(reader: &mut ParquetRecordBatchReader) -> Result<Option<RecordBatch>, LowerError> {
+    loop {
+        match reader.next() {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(internal(e)),
+            Some(Ok(b)) if b.num_rows() == 0 => continue,
+            Some(Ok(b)) => return Ok(Some(b)),
+        }
+    }
+}
+
+/// Merge the branches into an object, check the contract, store and record it.
+pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError> {
+    let UnionRun { ctx, rule, branches, schemas, schema, contract, store, key, signature, parts, cancel, partition_by } =
+        run;
+    let t = Instant::now();
+    let paths: Vec<PathBuf> = branches.iter().map(|(_, p)| p.clone()).collect();
+    let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    lower::check_partition_by(&have, &partition_by).map_err(fail)?;
+    if let Some(c) = &contract {
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(internal)?;
+        lower::check_contract(&df_schema, c).map_err(fail)?;
+    }
+    let mut merge = Merge::new(schema.clone(), &paths, &schemas)?;
+    tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "union: readers open");
+    let n_branches = branches.len();
+    let iter = std::iter::from_fn(move || match merge.next_batch() {
+        Ok(Some(b)) => Some(Ok(b)),
+        Ok(None) => None,
+        Err(e) => Some(Err(datafusion::error::DataFusionError::Execution(e.diag.kind.to_string()))),
+    });
+    let stream = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(iter)));
+    let footer = crate::store::footer_metadata(&key, &rule, parts.as_ref().unwrap_or(&serde_json::Value::Null));
+    let tmp = store.tmp_path(".parquet");
+    let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+    let rows = relspec_exec::parquet::write_stream(&tmp, stream, &footer, cancelled).await.map_err(|e| match e {
+        WriteError::Stream(e) => lower::df_error(e, ErrorKind::Execution),
+        WriteError::Write(diag) => fail(diag),
+        WriteError::Cancelled => fail(Diag::new(ErrorKind::Execution("cancelled".into()))),
+    })?;
+    tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, rows, "union: merged and written");
+    let checks = super::execute::data_checks(&ctx, contract.as_ref(), &tmp).await?;
+    let elapsed = t.elapsed().as_millis() as u64;
+    let names: Vec<&str> = branches.iter().map(|(n, _)| n.as_str()).collect();
+    let lineage = lineage_of(&schema, &schemas, &names);
+    let merged = format!(
+        "UnionMerge: k-way merge of {n_branches} sorted branch outputs (each sorted by every column), no re-sort\n  branches: {}",
+        names.join(", ")
+    );
+    let plans = PlanSnapshots {
+        logical: merged.clone(),
+        optimized: merged.clone(),
+        physical: merged.clone(),
+        physical_metrics: Some(format!("{merged}\n  output_rows={rows}, elapsed_ms={elapsed}")),
+        sql: None,
+    };
+    super::execute::store_output(super::execute::Output {
+        store,
+        rule,
+        key,
+        signature,
+        parts,
+        footer,
+        tmp,
+        schema,
+        rows,
+        checks,
+        plans,
+        lineage,
+        kernels: vec![],
+        substrait: None,
+        substrait_unsupported: cfg!(feature = "substrait").then(|| "a merged union has no DataFusion plan".to_string()),
+        started: t,
+    })
+    .await
+}
+
+/// Each output column is copied from the same position of every branch.
+fn lineage_of(schema: &SchemaRef, schemas: &[SchemaRef], names: &[&str]) -> RuleLineage {
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(k, f)| {
+            let sources: Vec<Source> = names
+                .iter()
+                .zip(schemas)
+                .map(|(t, s)| Source { table: t.to_string(), column: s.field(k).name().clone(), how: How::Copied })
+                .collect();
+            let h =
+                relspec_spec::key::KeyHasher::new("relspec/lineage/union-merge/v1").field("column", f.name()).finish();
+            ColumnLineage {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+                sources,
+                value_hash: h,
+            }
+        })
+        .collect();
+    RuleLineage { columns, keys: vec![], rows_hash: String::new() }
+}

@@ -1,0 +1,130 @@
+//! A `UNION ALL` of rules is built by a k-way merge of the branches' sorted
+//! outputs; its published bytes equal DataFusion's lane (forced with
+//! `RELSPEC_UNION_LANE=datafusion`), and a changed branch re-merges without
+//! re-running the other branches.
+
+mod common;
+
+use std::path::Path;
+
+const DATA: &str = "id,name,score,ratio\n1,a,10,0.5\n2,b,,1.5\n3,,30,-0.0\n4,d,40,\n5,e,50,2.5\n6,a,10,0.5\n";
+
+fn workspace() -> tempfile::TempDir {
+    let manifest = r#"
+[workspace]
+name = "unions"
+include = ["rules/*.toml", "rules/*.sql"]
+
+[datasets.t]
+path = "t.csv"
+
+[contracts.all_rows]
+columns = { id = "bigint", name = "string" }
+not_null = ["id"]
+
+[rules.low]
+sql = "SELECT id, name, score, ratio FROM t WHERE id <= 3"
+
+[rules.high]
+sql = "SELECT id AS ident, name, score, ratio FROM t WHERE id >= 3"
+
+[rules.none]
+sql = "SELECT id, name, score, ratio FROM t WHERE id > 100"
+
+[rules.dup]
+sql = "SELECT id, name, score, ratio FROM t WHERE name = 'a'"
+
+# A pipeline union (with the contract), and the same as SQL.
+[rules.all_rows]
+from = "low"
+steps = [{ union = "high" }, { union = "none" }, { union = "dup" }]
+produces = "all_rows"
+
+[rules.all_sql]
+sql = "SELECT * FROM dup UNION ALL SELECT * FROM low UNION ALL SELECT * FROM high"
+
+# Not a plain union of rules: DataFusion's lane.
+[rules.filtered]
+sql = "SELECT * FROM low UNION ALL SELECT * FROM high WHERE ident > 4"
+"#;
+    common::workspace_with(&[("workspace.toml", manifest), ("t.csv", DATA)])
+}
+
+fn bytes(root: &Path, rule: &str) -> Vec<u8> {
+    std::fs::read(common::out(root, rule)).unwrap()
+}
+
+#[test]
+fn merged_unions_are_byte_identical_to_datafusions() {
+    let merged = workspace();
+    let planned = workspace();
+    common::ok(merged.path(), &["build"]);
+    let out = common::relspec(planned.path()).env("RELSPEC_UNION_LANE", "datafusion").arg("build").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for rule in ["all_rows", "all_sql", "filtered"] {
+        assert_eq!(bytes(merged.path(), rule), bytes(planned.path(), rule), "{rule}: the lanes differ");
+    }
+    // The rows themselves: every branch row, sorted by every column.
+    let rows = common::read_rows(&common::out(merged.path(), "all_rows"));
+    assert_eq!(rows.len(), 9, "low 3 + high 4 + none 0 + dup 2");
+    assert_eq!(common::column_names(&common::out(merged.path(), "all_rows")), ["id", "name", "score", "ratio"]);
+    // The merge lane says so in the artifact (explain), DataFusion's does not.
+    let e = common::ok(merged.path(), &["explain", "all_rows"]);
+    assert!(e.contains("UnionMerge: k-way merge of 4 sorted branch outputs"), "{e}");
+    let e = common::ok(merged.path(), &["explain", "filtered"]);
+    assert!(!e.contains("UnionMerge"), "{e}");
+    let e = common::ok(planned.path(), &["explain", "all_rows"]);
+    assert!(!e.contains("UnionMerge"), "{e}");
+}
+
+#[test]
+fn a_changed_branch_re_merges_and_equals_a_clean_build() {
+    let ws = workspace();
+    let root = ws.path();
+    common::ok(root, &["build"]);
+    // Change one branch: only it and the unions that read it run.
+    let m = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    std::fs::write(root.join("workspace.toml"), m.replace("WHERE id <= 3", "WHERE id <= 2")).unwrap();
+    let out = common::ok(root, &["build", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut built: Vec<&str> = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "built")
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    built.sort();
+    assert_eq!(built, ["all_rows", "all_sql", "filtered", "low"], "{out}");
+    // Equal to a clean build of the edited workspace.
+    let clean = common::copy_sources(root);
+    common::ok(clean.path(), &["build"]);
+    for rule in ["all_rows", "all_sql", "filtered"] {
+        assert_eq!(bytes(root, rule), bytes(clean.path(), rule), "{rule}");
+    }
+}
+
+#[test]
+fn a_union_whose_branch_types_differ_is_left_to_datafusion() {
+    let manifest = r#"
+[workspace]
+name = "coerce"
+
+[datasets.t]
+path = "t.csv"
+
+[rules.ints]
+sql = "SELECT CAST(id AS INT) AS v FROM t"
+
+[rules.bigs]
+sql = "SELECT id * 10 AS v FROM t"
+
+[rules.both]
+sql = "SELECT * FROM ints UNION ALL SELECT * FROM bigs"
+"#;
+    let ws = common::workspace_with(&[("workspace.toml", manifest), ("t.csv", DATA)]);
+    common::ok(ws.path(), &["build"]);
+    assert_eq!(common::read_rows(&common::out(ws.path(), "both")).len(), 12);
+    let e = common::ok(ws.path(), &["explain", "both"]);
+    assert!(!e.contains("UnionMerge"), "coerced by DataFusion: {e}");
+}
