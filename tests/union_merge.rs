@@ -96,6 +96,9 @@ fn a_changed_branch_re_merges_and_equals_a_clean_build() {
         .collect();
     built.sort();
     assert_eq!(built, ["all_rows", "all_sql", "filtered", "low"], "{out}");
+    // The unions started from their previous outputs.
+    let e = common::ok(root, &["explain", "all_rows"]);
+    assert!(e.contains("merged from: the previous output, 1 changed branch(es): low"), "{e}");
     // Equal to a clean build of the edited workspace.
     let clean = common::copy_sources(root);
     common::ok(clean.path(), &["build"]);
@@ -127,4 +130,62 @@ sql = "SELECT * FROM ints UNION ALL SELECT * FROM bigs"
     assert_eq!(common::read_rows(&common::out(ws.path(), "both")).len(), 12);
     let e = common::ok(ws.path(), &["explain", "both"]);
     assert!(!e.contains("UnionMerge"), "coerced by DataFusion: {e}");
+}
+
+#[test]
+fn incremental_merges_equal_clean_builds_step_by_step() {
+    // 8 branches over one table; each step edits some of them (to empty,
+    // to duplicates of other branches, to new rows) and every step's union
+    // must equal a clean build's bytes.
+    let n = 8;
+    let branch = |i: usize, v: &str| format!("[rules.b{i}]\nsql = \"SELECT id, name, score FROM t WHERE {v}\"\n");
+    let conds = |step: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| match (i + step) % 5 {
+                _ if step == 0 => format!("id % {n} = {i}"),
+                0 => "id < 0".to_string(),
+                1 => format!("id % 2 = {}", i % 2),
+                2 => format!("id % {n} = {i} AND score > {step}"),
+                _ => format!("id % {n} = {i}"),
+            })
+            .collect()
+    };
+    let mut data = String::from("id,name,score\n");
+    for id in 0..200 {
+        let name = if id % 7 == 0 { String::new() } else { format!("n{}", id % 13) };
+        let score = if id % 11 == 0 { String::new() } else { (id % 17).to_string() };
+        data.push_str(&format!("{id},{name},{score}\n"));
+    }
+    let manifest = |c: &[String]| {
+        let mut m = String::from("[workspace]\nname = \"steps\"\n\n[datasets.t]\npath = \"t.csv\"\n\n");
+        for (i, cond) in c.iter().enumerate() {
+            m.push_str(&branch(i, cond));
+        }
+        let union: Vec<String> = (0..n).map(|i| format!("SELECT * FROM b{i}")).collect();
+        m.push_str(&format!("[rules.u]\nsql = \"{}\"\n", union.join(" UNION ALL ")));
+        m
+    };
+    let ws = common::workspace_with(&[("workspace.toml", &manifest(&conds(0))), ("t.csv", &data)]);
+    let root = ws.path();
+    common::ok(root, &["build"]);
+    let mut incremental_steps = 0;
+    for step in 1..=8 {
+        // Change one or two branches per step (a few steps change many).
+        let mut c = conds(0);
+        let now = conds(step);
+        for (i, cond) in now.into_iter().enumerate() {
+            if step >= 6 || i % 4 == step % 4 {
+                c[i] = cond;
+            }
+        }
+        common::write(root, "workspace.toml", &manifest(&c));
+        common::ok(root, &["build"]);
+        if common::ok(root, &["explain", "u"]).contains("merged from: the previous output") {
+            incremental_steps += 1;
+        }
+        let clean = common::copy_sources(root);
+        common::ok(clean.path(), &["build"]);
+        assert_eq!(bytes(root, "u"), bytes(clean.path(), "u"), "step {step}");
+    }
+    assert!(incremental_steps >= 3, "the previous output was the start of {incremental_steps} merges");
 }

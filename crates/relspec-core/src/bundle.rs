@@ -56,6 +56,10 @@ pub struct Artifact {
     pub bytes: u64,
     /// Execution time, ms.
     pub elapsed_ms: f64,
+    /// A `UNION ALL` built by merging: its branches and the content hashes
+    /// of the objects merged (the next merge starts from this output).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<(String, String)>,
 }
 
 /// One rule in a run. Reused rules carry only their key (their artifact is

@@ -91,6 +91,7 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         kernels: lowered.kernels,
         substrait,
         substrait_unsupported,
+        merged_from: vec![],
         started: t,
     })
     .await
@@ -158,6 +159,7 @@ pub(crate) struct Output {
     pub(crate) kernels: Vec<KernelUse>,
     pub(crate) substrait: Option<String>,
     pub(crate) substrait_unsupported: Option<String>,
+    pub(crate) merged_from: Vec<(String, String)>,
     pub(crate) started: Instant,
 }
 
@@ -179,6 +181,7 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         kernels,
         substrait,
         substrait_unsupported,
+        merged_from,
         started,
     } = o;
     let elapsed = started.elapsed().as_millis() as u64;
@@ -209,6 +212,7 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         rows: record.rows,
         bytes: record.bytes,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        merged_from,
     };
     let artifact = crate::bundle::write_artifact(&store, &artifact).map_err(|diag| LowerError { diag, pos: None })?;
     Ok(Executed { record, kernels, checks, artifact })

@@ -489,6 +489,31 @@ impl Scheduler {
         self.running.insert(name.to_string());
     }
 
+    /// The previous output of a merged union, if it can be the start of this
+    /// merge: intact, of the same schema and branches, few branches changed,
+    /// and their old objects still stored.
+    fn previous_union(
+        &self,
+        name: &str,
+        branches: &[(String, std::path::PathBuf)],
+        hashes: &[String],
+        schema: &datafusion::arrow::datatypes::SchemaRef,
+        views: bool,
+    ) -> Option<union::Previous> {
+        let le = self.last.rules.get(name)?;
+        let object = le.object(&self.store)?;
+        let artifact = crate::bundle::read_artifact(&self.store, &crate::bundle::artifact_path(&le.key))?;
+        let now: Vec<(String, String)> = branches.iter().map(|(n, _)| n.clone()).zip(hashes.iter().cloned()).collect();
+        let added = union::changed_branches(&artifact.merged_from, &now)?;
+        let removed: Vec<std::path::PathBuf> =
+            added.iter().map(|&i| self.store.object_path(&artifact.merged_from[i].1)).collect();
+        if !removed.iter().all(|p| p.is_file()) {
+            return None;
+        }
+        let old = union::object_schemas(std::slice::from_ref(&object), views).ok()?;
+        (old.first()?.fields() == schema.fields()).then_some(union::Previous { object, removed, added })
+    }
+
     /// The merge of a rule that is exactly a `UNION ALL` of rules whose
     /// outputs have the same column types (see `union`), else `None`.
     fn union_run(
@@ -502,22 +527,27 @@ impl Scheduler {
         let plan = p.plan(name)?;
         let Some(names) = union::branches(&plan) else { return Ok(None) };
         let mut branches = Vec::with_capacity(names.len());
+        let mut hashes = Vec::with_capacity(names.len());
         for b in names {
             let is_rule = job.deps.iter().any(|d| matches!(d, Dep::Rule(r) if *r == b));
             let Some(rec) = self.records.get(&b).filter(|_| is_rule) else { return Ok(None) };
             let path = self.store.object_path(&rec.content_hash);
+            hashes.push(rec.content_hash.clone());
             branches.push((b, path));
         }
         let Some(pl) = self.planner.as_ref() else { return Ok(None) };
         let paths: Vec<std::path::PathBuf> = branches.iter().map(|(_, p)| p.clone()).collect();
         let Ok(schemas) = union::object_schemas(&paths, union::reads_views(pl.ctx())) else { return Ok(None) };
         let Some(schema) = union::union_schema(&schemas) else { return Ok(None) };
+        let previous = self.previous_union(name, &branches, &hashes, &schema, union::reads_views(pl.ctx()));
         Ok(Some(union::UnionRun {
             ctx: pl.ctx().clone(),
             rule: name.to_string(),
             branches,
             schemas,
             schema,
+            hashes,
+            previous,
             contract: pl.contract_of(job.decl.def.produces.as_ref()),
             store: self.store.clone(),
             key: key.to_string(),

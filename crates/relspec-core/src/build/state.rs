@@ -35,6 +35,11 @@ impl LastEntry {
             bytes: rec.bytes,
         }
     }
+    /// The last output's object, if it is still intact.
+    pub(crate) fn object(&self, store: &Store) -> Option<PathBuf> {
+        store.object_intact(&self.content_hash, self.bytes).then(|| store.object_path(&self.content_hash))
+    }
+
     pub(crate) fn record(&self, rule: &str, signature: &str) -> Record {
         Record {
             key: self.key.clone(),

@@ -96,6 +96,30 @@ pub(crate) fn branches(plan: &RelPlan) -> Option<Vec<String>> {
     }
 }
 
+/// The previous output of the union and how the branches changed since:
+/// the new output is the previous one less the changed branches' old rows,
+/// plus their new rows (a multiset difference and union, all sorted), which
+/// reads three kinds of objects instead of every branch.
+pub(crate) struct Previous {
+    /// The previous union object.
+    pub(crate) object: PathBuf,
+    /// Old objects of the changed branches (their rows are removed).
+    pub(crate) removed: Vec<PathBuf>,
+    /// Indices (into the branches) of the changed branches (their rows are added).
+    pub(crate) added: Vec<usize>,
+}
+
+/// Whether to merge from `previous` (the changed branches are few), given the
+/// previous artifact's `merged_from` and the branches' current content hashes.
+pub(crate) fn changed_branches(merged_from: &[(String, String)], now: &[(String, String)]) -> Option<Vec<usize>> {
+    if merged_from.len() != now.len() || merged_from.iter().zip(now).any(|(a, b)| a.0 != b.0) {
+        return None;
+    }
+    let changed: Vec<usize> = (0..now.len()).filter(|&i| merged_from[i].1 != now[i].1).collect();
+    // Re-merging everything is cheaper when many branches changed.
+    (!changed.is_empty() && changed.len() * 4 <= now.len()).then_some(changed)
+}
+
 /// Everything a merge needs (moved into its task).
 pub(crate) struct UnionRun {
     pub(crate) ctx: SessionContext,
@@ -105,6 +129,10 @@ pub(crate) struct UnionRun {
     /// The objects' schemas and the union's (see [`union_schema`]).
     pub(crate) schemas: Vec<SchemaRef>,
     pub(crate) schema: SchemaRef,
+    /// Branch content hashes, in union order (recorded in the artifact).
+    pub(crate) hashes: Vec<String>,
+    /// Start from the previous output instead of every branch.
+    pub(crate) previous: Option<Previous>,
     pub(crate) contract: Option<ContractSpec>,
     pub(crate) store: Store,
     pub(crate) key: String,
@@ -189,8 +217,14 @@ struct Cursor {
     pos: usize,
 }
 
-/// The k-way merge as an iterator of output batches.
+/// The k-way merge as an iterator of output batches. Sources marked as
+/// removals take one equal row out of the output per row of theirs (they
+/// sort before additions of an equal row, so the removal is seen first).
 struct Merge {
+    /// Per source: its rows are removed from the output.
+    removes: Vec<bool>,
+    /// The row being removed and how many more copies of it to drop.
+    dropping: Option<(Vec<u8>, usize)>,
     schema: SchemaRef,
     conv: RowConverter,
     cursors: Vec<Option<Cursor>>,
@@ -202,7 +236,12 @@ struct Merge {
 }
 
 impl Merge {
-    fn new(schema: SchemaRef, paths: &[PathBuf], schemas: &[SchemaRef]) -> Result<Merge, LowerError> {
+    fn new(
+        schema: SchemaRef,
+        paths: &[PathBuf],
+        schemas: &[SchemaRef],
+        removes: Vec<bool>,
+    ) -> Result<Merge, LowerError> {
         let fields = schema
             .fields()
             .iter()
@@ -227,7 +266,8 @@ impl Merge {
                 Ok((reader, first))
             })
             .collect::<Result<_, _>>()?;
-        let mut m = Merge { schema, conv, cursors: Vec::new(), held: Vec::new(), heap: Vec::new() };
+        let mut m =
+            Merge { removes, dropping: None, schema, conv, cursors: Vec::new(), held: Vec::new(), heap: Vec::new() };
         m.cursors.resize_with(opened.len(), || None);
         for (i, (reader, first)) in opened.into_iter().enumerate() {
             if let Some(b) = first {
@@ -247,7 +287,7 @@ impl Merge {
         match ca.rows.row(ca.pos).cmp(&cb.rows.row(cb.pos)) {
             std::cmp::Ordering::Less => true,
             std::cmp::Ordering::Greater => false,
-            std::cmp::Ordering::Equal => a < b,
+            std::cmp::Ordering::Equal => (!self.removes[a], a) < (!self.removes[b], b),
         }
     }
 
@@ -299,7 +339,24 @@ impl Merge {
         while picks.len() < BATCH {
             let Some(&i) = self.heap.first() else { break };
             let Some(c) = self.cursors[i].as_mut() else { unreachable!("a branch in the heap has rows") };
-            picks.push((c.slot, c.pos));
+            if self.removes[i] {
+                let row = c.rows.row(c.pos);
+                match &mut self.dropping {
+                    Some((r, n)) if r.as_slice() == row.as_ref() => *n += 1,
+                    d => *d = Some((row.as_ref().to_vec(), 1)),
+                }
+            } else {
+                let drop = match &mut self.dropping {
+                    Some((r, n)) if *n > 0 && r.as_slice() == c.rows.row(c.pos).as_ref() => {
+                        *n -= 1;
+                        true
+                    }
+                    _ => false,
+                };
+                if !drop {
+                    picks.push((c.slot, c.pos));
+                }
+            }
             c.pos += 1;
             let more = c.pos < c.rows.num_rows()
                 || match self.cursors[i].take() {
@@ -314,7 +371,10 @@ impl Merge {
             self.sift_down(0);
         }
         if picks.is_empty() {
-            return Ok(None);
+            if self.heap.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some(RecordBatch::new_empty(self.schema.clone())));
         }
         let columns: Vec<ArrayRef> = (0..self.schema.fields().len())
             .map(|k| {
@@ -349,17 +409,58 @@ fn next_non_empty(reader: &mut ParquetRecordBatchReader) -> Result<Option<Record
 
 /// Merge the branches into an object, check the contract, store and record it.
 pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError> {
-    let UnionRun { ctx, rule, branches, schemas, schema, contract, store, key, signature, parts, cancel, partition_by } =
-        run;
+    let UnionRun {
+        ctx,
+        rule,
+        branches,
+        schemas,
+        schema,
+        hashes,
+        previous,
+        contract,
+        store,
+        key,
+        signature,
+        parts,
+        cancel,
+        partition_by,
+    } = run;
     let t = Instant::now();
-    let paths: Vec<PathBuf> = branches.iter().map(|(_, p)| p.clone()).collect();
+    let all: Vec<PathBuf> = branches.iter().map(|(_, p)| p.clone()).collect();
+    // Sources: every branch, or the previous output less the changed
+    // branches' old rows plus their new rows.
+    let (paths, source_schemas, removes, how) = match &previous {
+        None => (all.clone(), schemas.clone(), vec![false; all.len()], "every branch".to_string()),
+        Some(prev) => {
+            let mut paths = vec![prev.object.clone()];
+            let mut ss = vec![schema.clone()];
+            let mut removes = vec![false];
+            for (r, &i) in prev.removed.iter().zip(&prev.added) {
+                paths.push(r.clone());
+                ss.push(schemas[i].clone());
+                removes.push(true);
+            }
+            for &i in &prev.added {
+                paths.push(all[i].clone());
+                ss.push(schemas[i].clone());
+                removes.push(false);
+            }
+            let names: Vec<&str> = prev.added.iter().map(|&i| branches[i].0.as_str()).collect();
+            (
+                paths,
+                ss,
+                removes,
+                format!("the previous output, {} changed branch(es): {}", names.len(), names.join(", ")),
+            )
+        }
+    };
     let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     lower::check_partition_by(&have, &partition_by).map_err(fail)?;
     if let Some(c) = &contract {
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(internal)?;
         lower::check_contract(&df_schema, c).map_err(fail)?;
     }
-    let mut merge = Merge::new(schema.clone(), &paths, &schemas)?;
+    let mut merge = Merge::new(schema.clone(), &paths, &source_schemas, removes)?;
     tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "union: readers open");
     let n_branches = branches.len();
     let iter = std::iter::from_fn(move || match merge.next_batch() {
@@ -382,7 +483,7 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
     let names: Vec<&str> = branches.iter().map(|(n, _)| n.as_str()).collect();
     let lineage = lineage_of(&schema, &schemas, &names);
     let merged = format!(
-        "UnionMerge: k-way merge of {n_branches} sorted branch outputs (each sorted by every column), no re-sort\n  branches: {}",
+        "UnionMerge: k-way merge of {n_branches} sorted branch outputs (each sorted by every column), no re-sort\n  merged from: {how}\n  branches: {}",
         names.join(", ")
     );
     let plans = PlanSnapshots {
@@ -408,6 +509,7 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
         kernels: vec![],
         substrait: None,
         substrait_unsupported: cfg!(feature = "substrait").then(|| "a merged union has no DataFusion plan".to_string()),
+        merged_from: branches.iter().map(|(n, _)| n.clone()).zip(hashes).collect(),
         started: t,
     })
     .await
