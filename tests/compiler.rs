@@ -14,6 +14,7 @@ fn sql_sig(sql: &str) -> String {
         tags: vec![],
         description: None,
         partition_by: vec![],
+        incremental: None,
     };
     relspec_core::relplan::signature(
         &relspec_core::relplan::compile(&def).unwrap_or_else(|e| panic!("{sql}: {:?}", e.diag)).0,

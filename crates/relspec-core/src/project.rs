@@ -387,6 +387,17 @@ impl Project {
         let have: Vec<&str> = lowered.df.schema().fields().iter().map(|f| f.name().as_str()).collect();
         lower::check_partition_by(&have, &job.decl.def.partition_by)
             .map_err(|d| self.locate_error(job, LowerError { diag: d, pos: None }))?;
+        if let Some(by) = &job.decl.def.incremental {
+            let reads: Vec<String> = job
+                .deps
+                .iter()
+                .map(|d| match d {
+                    Dep::Dataset(n) | Dep::Rule(n) => n.clone(),
+                })
+                .collect();
+            relspec_exec::distributive::check_declaration(by, &lowered.body, planner.spec(), &reads)
+                .map_err(|d| self.locate_error(job, LowerError { diag: d, pos: None }))?;
+        }
         Ok(lowered)
     }
 

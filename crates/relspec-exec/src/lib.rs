@@ -10,6 +10,7 @@
 //! `relspec_db::datasets`, the same listing the fingerprints use.
 
 pub mod contracts;
+pub mod distributive;
 pub mod engine;
 pub mod kernels;
 pub mod lineage;

@@ -612,7 +612,14 @@ mod tests {
     use super::*;
 
     fn sql(s: &str) -> RuleDef {
-        RuleDef { body: RuleBody::Sql(s.into()), produces: None, tags: vec![], description: None, partition_by: vec![] }
+        RuleDef {
+            body: RuleBody::Sql(s.into()),
+            produces: None,
+            tags: vec![],
+            description: None,
+            partition_by: vec![],
+            incremental: None,
+        }
     }
 
     #[test]

@@ -176,6 +176,7 @@ mod tests {
             tags: vec![],
             description: None,
             partition_by: vec![],
+            incremental: None,
         };
         RuleJob {
             name: name.into(),

@@ -36,16 +36,22 @@ pub(crate) struct Run {
     pub(crate) parts: Option<serde_json::Value>,
     pub(crate) cancel: Option<Arc<AtomicBool>>,
     pub(crate) partition_by: Vec<String>,
+    /// `incremental = { by }` and the tables the rule reads (to check it).
+    pub(crate) incremental: Option<(String, Vec<String>)>,
 }
 
 /// Execute one rule and store its output; nothing is published here.
 pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerError> {
-    let Run { ctx, rule, plan, spec, contract, store, key, signature, parts, cancel, partition_by } = run;
+    let Run { ctx, rule, plan, spec, contract, store, key, signature, parts, cancel, partition_by, incremental } = run;
     let (ctx, contract) = (&ctx, contract.as_ref());
     let t = Instant::now();
     let lowered = relspec_exec::planner::prepare(ctx, &spec, &plan, contract).await?;
     let have: Vec<&str> = lowered.df.schema().fields().iter().map(|f| f.name().as_str()).collect();
     lower::check_partition_by(&have, &partition_by).map_err(|diag| LowerError { diag, pos: None })?;
+    if let Some((by, reads)) = &incremental {
+        relspec_exec::distributive::check_declaration(by, &lowered.body, &spec, reads)
+            .map_err(|diag| LowerError { diag, pos: None })?;
+    }
     let (mut snaps, physical) =
         plan_with_snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
     let schema = physical.schema();

@@ -470,6 +470,17 @@ impl Scheduler {
             parts: serde_json::to_value(&parts).ok(),
             cancel: self.cancel.clone(),
             partition_by: job.decl.def.partition_by.clone(),
+            incremental: job.decl.def.incremental.clone().map(|by| {
+                (
+                    by,
+                    job.deps
+                        .iter()
+                        .map(|d| match d {
+                            Dep::Dataset(n) | Dep::Rule(n) => n.clone(),
+                        })
+                        .collect(),
+                )
+            }),
         };
         self.spawn(name, async move {
             let rule = run.rule.clone();
@@ -524,6 +535,9 @@ impl Scheduler {
         parts: &crate::db::KeyParts,
     ) -> Result<Option<union::UnionRun>, Diag> {
         let job = &self.jobs[name];
+        if job.decl.def.incremental.is_some() {
+            return Ok(None); // checked on its DataFusion plan
+        }
         let plan = p.plan(name)?;
         let Some(names) = union::branches(&plan) else { return Ok(None) };
         let mut branches = Vec::with_capacity(names.len());

@@ -131,6 +131,13 @@ struct RuleToml {
     description: Option<String>,
     #[serde(default)]
     partition_by: Vec<String>,
+    incremental: Option<IncrementalToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrementalToml {
+    by: String,
 }
 
 #[derive(Deserialize)]
@@ -525,6 +532,7 @@ pub fn parse_rule_file(file: &Path, text: &str) -> Result<Vec<RuleDecl>> {
             let mut tags = Vec::new();
             let mut description = None;
             let mut partition_by = Vec::new();
+            let mut incremental = None;
             for line in text.lines() {
                 let Some(c) = line.trim().strip_prefix("--") else {
                     if line.trim().is_empty() { continue } else { break }
@@ -538,11 +546,20 @@ pub fn parse_rule_file(file: &Path, text: &str) -> Result<Vec<RuleDecl>> {
                     description = Some(v.trim().to_string());
                 } else if let Some(v) = c.strip_prefix("partition_by:") {
                     partition_by = v.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+                } else if let Some(v) = c.strip_prefix("incremental_by:") {
+                    incremental = Some(v.trim().to_string()).filter(|v| !v.is_empty());
                 }
             }
             Ok(vec![RuleDecl {
                 name,
-                def: RuleDef { body: RuleBody::Sql(text.to_string()), produces, tags, description, partition_by },
+                def: RuleDef {
+                    body: RuleBody::Sql(text.to_string()),
+                    produces,
+                    tags,
+                    description,
+                    partition_by,
+                    incremental,
+                },
                 origin: RuleOrigin {
                     file: file.to_path_buf(),
                     span: Some((0, text.len())),
@@ -627,6 +644,7 @@ fn convert_rules(file: &Path, text: &str, rules: IndexMap<String, Spanned<RuleTo
                 tags: r.tags,
                 description: r.description,
                 partition_by: r.partition_by,
+                incremental: r.incremental.map(|i| i.by),
             },
             origin,
         });

@@ -499,6 +499,10 @@ pub struct RuleDef {
     /// Publish the output as a hive directory partitioned by these columns
     /// (`out/<rule>/<col>=<value>/part-0.parquet`); empty: one file.
     pub partition_by: Vec<String>,
+    /// `incremental = { by = "input" }`: the rule distributes over the
+    /// partitions of this input (checked on its plan; see
+    /// `relspec_exec::distributive`).
+    pub incremental: Option<String>,
 }
 
 /// A rule body: SQL text or a pipeline of steps.

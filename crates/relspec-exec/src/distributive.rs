@@ -1,0 +1,293 @@
+//! Does a rule's plan distribute over the partitions of one input? A rule
+//! that declares `incremental = { by = "input" }` promises that its result
+//! is the union of its results over each partition of `input` (a file, a
+//! hive partition, a source file), so a changed partition recomputes only
+//! its own share. This module proves that on the rule's DataFusion plan, or
+//! says which construct breaks it.
+//!
+//! Accepted between the input's scan and the output: projections, filters,
+//! aliases, unnest; a join with the input on one side (on the preserved side
+//! of an outer join); aggregates, windows and `DISTINCT` whose keys include
+//! the input's partition key; a sort without a limit (outputs are sorted by
+//! every column anyway); a union whose every branch reads the input.
+//! Rejected: the input on both sides of a join, a full join, an aggregate or
+//! window without the partition key, a limit (global), a union branch that
+//! does not read the input (it would repeat per partition), anything else.
+//!
+//! Architecture invariant: conservative. A plan is accepted only when every
+//! node on the input's path is one the rules above cover; an unknown node
+//! is a rejection, never a guess.
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
+
+/// Why a plan does not distribute over the input's partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotDistributive {
+    /// The input is not read by the plan.
+    NotRead,
+    /// The input is read on both sides of a join (or twice in a subquery).
+    BothSides,
+    /// An outer join that keeps rows of the other side.
+    OuterJoin(String),
+    /// An aggregate (or `DISTINCT`) whose keys lack the partition key.
+    AggregateWithoutKey(String),
+    /// A window whose `PARTITION BY` lacks the partition key.
+    WindowWithoutKey(String),
+    /// A limit (a global `ORDER BY ... LIMIT`).
+    Limit,
+    /// A union branch that does not read the input.
+    UnionBranch,
+    /// A subquery that reads the input.
+    Subquery,
+    /// A plan node not known to distribute.
+    Other(String),
+}
+
+impl std::fmt::Display for NotDistributive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotDistributive::NotRead => write!(f, "the rule does not read it"),
+            NotDistributive::BothSides => write!(f, "it is read on both sides of a join"),
+            NotDistributive::OuterJoin(j) => write!(f, "a {j} join keeps rows of the other side in every partition"),
+            NotDistributive::AggregateWithoutKey(k) => {
+                write!(f, "an aggregate groups by {k}, which does not include the partition key")
+            }
+            NotDistributive::WindowWithoutKey(k) => {
+                write!(f, "a window partitions by {k}, which does not include the partition key")
+            }
+            NotDistributive::Limit => write!(f, "a LIMIT is global (it picks rows across partitions)"),
+            NotDistributive::UnionBranch => {
+                write!(f, "a UNION branch does not read it (it would repeat per partition)")
+            }
+            NotDistributive::Subquery => write!(f, "a subquery reads it"),
+            NotDistributive::Other(n) => write!(f, "`{n}` is not known to distribute over partitions"),
+        }
+    }
+}
+
+/// Whether `plan` reads table `input`.
+fn reads(plan: &LogicalPlan, input: &str) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|p| {
+        if let LogicalPlan::TableScan(s) = p
+            && s.table_name.table() == input
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        // Subqueries in expressions are plans too.
+        for e in p.expressions() {
+            let _ = e.apply(|x| {
+                if let Expr::ScalarSubquery(q) = x
+                    && reads(&q.subquery, input)
+                {
+                    found = true;
+                }
+                if let Expr::InSubquery(q) = x
+                    && reads(&q.subquery.subquery, input)
+                {
+                    found = true;
+                }
+                if let Expr::Exists(q) = x
+                    && reads(&q.subquery.subquery, input)
+                {
+                    found = true;
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
+}
+
+/// Whether an expression list names a column called one of `key` (the
+/// partition key, by unqualified name, possibly aliased on the way).
+fn has_key(exprs: &[Expr], key: &[String]) -> bool {
+    !key.is_empty()
+        && key.iter().all(|k| {
+            exprs.iter().any(|e| {
+                let mut hit = false;
+                let _ = e.apply(|x| {
+                    if let Expr::Column(c) = x
+                        && &c.name == k
+                    {
+                        hit = true;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                });
+                // Only a plain column (or an alias of one) keeps partitions apart.
+                hit && matches!(e.clone().unalias(), Expr::Column(_))
+            })
+        })
+}
+
+fn names(exprs: &[Expr]) -> String {
+    let v: Vec<String> = exprs.iter().map(|e| format!("`{}`", e.schema_name())).collect();
+    if v.is_empty() { "nothing".into() } else { v.join(", ") }
+}
+
+/// Check that `plan` distributes over the partitions of `input`, whose
+/// partition key columns are `key` (empty: a partition has no key column, so
+/// no aggregate or window can be proven to distribute).
+pub fn check(plan: &LogicalPlan, input: &str, key: &[String]) -> Result<(), NotDistributive> {
+    if !reads(plan, input) {
+        return Err(NotDistributive::NotRead);
+    }
+    walk(plan, input, key)
+}
+
+/// `plan` reads the input: check the node and recurse into the child that does.
+fn walk(plan: &LogicalPlan, input: &str, key: &[String]) -> Result<(), NotDistributive> {
+    // A subquery in an expression that reads the input is not covered.
+    let own_reads_in_exprs = {
+        let mut any = false;
+        for e in plan.expressions() {
+            let _ = e.apply(|x| {
+                let sub = match x {
+                    Expr::ScalarSubquery(q) => Some(q.subquery.as_ref()),
+                    Expr::InSubquery(q) => Some(q.subquery.subquery.as_ref()),
+                    Expr::Exists(q) => Some(q.subquery.subquery.as_ref()),
+                    _ => None,
+                };
+                if sub.is_some_and(|s| reads(s, input)) {
+                    any = true;
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        any
+    };
+    if own_reads_in_exprs {
+        return Err(NotDistributive::Subquery);
+    }
+    match plan {
+        LogicalPlan::TableScan(_) => Ok(()),
+        LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Unnest(_)
+        | LogicalPlan::Repartition(_) => walk_child(plan, input, key),
+        LogicalPlan::Sort(s) => {
+            if s.fetch.is_some() {
+                return Err(NotDistributive::Limit);
+            }
+            walk_child(plan, input, key)
+        }
+        LogicalPlan::Limit(_) => Err(NotDistributive::Limit),
+        LogicalPlan::Join(j) => {
+            let (l, r) = (reads(&j.left, input), reads(&j.right, input));
+            if l && r {
+                return Err(NotDistributive::BothSides);
+            }
+            let preserved_ok = match j.join_type {
+                JoinType::Inner => true,
+                JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => l,
+                JoinType::Right | JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => r,
+                JoinType::Full => false,
+            };
+            if !preserved_ok {
+                return Err(NotDistributive::OuterJoin(format!("{}", j.join_type).to_lowercase()));
+            }
+            walk(if l { &j.left } else { &j.right }, input, key)
+        }
+        LogicalPlan::Aggregate(a) => {
+            if !has_key(&a.group_expr, key) {
+                return Err(NotDistributive::AggregateWithoutKey(names(&a.group_expr)));
+            }
+            walk(&a.input, input, key)
+        }
+        LogicalPlan::Distinct(d) => {
+            let schema = d.input().schema();
+            let cols: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
+            if !has_key(&cols, key) {
+                return Err(NotDistributive::AggregateWithoutKey("every column (DISTINCT)".into()));
+            }
+            walk(d.input(), input, key)
+        }
+        LogicalPlan::Window(w) => {
+            for e in &w.window_expr {
+                let part = match e.clone().unalias() {
+                    Expr::WindowFunction(f) => f.params.partition_by.clone(),
+                    _ => vec![],
+                };
+                if !has_key(&part, key) {
+                    return Err(NotDistributive::WindowWithoutKey(names(&part)));
+                }
+            }
+            walk(&w.input, input, key)
+        }
+        LogicalPlan::Union(u) => {
+            for branch in &u.inputs {
+                if !reads(branch, input) {
+                    return Err(NotDistributive::UnionBranch);
+                }
+                walk(branch, input, key)?;
+            }
+            Ok(())
+        }
+        other => Err(NotDistributive::Other(other.display().to_string())),
+    }
+}
+
+fn walk_child(plan: &LogicalPlan, input: &str, key: &[String]) -> Result<(), NotDistributive> {
+    let inputs = plan.inputs();
+    let readers: Vec<&&LogicalPlan> = inputs.iter().filter(|c| reads(c, input)).collect();
+    match readers.as_slice() {
+        [one] => walk(one, input, key),
+        [] => Err(NotDistributive::NotRead),
+        _ => Err(NotDistributive::BothSides),
+    }
+}
+
+/// The partition key of a partitioned input: `file` for a source's table
+/// (one partition per source file), the hive columns of a dataset with
+/// `partition_cols`, none for a plain multi-file dataset (one partition
+/// per file, no column names it).
+pub fn partition_key(spec: &relspec_spec::workspace::WorkspaceSpec, input: &str) -> Option<Vec<String>> {
+    let ds = spec.datasets.get(input)?;
+    if ds.extract.is_some() {
+        return Some(vec!["file".to_string()]);
+    }
+    Some(ds.scan.partition_cols.iter().map(|(c, _)| c.clone()).collect())
+}
+
+/// Check a rule's `incremental = { by = "input" }` declaration against its
+/// plan (`body`, before the total output sort); `reads` are the tables the
+/// rule reads. The error names the construct that breaks distributivity.
+pub fn check_declaration(
+    by: &str,
+    body: &LogicalPlan,
+    spec: &relspec_spec::workspace::WorkspaceSpec,
+    reads: &[String],
+) -> Result<(), relspec_spec::error::Diag> {
+    use relspec_spec::error::{Diag, ErrorKind};
+    let decl = format!("the rule declares `incremental = {{ by = \"{by}\" }}`");
+    if !reads.iter().any(|r| r == by) {
+        let mut d = Diag::new(ErrorKind::Invalid(format!("{decl}, but it does not read `{by}`")));
+        if let Some(s) = relspec_spec::suggest::suggest(by, reads) {
+            d = d.with_help(format!("did you mean `{s}`?"));
+        }
+        return Err(d);
+    }
+    let Some(key) = partition_key(spec, by) else {
+        return Err(Diag::new(ErrorKind::Invalid(format!("{decl}, but `{by}` is a rule, not a dataset")))
+            .with_help("partitions are a dataset's files (or hive partitions, or a source's files); a UNION ALL of rules is merged per branch without a declaration"));
+    };
+    check(body, by, &key).map_err(|why| {
+        let key_text = if key.is_empty() {
+            format!("`{by}` has no partition column (one partition per file)")
+        } else {
+            format!(
+                "the partition key of `{by}` is {}",
+                key.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            )
+        };
+        Diag::new(ErrorKind::Invalid(format!(
+            "{decl}, but its plan does not distribute over the partitions of `{by}`: {why}"
+        )))
+        .with_help(format!("{key_text}; remove the declaration to recompute the rule as a whole"))
+    })
+}
