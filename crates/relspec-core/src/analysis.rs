@@ -131,7 +131,7 @@ impl Memo {
         path: &std::path::Path,
         added: &[String],
         live: &HashSet<&String>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let line = |rule: &String| {
             self.rules.get(rule).map(|a| MemoLine {
                 v: memo_line_version().to_string(),
@@ -141,12 +141,35 @@ impl Memo {
         };
         let added: Vec<MemoLine> = added.iter().filter_map(line).collect();
         let all = || self.rules.keys().filter(|k| live.contains(k)).filter_map(line).collect();
-        store.save_jsonl(path, self.lines, self.foreign, live.len(), &added, all).map(|_| ())
+        store.save_jsonl(path, self.lines, self.foreign, live.len(), &added, all)
     }
 }
 
 /// Analyze `rules` (all rules when empty) and what they read.
 pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
+    Analyzer::default().analyze(p, rules)
+}
+
+/// Analysis that keeps the memo in memory between runs (a long-lived
+/// process: the language server), instead of reading the memo file each
+/// time; new entries are still appended to the file.
+#[derive(Debug, Default)]
+pub struct Analyzer {
+    memo: Option<(std::path::PathBuf, Memo)>,
+}
+
+impl Analyzer {
+    /// Analyze `rules` (all rules when empty) and what they read.
+    pub fn analyze(&mut self, p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
+        analyze_with(p, rules, &mut self.memo)
+    }
+}
+
+fn analyze_with(
+    p: &mut Project,
+    rules: &[String],
+    kept: &mut Option<(std::path::PathBuf, Memo)>,
+) -> Result<AnalysisSet> {
     let mut set = AnalysisSet { errors: p.static_errors(), ..Default::default() };
     // Without a parsed manifest there is nothing to plan; otherwise every rule
     // whose own definition and inputs are sound is planned, so one run reports
@@ -170,7 +193,10 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
     }
     let store = p.store()?.clone();
     let memo_path = store.dir().join(MEMO_FILE);
-    let mut memo = Memo::load(&memo_path);
+    let mut memo = match kept.take() {
+        Some((path, memo)) if path == memo_path => memo,
+        _ => Memo::load(&memo_path),
+    };
     let mut added: Vec<String> = Vec::new();
     let mut planner: Option<Planner> = None;
 
@@ -215,8 +241,10 @@ pub fn analyze(p: &mut Project, rules: &[String]) -> Result<AnalysisSet> {
     p.db.summaries().save(&store)?;
     if !added.is_empty() {
         let live: HashSet<&String> = p.graph().deps.keys().collect();
-        memo.save(&store, &memo_path, &added, &live)?;
+        memo.lines = memo.save(&store, &memo_path, &added, &live)?;
+        memo.foreign = false;
     }
+    *kept = Some((memo_path, memo));
     Ok(set)
 }
 

@@ -44,6 +44,8 @@ pub struct Ide {
     datasets_key: BTreeMap<String, String>,
     /// Files held as unsaved buffers.
     buffers: BTreeSet<PathBuf>,
+    /// The analysis memo, kept in memory between keystrokes.
+    analyzer: analysis::Analyzer,
 }
 
 impl Ide {
@@ -59,6 +61,7 @@ impl Ide {
             datasets: None,
             datasets_key: BTreeMap::new(),
             buffers: BTreeSet::new(),
+            analyzer: analysis::Analyzer::default(),
         })
     }
 
@@ -120,7 +123,7 @@ impl Ide {
     /// and group the diagnostics by file.
     pub fn check(&mut self) -> Checked {
         let t0 = Instant::now();
-        let set = match self.p.refresh().and_then(|_| analysis::analyze(&mut self.p, &[])) {
+        let set = match self.p.refresh().and_then(|_| self.analyzer.analyze(&mut self.p, &[])) {
             Ok(set) => set,
             Err(e) => analysis::AnalysisSet { errors: vec![e], ..Default::default() },
         };
