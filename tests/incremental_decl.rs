@@ -63,6 +63,10 @@ incremental = { by = "cst_defs" }
 sql = "SELECT callsite_id FROM cst_callsites"
 incremental = { by = "cst_callsite" }
 
+[rules.bad_subquery]
+sql = "SELECT def_id FROM cst_defs WHERE def_id IN (SELECT callsite_id FROM cst_callsites)"
+incremental = { by = "cst_callsites" }
+
 [rules.bad_by_rule]
 sql = "SELECT src FROM calls"
 incremental = { by = "calls" }
@@ -107,6 +111,7 @@ fn each_class_is_accepted_or_rejected_with_its_reason() {
         ("bad_no_key", "which does not include the partition key"),
         ("bad_not_read", "but it does not read `cst_callsite`"),
         ("bad_by_rule", "`calls` is a rule, not a dataset"),
+        ("bad_subquery", "a subquery reads it"),
     ];
     for (rule, why) in expect {
         let e = errors.get(rule).unwrap_or_else(|| panic!("{rule} must be rejected; errors: {errors:?}"));

@@ -388,13 +388,7 @@ impl Project {
         lower::check_partition_by(&have, &job.decl.def.partition_by)
             .map_err(|d| self.locate_error(job, LowerError { diag: d, pos: None }))?;
         if let Some(by) = &job.decl.def.incremental {
-            let reads: Vec<String> = job
-                .deps
-                .iter()
-                .map(|d| match d {
-                    Dep::Dataset(n) | Dep::Rule(n) => n.clone(),
-                })
-                .collect();
+            let reads: Vec<&str> = job.deps.iter().map(Dep::name).collect();
             relspec_exec::distributive::check_declaration(by, &lowered.body, planner.spec(), &reads)
                 .map_err(|d| self.locate_error(job, LowerError { diag: d, pos: None }))?;
         }

@@ -421,6 +421,15 @@ pub enum Dep {
     Rule(String),
 }
 
+impl Dep {
+    /// The dataset's or rule's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Dep::Dataset(n) | Dep::Rule(n) => n,
+        }
+    }
+}
+
 /// The rule DAG with its diagnostics.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Graph {

@@ -77,29 +77,32 @@ fn reads(plan: &LogicalPlan, input: &str) -> bool {
             return Ok(TreeNodeRecursion::Stop);
         }
         // Subqueries in expressions are plans too.
-        for e in p.expressions() {
-            let _ = e.apply(|x| {
-                if let Expr::ScalarSubquery(q) = x
-                    && reads(&q.subquery, input)
-                {
-                    found = true;
-                }
-                if let Expr::InSubquery(q) = x
-                    && reads(&q.subquery.subquery, input)
-                {
-                    found = true;
-                }
-                if let Expr::Exists(q) = x
-                    && reads(&q.subquery.subquery, input)
-                {
-                    found = true;
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
+        found = subquery_reads(p, input);
         Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
     });
     found
+}
+
+/// The plan of a subquery expression.
+fn subquery(e: &Expr) -> Option<&LogicalPlan> {
+    match e {
+        Expr::ScalarSubquery(q) => Some(q.subquery.as_ref()),
+        Expr::InSubquery(q) => Some(q.subquery.subquery.as_ref()),
+        Expr::Exists(q) => Some(q.subquery.subquery.as_ref()),
+        _ => None,
+    }
+}
+
+/// Whether a subquery in one of `plan`'s own expressions reads `input`.
+fn subquery_reads(plan: &LogicalPlan, input: &str) -> bool {
+    let mut any = false;
+    for e in plan.expressions() {
+        let _ = e.apply(|x| {
+            any |= subquery(x).is_some_and(|s| reads(s, input));
+            Ok(if any { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        });
+    }
+    any
 }
 
 /// Whether an expression list names a column called one of `key` (the
@@ -142,25 +145,7 @@ pub fn check(plan: &LogicalPlan, input: &str, key: &[String]) -> Result<(), NotD
 /// `plan` reads the input: check the node and recurse into the child that does.
 fn walk(plan: &LogicalPlan, input: &str, key: &[String]) -> Result<(), NotDistributive> {
     // A subquery in an expression that reads the input is not covered.
-    let own_reads_in_exprs = {
-        let mut any = false;
-        for e in plan.expressions() {
-            let _ = e.apply(|x| {
-                let sub = match x {
-                    Expr::ScalarSubquery(q) => Some(q.subquery.as_ref()),
-                    Expr::InSubquery(q) => Some(q.subquery.subquery.as_ref()),
-                    Expr::Exists(q) => Some(q.subquery.subquery.as_ref()),
-                    _ => None,
-                };
-                if sub.is_some_and(|s| reads(s, input)) {
-                    any = true;
-                }
-                Ok(TreeNodeRecursion::Continue)
-            });
-        }
-        any
-    };
-    if own_reads_in_exprs {
+    if subquery_reads(plan, input) {
         return Err(NotDistributive::Subquery);
     }
     match plan {
@@ -261,11 +246,11 @@ pub fn check_declaration(
     by: &str,
     body: &LogicalPlan,
     spec: &relspec_spec::workspace::WorkspaceSpec,
-    reads: &[String],
+    reads: &[&str],
 ) -> Result<(), relspec_spec::error::Diag> {
     use relspec_spec::error::{Diag, ErrorKind};
     let decl = format!("the rule declares `incremental = {{ by = \"{by}\" }}`");
-    if !reads.iter().any(|r| r == by) {
+    if !reads.contains(&by) {
         let mut d = Diag::new(ErrorKind::Invalid(format!("{decl}, but it does not read `{by}`")));
         if let Some(s) = relspec_spec::suggest::suggest(by, reads) {
             d = d.with_help(format!("did you mean `{s}`?"));

@@ -96,7 +96,7 @@ impl Ide {
     /// Rule declared around `offset` in `file`.
     pub fn rule_at(&self, file: &Path, offset: usize) -> Option<Arc<RuleDecl>> {
         let text = self.text(file)?;
-        let p = self.project_ref();
+        let p = self.project_shared();
         p.graph()
             .deps
             .keys()
@@ -122,7 +122,7 @@ impl Ide {
     }
 
     fn is_rule(&self, name: &str) -> bool {
-        self.project_ref().decl(name).is_some()
+        self.project_shared().decl(name).is_some()
     }
 
     fn is_table(&self, name: &str) -> bool {
@@ -270,7 +270,7 @@ impl Ide {
 
     fn hover_rule(&mut self, name: &str) -> String {
         let mut s = format!("**rule** `{name}`");
-        let decl = self.project_ref().decl(name).cloned();
+        let decl = self.project_shared().decl(name).cloned();
         if let Some(d) = decl.as_ref().and_then(|d| d.def.description.clone()) {
             let _ = write!(s, " — {d}");
         }
@@ -280,11 +280,11 @@ impl Ide {
             None => s.push_str("_not analyzed (it or a rule it reads has an error)_\n"),
         }
         let reads: Vec<String> = self
-            .project_ref()
+            .project_shared()
             .graph()
             .deps
             .get(name)
-            .map(|ds| ds.iter().map(|d| format!("`{}`", dep_name(d))).collect())
+            .map(|ds| ds.iter().map(|d| format!("`{}`", d.name())).collect())
             .unwrap_or_default();
         if !reads.is_empty() {
             let _ = write!(s, "\nreads {}", reads.join(", "));
@@ -319,7 +319,7 @@ impl Ide {
             let _ = write!(s, ", key `{}`", k.get(..12).unwrap_or(k));
         }
         let _ = write!(s, " (run {})", run.run_id);
-        let current = self.project_ref().job(rule).ok().map(|j| j.parts.signature.clone());
+        let current = self.project_shared().job(rule).ok().map(|j| j.parts.signature.clone());
         if let (Some(a), Some(cur)) = (&art, current)
             && a.signature != cur
         {
@@ -380,7 +380,7 @@ impl Ide {
         match sym {
             Symbol::Dataset(n) => spec.datasets.get(n).map(|d| at(&d.file, d.span)),
             Symbol::Contract(n) => spec.contracts.get(n).map(|c| at(&c.file, c.span)),
-            Symbol::Rule(n) => self.project_ref().decl(n).map(|d| at(&d.origin.file, d.origin.span)),
+            Symbol::Rule(n) => self.project_shared().decl(n).map(|d| at(&d.origin.file, d.origin.span)),
             Symbol::Param(n) => {
                 let m = self.manifest_rel();
                 let text = self.text(&m)?;
@@ -393,7 +393,7 @@ impl Ide {
                     return self.declaration(&Symbol::Dataset(table.clone()));
                 }
                 // The place the rule names its output column (`AS col`, `"col"`), else the rule.
-                let d = self.project_ref().decl(table)?.clone();
+                let d = self.project_shared().decl(table)?.clone();
                 let (text, range) = self.rule_extent(&d)?;
                 let hits = text::occurrences(&text, range, column);
                 let best = hits
@@ -421,13 +421,13 @@ impl Ide {
             Symbol::Column { column, .. } => column.clone(),
         };
         let readers: Vec<Arc<RuleDecl>> = {
-            let p = self.project_ref();
+            let p = self.project_shared();
             let g = p.graph();
             g.deps
                 .iter()
                 .filter(|(_, ds)| match &sym {
-                    Symbol::Dataset(n) | Symbol::Rule(n) => ds.iter().any(|d| dep_name(d) == n),
-                    Symbol::Column { table, .. } => ds.iter().any(|d| dep_name(d) == table),
+                    Symbol::Dataset(n) | Symbol::Rule(n) => ds.iter().any(|d| d.name() == n),
+                    Symbol::Column { table, .. } => ds.iter().any(|d| d.name() == table),
                     _ => true,
                 })
                 .filter_map(|(r, _)| p.decl(r).cloned())
@@ -489,7 +489,7 @@ impl Ide {
         for name in spec.datasets.keys().filter(|n| starts(n)) {
             out.push(Completion { label: name.clone(), kind: CompletionKind::Dataset, detail: "dataset".into() });
         }
-        let rules: Vec<String> = self.project_ref().graph().deps.keys().filter(|n| starts(n)).cloned().collect();
+        let rules: Vec<String> = self.project_shared().graph().deps.keys().filter(|n| starts(n)).cloned().collect();
         for name in rules {
             if rule.as_ref().is_some_and(|r| r.name == name) {
                 continue;
@@ -524,16 +524,6 @@ impl Ide {
             });
         }
         out
-    }
-
-    fn project_ref(&self) -> &relspec_core::project::Project {
-        self.project_shared()
-    }
-}
-
-fn dep_name(d: &relspec_core::db::Dep) -> &str {
-    match d {
-        relspec_core::db::Dep::Dataset(n) | relspec_core::db::Dep::Rule(n) => n,
     }
 }
 

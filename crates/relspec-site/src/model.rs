@@ -158,10 +158,7 @@ pub fn collect(p: &mut Project) -> Result<Site, Vec<Diag>> {
     for (r, deps) in &graph.deps {
         let Some(&to) = index.get(r) else { continue };
         for d in deps {
-            let from = match d {
-                Dep::Dataset(n) | Dep::Rule(n) => index.get(n).copied(),
-            };
-            if let Some(from) = from.filter(|f| *f < to) {
+            if let Some(from) = index.get(d.name()).copied().filter(|f| *f < to) {
                 preds[to].push(from);
                 edges.push((from, to));
             }
@@ -227,17 +224,8 @@ pub fn collect(p: &mut Project) -> Result<Site, Vec<Diag>> {
                 .get(&c)
                 .map(|cs| (c.clone(), cs.columns.iter().map(|col| (col.name.clone(), col.data_type.clone())).collect()))
         });
-        let reads: Vec<String> = graph
-            .deps
-            .get(name)
-            .map(|ds| {
-                ds.iter()
-                    .map(|d| match d {
-                        Dep::Dataset(n) | Dep::Rule(n) => n.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let reads: Vec<String> =
+            graph.deps.get(name).map(|ds| ds.iter().map(|d| d.name().to_string()).collect()).unwrap_or_default();
         let read_by: Vec<String> = graph
             .deps
             .iter()

@@ -23,18 +23,55 @@ pub(crate) struct Executed {
     pub(crate) artifact: String,
 }
 
-/// Everything one execution needs (moved into its task).
-pub(crate) struct Run {
-    pub(crate) ctx: SessionContext,
-    pub(crate) rule: String,
-    pub(crate) plan: Arc<crate::relplan::RelPlan>,
-    pub(crate) spec: Arc<WorkspaceSpec>,
-    pub(crate) contract: Option<ContractSpec>,
+/// Where a rule's output goes: the store, under its key, with the
+/// provenance its footer and record carry (shared by both lanes: a planned
+/// rule and a merged union).
+pub(crate) struct Target {
     pub(crate) store: Store,
+    pub(crate) rule: String,
     pub(crate) key: String,
     pub(crate) signature: String,
     pub(crate) parts: Option<serde_json::Value>,
     pub(crate) cancel: Option<Arc<AtomicBool>>,
+}
+
+/// An object file written for a [`Target`], not yet in the store.
+pub(crate) struct Written {
+    pub(crate) footer: std::collections::BTreeMap<String, String>,
+    pub(crate) tmp: std::path::PathBuf,
+    pub(crate) rows: u64,
+}
+
+impl Target {
+    /// Stream `stream` into a new object file, batch by batch (nothing holds
+    /// the whole result), with the provenance footer; stops when cancelled.
+    pub(crate) async fn write(
+        &self,
+        stream: datafusion::physical_plan::SendableRecordBatchStream,
+    ) -> std::result::Result<Written, LowerError> {
+        let null = serde_json::Value::Null;
+        let footer = crate::store::footer_metadata(&self.key, &self.rule, self.parts.as_ref().unwrap_or(&null));
+        let tmp = self.store.tmp_path(".parquet");
+        let cancelled = || self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+        let rows =
+            relspec_exec::parquet::write_stream(&tmp, stream, &footer, cancelled).await.map_err(|e| match e {
+                WriteError::Stream(e) => lower::df_error(e, ErrorKind::Execution),
+                WriteError::Write(diag) => LowerError { diag, pos: None },
+                WriteError::Cancelled => {
+                    LowerError { diag: Diag::new(ErrorKind::Execution("cancelled".into())), pos: None }
+                }
+            })?;
+        Ok(Written { footer, tmp, rows })
+    }
+}
+
+/// Everything one execution needs (moved into its task).
+pub(crate) struct Run {
+    pub(crate) ctx: SessionContext,
+    pub(crate) to: Target,
+    pub(crate) plan: Arc<crate::relplan::RelPlan>,
+    pub(crate) spec: Arc<WorkspaceSpec>,
+    pub(crate) contract: Option<ContractSpec>,
     pub(crate) partition_by: Vec<String>,
     /// `incremental = { by }` and the tables the rule reads (to check it).
     pub(crate) incremental: Option<(String, Vec<String>)>,
@@ -42,14 +79,15 @@ pub(crate) struct Run {
 
 /// Execute one rule and store its output; nothing is published here.
 pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerError> {
-    let Run { ctx, rule, plan, spec, contract, store, key, signature, parts, cancel, partition_by, incremental } = run;
+    let Run { ctx, to, plan, spec, contract, partition_by, incremental } = run;
     let (ctx, contract) = (&ctx, contract.as_ref());
     let t = Instant::now();
     let lowered = relspec_exec::planner::prepare(ctx, &spec, &plan, contract).await?;
     let have: Vec<&str> = lowered.df.schema().fields().iter().map(|f| f.name().as_str()).collect();
     lower::check_partition_by(&have, &partition_by).map_err(|diag| LowerError { diag, pos: None })?;
     if let Some((by, reads)) = &incremental {
-        relspec_exec::distributive::check_declaration(by, &lowered.body, &spec, reads)
+        let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
+        relspec_exec::distributive::check_declaration(by, &lowered.body, &spec, &reads)
             .map_err(|diag| LowerError { diag, pos: None })?;
     }
     let (mut snaps, physical) =
@@ -57,40 +95,26 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
     let schema = physical.schema();
     let stream = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())
         .map_err(|e| lower::df_error(e, ErrorKind::Execution))?;
-    // Stream the sorted result into the object file, batch by batch: the sort
-    // spills through the memory pool, nothing holds the whole result.
-    let footer = crate::store::footer_metadata(&key, &rule, parts.as_ref().unwrap_or(&serde_json::Value::Null));
-    let tmp = store.tmp_path(".parquet");
-    let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
-    let rows = relspec_exec::parquet::write_stream(&tmp, stream, &footer, cancelled).await.map_err(|e| match e {
-        WriteError::Stream(e) => lower::df_error(e, ErrorKind::Execution),
-        WriteError::Write(diag) => LowerError { diag, pos: None },
-        WriteError::Cancelled => LowerError { diag: Diag::new(ErrorKind::Execution("cancelled".into())), pos: None },
-    })?;
+    // The sort spills through the memory pool while the result streams out.
+    let written = to.write(stream).await?;
     snaps.physical_metrics = Some(render_physical(physical.as_ref(), true));
-    let checks = data_checks(ctx, contract, &tmp).await?;
+    let checks = data_checks(ctx, contract, &written.tmp).await?;
     let lineage = crate::lineage::of_plan(&lowered.body);
     #[cfg(feature = "substrait")]
     let (substrait, substrait_unsupported) =
-        match crate::substrait::write(ctx, &store, &key, lowered.df.logical_plan()).await {
+        match crate::substrait::write(ctx, &to.store, &to.key, lowered.df.logical_plan()).await {
             Ok(rel) => (Some(rel), None),
             Err(e) => {
-                tracing::warn!(rule = rule.as_str(), "no Substrait plan: {e}");
+                tracing::warn!(rule = to.rule.as_str(), "no Substrait plan: {e}");
                 (None, Some(e.to_string()))
             }
         };
     #[cfg(not(feature = "substrait"))]
     let (substrait, substrait_unsupported): (Option<String>, Option<String>) = (None, None);
     store_output(Output {
-        store,
-        rule,
-        key,
-        signature,
-        parts,
-        footer,
-        tmp,
+        to,
+        written,
         schema,
-        rows,
         checks,
         plans: snaps,
         lineage,
@@ -150,15 +174,9 @@ pub(crate) async fn data_checks(
 
 /// A written object and what describes it, to be stored and recorded.
 pub(crate) struct Output {
-    pub(crate) store: Store,
-    pub(crate) rule: String,
-    pub(crate) key: String,
-    pub(crate) signature: String,
-    pub(crate) parts: Option<serde_json::Value>,
-    pub(crate) footer: std::collections::BTreeMap<String, String>,
-    pub(crate) tmp: std::path::PathBuf,
+    pub(crate) to: Target,
+    pub(crate) written: Written,
     pub(crate) schema: datafusion::arrow::datatypes::SchemaRef,
-    pub(crate) rows: u64,
     pub(crate) checks: Vec<crate::contracts::CheckResult>,
     pub(crate) plans: crate::engine::PlanSnapshots,
     pub(crate) lineage: crate::lineage::RuleLineage,
@@ -172,15 +190,9 @@ pub(crate) struct Output {
 /// Put the object in the store, record it and write its artifact.
 pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, LowerError> {
     let Output {
-        store,
-        rule,
-        key,
-        signature,
-        parts,
-        footer,
-        tmp,
+        to,
+        written,
         schema,
-        rows,
         checks,
         plans,
         lineage,
@@ -190,6 +202,7 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         merged_from,
         started,
     } = o;
+    let (Target { store, rule, key, signature, parts, .. }, Written { footer, tmp, rows }) = (to, written);
     let elapsed = started.elapsed().as_millis() as u64;
     let (store2, key2) = (store.clone(), key.clone());
     let from = crate::store::Provenance {

@@ -418,7 +418,7 @@ impl Scheduler {
             && let Some(run) = self.union_run(p, name, &key, &parts).map_err(StartError::Fatal)?
         {
             self.spawn(name, async move {
-                let rule = run.rule.clone();
+                let rule = run.to.rule.clone();
                 (rule, union::execute_union(run).await)
             });
             return Ok(());
@@ -460,30 +460,20 @@ impl Scheduler {
         let contract = pl.contract_of(job.decl.def.produces.as_ref());
         let run = execute::Run {
             ctx: pl.ctx().clone(),
-            rule: name.to_string(),
+            to: self.target(name, &key, &parts),
             plan,
             spec: self.spec.clone(),
             contract,
-            store: self.store.clone(),
-            key,
-            signature: parts.signature.clone(),
-            parts: serde_json::to_value(&parts).ok(),
-            cancel: self.cancel.clone(),
             partition_by: job.decl.def.partition_by.clone(),
-            incremental: job.decl.def.incremental.clone().map(|by| {
-                (
-                    by,
-                    job.deps
-                        .iter()
-                        .map(|d| match d {
-                            Dep::Dataset(n) | Dep::Rule(n) => n.clone(),
-                        })
-                        .collect(),
-                )
-            }),
+            incremental: job
+                .decl
+                .def
+                .incremental
+                .clone()
+                .map(|by| (by, job.deps.iter().map(|d| d.name().to_string()).collect())),
         };
         self.spawn(name, async move {
-            let rule = run.rule.clone();
+            let rule = run.to.rule.clone();
             (rule, execute::execute(run).await)
         });
         Ok(())
@@ -556,20 +546,27 @@ impl Scheduler {
         let previous = self.previous_union(name, &branches, &hashes, &schema, union::reads_views(pl.ctx()));
         Ok(Some(union::UnionRun {
             ctx: pl.ctx().clone(),
-            rule: name.to_string(),
             branches,
             schemas,
             schema,
             hashes,
             previous,
             contract: pl.contract_of(job.decl.def.produces.as_ref()),
+            partition_by: job.decl.def.partition_by.clone(),
+            to: self.target(name, key, parts),
+        }))
+    }
+
+    /// Where rule `name`'s output goes (store, key, provenance, cancellation).
+    fn target(&self, name: &str, key: &str, parts: &crate::db::KeyParts) -> execute::Target {
+        execute::Target {
             store: self.store.clone(),
+            rule: name.to_string(),
             key: key.to_string(),
             signature: parts.signature.clone(),
             parts: serde_json::to_value(parts).ok(),
             cancel: self.cancel.clone(),
-            partition_by: job.decl.def.partition_by.clone(),
-        }))
+        }
     }
 
     /// Record a finished run.

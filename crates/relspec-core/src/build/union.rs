@@ -18,12 +18,11 @@
 //! DataFusion lane writes for the same rule (same schema, rows, order and
 //! writer), so which lane built an output never changes a key or a byte.
 
-use super::execute::Executed;
+use super::execute::{Executed, Target};
 use crate::engine::PlanSnapshots;
 use crate::error::{Diag, ErrorKind};
 use crate::lineage::{ColumnLineage, How, RuleLineage, Source};
 use crate::relplan::{PStep, RelNode, RelPlan};
-use crate::store::Store;
 use crate::workspace::ContractSpec;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::arrow::compute::{SortOptions, interleave};
@@ -36,10 +35,8 @@ use datafusion::parquet::arrow::arrow_reader::{
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use relspec_exec::lower::{self, LowerError};
-use relspec_exec::parquet::WriteError;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Rows per merged batch.
@@ -123,7 +120,6 @@ pub(crate) fn changed_branches(merged_from: &[(String, String)], now: &[(String,
 /// Everything a merge needs (moved into its task).
 pub(crate) struct UnionRun {
     pub(crate) ctx: SessionContext,
-    pub(crate) rule: String,
     /// Branch rule names and their stored objects, in union order.
     pub(crate) branches: Vec<(String, PathBuf)>,
     /// The objects' schemas and the union's (see [`union_schema`]).
@@ -134,12 +130,8 @@ pub(crate) struct UnionRun {
     /// Start from the previous output instead of every branch.
     pub(crate) previous: Option<Previous>,
     pub(crate) contract: Option<ContractSpec>,
-    pub(crate) store: Store,
-    pub(crate) key: String,
-    pub(crate) signature: String,
-    pub(crate) parts: Option<serde_json::Value>,
-    pub(crate) cancel: Option<Arc<AtomicBool>>,
     pub(crate) partition_by: Vec<String>,
+    pub(crate) to: Target,
 }
 
 fn fail(diag: Diag) -> LowerError {
@@ -371,10 +363,7 @@ impl Merge {
             self.sift_down(0);
         }
         if picks.is_empty() {
-            if self.heap.is_empty() {
-                return Ok(None);
-            }
-            return Ok(Some(RecordBatch::new_empty(self.schema.clone())));
+            return Ok(None);
         }
         let columns: Vec<ArrayRef> = (0..self.schema.fields().len())
             .map(|k| {
@@ -409,22 +398,7 @@ fn next_non_empty(reader: &mut ParquetRecordBatchReader) -> Result<Option<Record
 
 /// Merge the branches into an object, check the contract, store and record it.
 pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError> {
-    let UnionRun {
-        ctx,
-        rule,
-        branches,
-        schemas,
-        schema,
-        hashes,
-        previous,
-        contract,
-        store,
-        key,
-        signature,
-        parts,
-        cancel,
-        partition_by,
-    } = run;
+    let UnionRun { ctx, branches, schemas, schema, hashes, previous, contract, partition_by, to } = run;
     let t = Instant::now();
     let all: Vec<PathBuf> = branches.iter().map(|(_, p)| p.clone()).collect();
     // Sources: every branch, or the previous output less the changed
@@ -469,16 +443,10 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
         Err(e) => Some(Err(datafusion::error::DataFusionError::Execution(e.diag.kind.to_string()))),
     });
     let stream = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(iter)));
-    let footer = crate::store::footer_metadata(&key, &rule, parts.as_ref().unwrap_or(&serde_json::Value::Null));
-    let tmp = store.tmp_path(".parquet");
-    let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
-    let rows = relspec_exec::parquet::write_stream(&tmp, stream, &footer, cancelled).await.map_err(|e| match e {
-        WriteError::Stream(e) => lower::df_error(e, ErrorKind::Execution),
-        WriteError::Write(diag) => fail(diag),
-        WriteError::Cancelled => fail(Diag::new(ErrorKind::Execution("cancelled".into()))),
-    })?;
+    let written = to.write(stream).await?;
+    let rows = written.rows;
     tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, rows, "union: merged and written");
-    let checks = super::execute::data_checks(&ctx, contract.as_ref(), &tmp).await?;
+    let checks = super::execute::data_checks(&ctx, contract.as_ref(), &written.tmp).await?;
     let elapsed = t.elapsed().as_millis() as u64;
     let names: Vec<&str> = branches.iter().map(|(n, _)| n.as_str()).collect();
     let lineage = lineage_of(&schema, &schemas, &names);
@@ -494,15 +462,9 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
         sql: None,
     };
     super::execute::store_output(super::execute::Output {
-        store,
-        rule,
-        key,
-        signature,
-        parts,
-        footer,
-        tmp,
+        to,
+        written,
         schema,
-        rows,
         checks,
         plans,
         lineage,
