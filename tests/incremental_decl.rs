@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 const RULES: &str = r#"
 [rules.ok_filter_join]
-sql = "SELECT c.callsite_id, d.def_id FROM cst_callsites AS c JOIN cst_defs AS d ON d.name = c.callee WHERE c.line > 0"
+sql = "SELECT c.lang, c.callsite_id, d.def_id FROM cst_callsites AS c JOIN cst_defs AS d ON d.name = c.callee WHERE c.line > 0"
 incremental = { by = "cst_callsites" }
 
 [rules.ok_aggregate_by_key]
@@ -28,7 +28,19 @@ steps = [{ filter = "line > 1" }, { select = ["callsite_id", "lang"] }]
 incremental = { by = "cst_callsites" }
 
 [rules.ok_union_both_read]
-sql = "SELECT callsite_id AS id FROM cst_callsites WHERE line > 2 UNION ALL SELECT callsite_id AS id FROM cst_callsites WHERE line < 2"
+sql = "SELECT lang, callsite_id AS id FROM cst_callsites WHERE line > 2 UNION ALL SELECT lang, callsite_id AS id FROM cst_callsites WHERE line < 2"
+incremental = { by = "cst_callsites" }
+
+[rules.ok_by_rule]
+sql = "SELECT lang, count(*) AS n FROM ok_pipeline GROUP BY lang"
+incremental = { by = "ok_pipeline" }
+
+[rules.bad_key_not_in_output]
+sql = "SELECT callsite_id FROM cst_callsites"
+incremental = { by = "cst_callsites" }
+
+[rules.bad_key_computed]
+sql = "SELECT upper(lang) AS lang, callsite_id FROM cst_callsites"
 incremental = { by = "cst_callsites" }
 
 [rules.bad_aggregate]
@@ -97,6 +109,7 @@ fn each_class_is_accepted_or_rejected_with_its_reason() {
         "ok_window_by_file",
         "ok_pipeline",
         "ok_union_both_read",
+        "ok_by_rule",
         "ok_sql_header",
     ] {
         assert!(!errors.contains_key(ok), "{ok} is distributive: {:?}", errors.get(ok));
@@ -108,9 +121,11 @@ fn each_class_is_accepted_or_rejected_with_its_reason() {
         ("bad_outer_join", "a left join keeps rows of the other side"),
         ("bad_union_branch", "a UNION branch does not read it"),
         ("bad_window", "a window partitions by nothing"),
-        ("bad_no_key", "which does not include the partition key"),
+        ("bad_no_key", "`cst_defs` has no partitions"),
+        ("bad_key_not_in_output", "its output has no column `lang` copied from `cst_callsites`"),
+        ("bad_key_computed", "its output has no column `lang` copied from `cst_callsites`"),
         ("bad_not_read", "but it does not read `cst_callsite`"),
-        ("bad_by_rule", "`calls` is a rule, not a dataset"),
+        ("bad_by_rule", "`calls` is a rule that is not itself incremental"),
         ("bad_subquery", "a subquery reads it"),
     ];
     for (rule, why) in expect {
@@ -122,7 +137,7 @@ fn each_class_is_accepted_or_rejected_with_its_reason() {
         assert!(e["line"].as_u64().is_some(), "{rule}: located");
     }
     assert_eq!(errors["bad_not_read"]["help"], "did you mean `cst_callsites`?");
-    assert!(errors["bad_no_key"]["help"].as_str().unwrap().contains("`cst_defs` has no partition column"));
+    assert!(errors["bad_no_key"]["help"].as_str().unwrap().contains("hive directories"));
     assert!(
         errors["bad_aggregate"]["help"].as_str().unwrap().contains("the partition key of `cst_callsites` is `lang`")
     );

@@ -60,6 +60,40 @@ pub struct Artifact {
     /// of the objects merged (the next merge starts from this output).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<(String, String)>,
+    /// An incremental rule (`incremental = { by }`): its partitions, and
+    /// what the next build needs to recompute only the changed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<PartitionState>,
+}
+
+/// The partitions of an incremental rule's output, as one build left them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The partitioned input (`incremental = { by }`).
+    pub by: String,
+    /// The partition key columns (in the input and in the output).
+    pub key: Vec<String>,
+    /// When `by` is a dataset: each partition's fingerprint, by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fingerprints: BTreeMap<String, String>,
+    /// A partial build: the output it started from and the partitions
+    /// whose rows differ from it (a downstream rule incremental by this one
+    /// recomputes just these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+    /// Partitions computed by this build (all of them when it ran whole).
+    pub ran: Option<usize>,
+    /// Partitions of `by` (known when it is a dataset).
+    pub total: Option<usize>,
+}
+
+/// How a partially rebuilt output differs from the output it started from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// Content hash of the previous output.
+    pub from: String,
+    /// Ids of the partitions whose rows changed (added, edited or removed).
+    pub changed: Vec<String>,
 }
 
 /// One rule in a run. Reused rules carry only their key (their artifact is

@@ -389,10 +389,46 @@ impl Project {
             .map_err(|d| self.locate_error(job, LowerError { diag: d, pos: None }))?;
         if let Some(by) = &job.decl.def.incremental {
             let reads: Vec<&str> = job.deps.iter().map(Dep::name).collect();
-            relspec_exec::distributive::check_declaration(by, &lowered.body, planner.spec(), &reads)
+            relspec_exec::distributive::check_declaration(by, &lowered.body, self.by_input(by), &reads)
                 .map_err(|d| self.locate_error(job, LowerError { diag: d, pos: None }))?;
         }
         Ok(lowered)
+    }
+
+    /// What an `incremental = { by }` declaration names: a dataset and its
+    /// partition key, or a rule and (if it is incremental itself) the key it
+    /// inherits from its own `by`.
+    pub fn by_input(&self, by: &str) -> Option<relspec_exec::distributive::ByInput> {
+        use relspec_exec::distributive::{ByInput, partition_key};
+        let spec = self.spec().ok()?;
+        let mut name = by.to_string();
+        // Follow rules' declarations down to a dataset (bounded: a cycle is a static error).
+        for depth in 0..64 {
+            if let Some(key) = partition_key(&spec, &name) {
+                return Some(if depth == 0 { ByInput::Dataset(key) } else { ByInput::Rule(key) });
+            }
+            match self.decl(&name)?.def.incremental.clone() {
+                Some(next) => name = next,
+                None => return Some(ByInput::PlainRule),
+            }
+        }
+        None
+    }
+
+    /// Each partition of dataset `name` (see `relspec_db::datasets::partitions`).
+    pub fn dataset_partitions(&self, name: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        let spec = self.spec()?;
+        let ds =
+            spec.datasets.get(name).ok_or_else(|| Diag::new(ErrorKind::Internal(format!("no dataset `{name}`"))))?;
+        match self.ws.datasets(&self.db).get(name) {
+            Some(Ok(files)) => {
+                let pairs: Vec<(String, String)> =
+                    files.iter().map(|f| (f.path(&self.db).clone(), f.hash(&self.db).clone())).collect();
+                Ok(relspec_db::datasets::partitions(ds, &pairs))
+            }
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(Diag::new(ErrorKind::Internal(format!("dataset `{name}` is not loaded")))),
+        }
     }
 
     /// A planner on a fresh session of the engine.

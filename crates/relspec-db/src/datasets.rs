@@ -146,3 +146,54 @@ pub fn fingerprint(spec: &DatasetSpec, files: &[(String, String)]) -> String {
     }
     h.map("files", files.iter().map(|(p, c)| (p.as_str(), c.as_str()))).finish()
 }
+
+/// Separates the values of a multi-column partition id.
+pub const PARTITION_ID_SEP: char = '\u{1f}';
+
+/// The partition a dataset file belongs to: its path for a source's table,
+/// the values of the hive columns in its path (`lang=python/...` ->
+/// `python`; several columns joined by [`PARTITION_ID_SEP`]) for a hive
+/// dataset, `None` for a plain dataset. The id equals the partition key
+/// columns' values as text, which is how rows are matched to it.
+pub fn partition_id(spec: &DatasetSpec, path: &str) -> Option<String> {
+    if spec.extract.is_some() {
+        return Some(path.to_string());
+    }
+    if spec.scan.partition_cols.is_empty() {
+        return None;
+    }
+    let values: Vec<&str> = spec
+        .scan
+        .partition_cols
+        .iter()
+        .map(|(col, _)| {
+            path.split('/')
+                .find_map(|seg| seg.strip_prefix(col.as_str()).and_then(|r| r.strip_prefix('=')))
+                .unwrap_or("")
+        })
+        .collect();
+    Some(values.join(&PARTITION_ID_SEP.to_string()))
+}
+
+/// Each partition of a dataset and its fingerprint (the dataset's format,
+/// scan options and schema, and its files' paths and content hashes), by
+/// partition id. Empty for a plain dataset.
+pub fn partitions(spec: &DatasetSpec, files: &[(String, String)]) -> std::collections::BTreeMap<String, String> {
+    let mut groups: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for (p, c) in files {
+        if let Some(id) = partition_id(spec, p) {
+            groups.entry(id).or_default().push((p.clone(), c.clone()));
+        }
+    }
+    let base = fingerprint(spec, &[]);
+    groups
+        .into_iter()
+        .map(|(id, fs)| {
+            let fp = KeyHasher::new("relspec/partition/v1")
+                .field("dataset", &base)
+                .map("files", fs.iter().map(|(p, c)| (p.as_str(), c.as_str())))
+                .finish();
+            (id, fp)
+        })
+        .collect()
+}

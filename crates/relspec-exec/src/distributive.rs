@@ -227,10 +227,11 @@ fn walk_child(plan: &LogicalPlan, input: &str, key: &[String]) -> Result<(), Not
     }
 }
 
-/// The partition key of a partitioned input: `file` for a source's table
-/// (one partition per source file), the hive columns of a dataset with
-/// `partition_cols`, none for a plain multi-file dataset (one partition
-/// per file, no column names it).
+/// The partition key of a dataset: `file` for a source's table (one
+/// partition per source file), the hive columns of a dataset with
+/// `partition_cols` (one partition per directory), none for a plain
+/// dataset (it cannot be partitioned: no column names a file). `None` when
+/// `input` is not a dataset.
 pub fn partition_key(spec: &relspec_spec::workspace::WorkspaceSpec, input: &str) -> Option<Vec<String>> {
     let ds = spec.datasets.get(input)?;
     if ds.extract.is_some() {
@@ -239,40 +240,68 @@ pub fn partition_key(spec: &relspec_spec::workspace::WorkspaceSpec, input: &str)
     Some(ds.scan.partition_cols.iter().map(|(c, _)| c.clone()).collect())
 }
 
+/// The partitioned input of a declaration, as the caller resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ByInput {
+    /// A dataset, with its partition key (empty: not partitioned).
+    Dataset(Vec<String>),
+    /// A rule that is itself incremental, with its partition key.
+    Rule(Vec<String>),
+    /// A rule that is not declared incremental.
+    PlainRule,
+}
+
 /// Check a rule's `incremental = { by = "input" }` declaration against its
 /// plan (`body`, before the total output sort); `reads` are the tables the
-/// rule reads. The error names the construct that breaks distributivity.
+/// rule reads and `input` what `by` names. The error names the construct
+/// that breaks distributivity. Besides distributing, the output must carry
+/// the partition key as columns copied from `by` (that is how a partition's
+/// rows are found in the previous output and replaced).
 pub fn check_declaration(
     by: &str,
     body: &LogicalPlan,
-    spec: &relspec_spec::workspace::WorkspaceSpec,
+    input: Option<ByInput>,
     reads: &[&str],
 ) -> Result<(), relspec_spec::error::Diag> {
     use relspec_spec::error::{Diag, ErrorKind};
     let decl = format!("the rule declares `incremental = {{ by = \"{by}\" }}`");
+    let invalid = |m: String| Diag::new(ErrorKind::Invalid(format!("{decl}, but {m}")));
     if !reads.contains(&by) {
-        let mut d = Diag::new(ErrorKind::Invalid(format!("{decl}, but it does not read `{by}`")));
+        let mut d = invalid(format!("it does not read `{by}`"));
         if let Some(s) = relspec_spec::suggest::suggest(by, reads) {
             d = d.with_help(format!("did you mean `{s}`?"));
         }
         return Err(d);
     }
-    let Some(key) = partition_key(spec, by) else {
-        return Err(Diag::new(ErrorKind::Invalid(format!("{decl}, but `{by}` is a rule, not a dataset")))
-            .with_help("partitions are a dataset's files (or hive partitions, or a source's files); a UNION ALL of rules is merged per branch without a declaration"));
+    let key = match input {
+        Some(ByInput::Dataset(k) | ByInput::Rule(k)) if k.is_empty() => {
+            return Err(invalid(format!("`{by}` has no partitions")).with_help(
+                "partitions are a source's files or a dataset's hive directories (`[datasets.x.scan] partition_cols`)",
+            ));
+        }
+        Some(ByInput::Dataset(k)) | Some(ByInput::Rule(k)) => k,
+        Some(ByInput::PlainRule) | None => {
+            return Err(invalid(format!("`{by}` is a rule that is not itself incremental")).with_help(
+                "declare `incremental` on it too (its partitions are then this rule's), or read a dataset; a UNION ALL of rules is merged per branch without a declaration",
+            ));
+        }
     };
+    let key_text = key.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
     check(body, by, &key).map_err(|why| {
-        let key_text = if key.is_empty() {
-            format!("`{by}` has no partition column (one partition per file)")
-        } else {
-            format!(
-                "the partition key of `{by}` is {}",
-                key.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-            )
-        };
-        Diag::new(ErrorKind::Invalid(format!(
-            "{decl}, but its plan does not distribute over the partitions of `{by}`: {why}"
-        )))
-        .with_help(format!("{key_text}; remove the declaration to recompute the rule as a whole"))
-    })
+        invalid(format!("its plan does not distribute over the partitions of `{by}`: {why}")).with_help(format!(
+            "the partition key of `{by}` is {key_text}; remove the declaration to recompute the rule as a whole"
+        ))
+    })?;
+    let lineage = crate::lineage::of_plan(body);
+    for k in &key {
+        let copied = lineage.columns.iter().any(|c| {
+            c.name == *k && matches!(c.sources.as_slice(), [s] if s.table == by && s.column == *k && s.how == crate::lineage::How::Copied)
+        });
+        if !copied {
+            return Err(invalid(format!("its output has no column `{k}` copied from `{by}`")).with_help(format!(
+                "select `{by}`'s partition key ({key_text}) unchanged under its own name: a partition's rows are found by it when the partition changes"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -45,6 +45,8 @@ pub struct Planner {
     shared_scans: Option<usize>,
     /// How many registrations asked for each dataset.
     uses: HashMap<String, usize>,
+    /// Datasets never shared: rules read a few of their partitions.
+    unshared: HashSet<String>,
     /// Extracted rows of source tables, registered on first use.
     sources: HashMap<String, Vec<datafusion::arrow::array::RecordBatch>>,
 }
@@ -63,6 +65,7 @@ impl Planner {
             objects: HashMap::new(),
             shared_scans: None,
             uses: HashMap::new(),
+            unshared: HashSet::new(),
             sources: HashMap::new(),
         })
     }
@@ -73,6 +76,12 @@ impl Planner {
     /// same inputs.
     pub fn share_scans(&mut self, budget: usize) {
         self.shared_scans = Some(budget);
+    }
+
+    /// Keep dataset `name` file-backed for the rest of this build: a rule
+    /// reads only some of its partitions (a shared decode reads them all).
+    pub fn keep_unshared(&mut self, name: &str) {
+        self.unshared.insert(name.to_string());
     }
 
     /// Hand over a source table's extracted rows (before the first rule that
@@ -113,6 +122,7 @@ impl Planner {
             let extracted = self.spec.datasets.get(name).is_some_and(|d| d.extract.is_some());
             if *uses == 2
                 && !extracted
+                && !self.unshared.contains(name)
                 && let Some(left) = self.shared_scans.filter(|b| *b > 0)
             {
                 let shared = crate::registry::share_scan(&self.ctx, name, left).await?;

@@ -202,11 +202,23 @@ impl TableProvider for DatasetTable {
         self.current().scan_with_args(state, args).await
     }
 
+    /// At most `Inexact`: the answer is given at planning time, but the scan
+    /// may go to the swapped-in memory table, which applies no filter (an
+    /// `Exact` hive-partition filter of the file scan would be lost). The
+    /// filter stays above the scan; the file scan still prunes with it.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        self.current().supports_filters_pushdown(filters)
+        Ok(self
+            .current()
+            .supports_filters_pushdown(filters)?
+            .into_iter()
+            .map(|p| match p {
+                TableProviderFilterPushDown::Exact => TableProviderFilterPushDown::Inexact,
+                other => other,
+            })
+            .collect())
     }
 
     fn statistics(&self) -> Option<Statistics> {

@@ -21,6 +21,8 @@ pub(crate) struct Executed {
     pub(crate) kernels: Vec<KernelUse>,
     pub(crate) checks: Vec<crate::contracts::CheckResult>,
     pub(crate) artifact: String,
+    /// An incremental rule's partitions (how many ran).
+    pub(crate) partitions: Option<crate::bundle::PartitionState>,
 }
 
 /// Where a rule's output goes: the store, under its key, with the
@@ -73,8 +75,8 @@ pub(crate) struct Run {
     pub(crate) spec: Arc<WorkspaceSpec>,
     pub(crate) contract: Option<ContractSpec>,
     pub(crate) partition_by: Vec<String>,
-    /// `incremental = { by }` and the tables the rule reads (to check it).
-    pub(crate) incremental: Option<(String, Vec<String>)>,
+    /// `incremental = { by }`: its check, partitions and partial build.
+    pub(crate) incremental: Option<super::partitions::Incremental>,
 }
 
 /// Execute one rule and store its output; nothing is published here.
@@ -85,18 +87,58 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
     let lowered = relspec_exec::planner::prepare(ctx, &spec, &plan, contract).await?;
     let have: Vec<&str> = lowered.df.schema().fields().iter().map(|f| f.name().as_str()).collect();
     lower::check_partition_by(&have, &partition_by).map_err(|diag| LowerError { diag, pos: None })?;
-    if let Some((by, reads)) = &incremental {
-        let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
-        relspec_exec::distributive::check_declaration(by, &lowered.body, &spec, &reads)
+    let mut partitions = None;
+    let mut partial = None;
+    if let Some(inc) = incremental {
+        let reads: Vec<&str> = inc.reads.iter().map(String::as_str).collect();
+        relspec_exec::distributive::check_declaration(&inc.by, &lowered.body, inc.input.clone(), &reads)
             .map_err(|diag| LowerError { diag, pos: None })?;
+        partial = inc.partial.clone();
+        partitions = Some(inc.state.clone());
     }
-    let (mut snaps, physical) =
-        plan_with_snapshots(ctx, &lowered.df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+    let df = match (&partial, &partitions) {
+        (Some(pt), Some(state)) => {
+            let plan = super::partitions::restrict(lowered.df.logical_plan().clone(), &state.by, &state.key, &pt.run)
+                .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+            datafusion::dataframe::DataFrame::new(ctx.state(), plan)
+        }
+        _ => lowered.df.clone(),
+    };
+    let (mut snaps, physical) = plan_with_snapshots(ctx, &df).await.map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
     let schema = physical.schema();
-    let stream = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())
-        .map_err(|e| lower::df_error(e, ErrorKind::Execution))?;
-    // The sort spills through the memory pool while the result streams out.
-    let written = to.write(stream).await?;
+    let written = match (&partial, partitions.as_mut()) {
+        (Some(pt), Some(state)) => {
+            // The rule over the changed partitions only (a partition's share is
+            // small by design: held in memory), merged into the previous output.
+            let fresh = if pt.run.is_empty() {
+                vec![]
+            } else {
+                datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx())
+                    .await
+                    .map_err(|e| lower::df_error(e, ErrorKind::Execution))?
+            };
+            let (stream, cutoff) = super::partitions::merge_stream(schema.clone(), &state.key, pt, fresh)?;
+            let written = to.write(stream).await?;
+            let changed = cutoff.lock().ok().and_then(|mut c| c.take()).unwrap_or_else(|| pt.changed.clone());
+            state.delta =
+                Some(crate::bundle::Delta { from: pt.prev_data_hash.clone(), changed: changed.into_iter().collect() });
+            state.ran = Some(pt.run.len());
+            snaps.physical = format!(
+                "{}\nPartialMerge: previous output less {} partition(s) of `{}`, plus this plan's rows over {} of them",
+                snaps.physical,
+                pt.changed.len(),
+                state.by,
+                pt.run.len()
+            );
+            written
+        }
+        _ => {
+            let stream = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())
+                .map_err(|e| lower::df_error(e, ErrorKind::Execution))?;
+            // The sort spills through the memory pool while the result streams out.
+            to.write(stream).await?
+        }
+    };
     snaps.physical_metrics = Some(render_physical(physical.as_ref(), true));
     let checks = data_checks(ctx, contract, &written.tmp).await?;
     let lineage = crate::lineage::of_plan(&lowered.body);
@@ -122,6 +164,7 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         substrait,
         substrait_unsupported,
         merged_from: vec![],
+        partitions,
         started: t,
     })
     .await
@@ -184,6 +227,7 @@ pub(crate) struct Output {
     pub(crate) substrait: Option<String>,
     pub(crate) substrait_unsupported: Option<String>,
     pub(crate) merged_from: Vec<(String, String)>,
+    pub(crate) partitions: Option<crate::bundle::PartitionState>,
     pub(crate) started: Instant,
 }
 
@@ -200,6 +244,7 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         substrait,
         substrait_unsupported,
         merged_from,
+        partitions,
         started,
     } = o;
     let (Target { store, rule, key, signature, parts, .. }, Written { footer, tmp, rows }) = (to, written);
@@ -232,7 +277,8 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         bytes: record.bytes,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         merged_from,
+        partitions: partitions.clone(),
     };
     let artifact = crate::bundle::write_artifact(&store, &artifact).map_err(|diag| LowerError { diag, pos: None })?;
-    Ok(Executed { record, kernels, checks, artifact })
+    Ok(Executed { record, kernels, checks, artifact, partitions })
 }

@@ -16,6 +16,7 @@
 mod bundle_of;
 pub mod decide;
 mod execute;
+mod partitions;
 mod publish;
 mod state;
 mod union;
@@ -78,6 +79,22 @@ pub struct RuleReport {
     /// Data contract checks evaluated on the result (executed rules).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::contracts::CheckResult>,
+    /// An incremental rule that ran: how many partitions it computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<PartitionsRun>,
+}
+
+/// How much of an incremental rule one build computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionsRun {
+    /// The partitioned input.
+    pub by: String,
+    /// Partitions computed (`None`: all of them, the rule ran whole).
+    pub ran: Option<usize>,
+    /// Partitions of the input, when known (a dataset's).
+    pub total: Option<usize>,
+    /// Of the partitions computed, those whose rows changed.
+    pub changed: Option<usize>,
 }
 
 /// The result of a build.
@@ -446,6 +463,13 @@ impl Scheduler {
             };
             pl.provide_source(ds, relspec_extract::table_batches(&facts, x.table));
         }
+        let incremental = job.decl.def.incremental.as_ref().map(|by| {
+            let reads = job.deps.iter().map(|d| d.name().to_string()).collect();
+            partitions::plan(p, &self.store, &self.last, &self.records, name, by, reads, &parts)
+        });
+        if let Some(inc) = incremental.as_ref().filter(|i| i.partial.is_some()) {
+            pl.keep_unshared(&inc.by);
+        }
         let engine = pl.engine().clone();
         // Upstream rules are read from their stored objects.
         let (records, store) = (&self.records, &self.store);
@@ -465,12 +489,7 @@ impl Scheduler {
             spec: self.spec.clone(),
             contract,
             partition_by: job.decl.def.partition_by.clone(),
-            incremental: job
-                .decl
-                .def
-                .incremental
-                .clone()
-                .map(|by| (by, job.deps.iter().map(|d| d.name().to_string()).collect())),
+            incremental,
         };
         self.spawn(name, async move {
             let rule = run.to.rule.clone();
@@ -598,6 +617,20 @@ impl Scheduler {
                 r.content_hash = Some(ex.record.content_hash.clone());
                 r.kernels = ex.kernels;
                 r.checks = ex.checks;
+                if let Some(ps) = &ex.partitions {
+                    let run = PartitionsRun {
+                        by: ps.by.clone(),
+                        ran: ps.delta.as_ref().and(ps.ran),
+                        total: ps.total,
+                        changed: ps.delta.as_ref().map(|d| d.changed.len()),
+                    };
+                    r.reasons.push(match (run.ran, run.total) {
+                        (Some(n), Some(t)) => format!("recomputed {n} of {t} partitions of `{}`", run.by),
+                        (Some(n), None) => format!("recomputed {n} changed partition(s) of `{}`", run.by),
+                        (None, _) => format!("computed every partition of `{}`", run.by),
+                    });
+                    r.partitions = Some(run);
+                }
                 self.artifacts.insert(name.clone(), ex.artifact);
                 self.last.rules.insert(name.clone(), LastEntry::new(&ex.record));
                 self.last_dirty = true;
@@ -640,6 +673,7 @@ fn skipped(name: &str, reason: String) -> RuleReport {
         kernels: vec![],
         error: None,
         checks: vec![],
+        partitions: None,
     }
 }
 

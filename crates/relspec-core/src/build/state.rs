@@ -18,9 +18,9 @@ pub(crate) struct LastBuilt {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct LastEntry {
     pub(crate) key: String,
-    content_hash: String,
+    pub(crate) content_hash: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    data_hash: String,
+    pub(crate) data_hash: String,
     rows: u64,
     bytes: u64,
 }

@@ -134,11 +134,11 @@ pub(crate) struct UnionRun {
     pub(crate) to: Target,
 }
 
-fn fail(diag: Diag) -> LowerError {
+pub(crate) fn fail(diag: Diag) -> LowerError {
     LowerError { diag, pos: None }
 }
 
-fn internal(e: impl std::fmt::Display) -> LowerError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> LowerError {
     fail(Diag::new(ErrorKind::Execution(e.to_string())))
 }
 
@@ -200,9 +200,96 @@ pub(crate) fn reads_views(ctx: &SessionContext) -> bool {
     ctx.state().config_options().execution.parquet.schema_force_view_types
 }
 
-/// One branch's reader and its current batch.
+/// Where a merge source's batches come from.
+pub(crate) enum Feed {
+    /// A stored object.
+    File(ParquetRecordBatchReader),
+    /// Batches in memory (a partial run's rows).
+    Batches(std::vec::IntoIter<RecordBatch>),
+}
+
+impl Feed {
+    /// The next batch with rows, if any.
+    pub(crate) fn next_non_empty(&mut self) -> Result<Option<RecordBatch>, LowerError> {
+        match self {
+            Feed::File(reader) => next_non_empty(reader),
+            Feed::Batches(it) => Ok(it.find(|b| b.num_rows() > 0)),
+        }
+    }
+}
+
+/// Open stored objects as merge feeds with their first batches decoded (in parallel).
+pub(crate) fn open_files(
+    paths: &[PathBuf],
+    schemas: &[SchemaRef],
+) -> Result<Vec<(Feed, Option<RecordBatch>)>, LowerError> {
+    use rayon::prelude::*;
+    paths
+        .par_iter()
+        .zip(schemas)
+        .map(|(p, branch_schema)| {
+            let f = std::fs::File::open(p).map_err(internal)?;
+            let opts = ArrowReaderOptions::new().with_schema(branch_schema.clone());
+            let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(f, opts)
+                .and_then(|b| b.with_batch_size(BATCH).build())
+                .map_err(internal)?;
+            let mut feed = Feed::File(reader);
+            let first = feed.next_non_empty()?;
+            Ok((feed, first))
+        })
+        .collect()
+}
+
+/// Rows of one source that a merge leaves out: those whose partition key
+/// (columns `cols`, as text) is one of `ids`. What it leaves out is hashed
+/// per partition, in order, to tell which partitions' rows changed.
+pub(crate) struct Retract {
+    pub(crate) cols: Vec<usize>,
+    pub(crate) ids: std::collections::HashSet<String>,
+    pub(crate) hashes: std::collections::HashMap<String, blake3::Hasher>,
+}
+
+/// The partition id of each row: the key columns as text (nulls as empty),
+/// joined by the id separator.
+pub(crate) fn partition_ids(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<String>, LowerError> {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::DataType;
+    let texts: Vec<ArrayRef> = cols
+        .iter()
+        .map(|&c| datafusion::arrow::compute::cast(batch.column(c), &DataType::Utf8))
+        .collect::<Result<_, _>>()
+        .map_err(internal)?;
+    let texts: Vec<&StringArray> =
+        texts.iter().map(|a| a.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")).collect();
+    let sep = relspec_db::datasets::PARTITION_ID_SEP.to_string();
+    Ok((0..batch.num_rows())
+        .map(|r| {
+            let parts: Vec<&str> = texts.iter().map(|a| if a.is_null(r) { "" } else { a.value(r) }).collect();
+            parts.join(&sep)
+        })
+        .collect())
+}
+
+/// Add `rows`' bytes to the hash of their partition.
+pub(crate) fn hash_rows(
+    hashes: &mut std::collections::HashMap<String, blake3::Hasher>,
+    ids: &[String],
+    rows: &Rows,
+    pick: impl Fn(usize) -> bool,
+) {
+    for (r, id) in ids.iter().enumerate() {
+        if pick(r) {
+            let row = rows.row(r);
+            let h = hashes.entry(id.clone()).or_default();
+            h.update(&(row.as_ref().len() as u64).to_le_bytes());
+            h.update(row.as_ref());
+        }
+    }
+}
+
+/// One source's feed and its current batch.
 struct Cursor {
-    reader: ParquetRecordBatchReader,
+    reader: Feed,
     /// Index of the current batch in `Merge::held`.
     slot: usize,
     rows: Rows,
@@ -212,9 +299,11 @@ struct Cursor {
 /// The k-way merge as an iterator of output batches. Sources marked as
 /// removals take one equal row out of the output per row of theirs (they
 /// sort before additions of an equal row, so the removal is seen first).
-struct Merge {
+pub(crate) struct Merge {
     /// Per source: its rows are removed from the output.
     removes: Vec<bool>,
+    /// A source whose rows of some partitions are left out (its index).
+    retract: Option<(usize, Retract)>,
     /// The row being removed and how many more copies of it to drop.
     dropping: Option<(Vec<u8>, usize)>,
     schema: SchemaRef,
@@ -234,43 +323,62 @@ impl Merge {
         schemas: &[SchemaRef],
         removes: Vec<bool>,
     ) -> Result<Merge, LowerError> {
-        let fields = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                SortField::new_with_options(f.data_type().clone(), SortOptions { descending: false, nulls_first: true })
-            })
-            .collect();
-        let conv = RowConverter::new(fields).map_err(internal)?;
         // Opening a reader parses the file's footer, and its first batch is
         // decoded right away: both in parallel.
-        use rayon::prelude::*;
-        let opened: Vec<(ParquetRecordBatchReader, Option<RecordBatch>)> = paths
-            .par_iter()
-            .zip(schemas)
-            .map(|(p, branch_schema)| {
-                let f = std::fs::File::open(p).map_err(internal)?;
-                let opts = ArrowReaderOptions::new().with_schema(branch_schema.clone());
-                let mut reader = ParquetRecordBatchReaderBuilder::try_new_with_options(f, opts)
-                    .and_then(|b| b.with_batch_size(BATCH).build())
-                    .map_err(internal)?;
-                let first = next_non_empty(&mut reader)?;
-                Ok((reader, first))
-            })
-            .collect::<Result<_, _>>()?;
-        let mut m =
-            Merge { removes, dropping: None, schema, conv, cursors: Vec::new(), held: Vec::new(), heap: Vec::new() };
-        m.cursors.resize_with(opened.len(), || None);
-        for (i, (reader, first)) in opened.into_iter().enumerate() {
-            if let Some(b) = first {
-                m.hold(i, reader, b)?;
-                m.heap.push(i);
+        let opened = open_files(paths, schemas)?;
+        Merge::of_feeds(schema, opened, removes, None)
+    }
+
+    /// A merge of `feeds` (each with its first batch), leaving out what `retract` says.
+    pub(crate) fn of_feeds(
+        schema: SchemaRef,
+        feeds: Vec<(Feed, Option<RecordBatch>)>,
+        removes: Vec<bool>,
+        retract: Option<(usize, Retract)>,
+    ) -> Result<Merge, LowerError> {
+        let conv = row_converter(&schema)?;
+        let mut m = Merge {
+            removes,
+            retract,
+            dropping: None,
+            schema,
+            conv,
+            cursors: Vec::new(),
+            held: Vec::new(),
+            heap: Vec::new(),
+        };
+        m.cursors.resize_with(feeds.len(), || None);
+        for (i, (mut feed, first)) in feeds.into_iter().enumerate() {
+            let mut next = first;
+            // A source whose first batches are wholly retracted moves on.
+            while let Some(b) = next {
+                if m.hold(i, feed, b)? {
+                    m.heap.push(i);
+                    break;
+                }
+                let Some(c) = m.cursors[i].take() else { unreachable!("held") };
+                feed = c.reader;
+                next = feed.next_non_empty()?;
             }
         }
         for k in (0..m.heap.len() / 2).rev() {
             m.sift_down(k);
         }
         Ok(m)
+    }
+
+    /// The retracted rows' hashes per partition (after the merge ran).
+    pub(crate) fn retracted(&mut self) -> Option<Retract> {
+        self.retract.take().map(|(_, r)| r)
+    }
+
+    /// The output batches, as an iterator.
+    pub(crate) fn into_iter(mut self) -> impl Iterator<Item = datafusion::error::Result<RecordBatch>> {
+        std::iter::from_fn(move || match self.next_batch() {
+            Ok(Some(b)) => Some(Ok(b)),
+            Ok(None) => None,
+            Err(e) => Some(Err(datafusion::error::DataFusionError::Execution(e.diag.kind.to_string()))),
+        })
     }
 
     /// Whether branch `a`'s current row sorts before branch `b`'s.
@@ -302,31 +410,49 @@ impl Merge {
         }
     }
 
-    /// Read branch `i`'s next non-empty batch; false when the branch is done.
-    fn load(&mut self, i: usize, mut reader: ParquetRecordBatchReader) -> Result<bool, LowerError> {
-        match next_non_empty(&mut reader)? {
-            None => {
-                self.cursors[i] = None;
-                Ok(false)
-            }
-            Some(b) => {
-                self.hold(i, reader, b)?;
-                Ok(true)
+    /// Read source `i`'s next batch with rows left; false when the source is done.
+    fn load(&mut self, i: usize, mut reader: Feed) -> Result<bool, LowerError> {
+        loop {
+            match reader.next_non_empty()? {
+                None => {
+                    self.cursors[i] = None;
+                    return Ok(false);
+                }
+                Some(b) => {
+                    if self.hold(i, reader, b)? {
+                        return Ok(true);
+                    }
+                    let Some(c) = self.cursors[i].take() else { unreachable!("held") };
+                    reader = c.reader;
+                }
             }
         }
     }
 
-    /// Make `b` branch `i`'s current batch.
-    fn hold(&mut self, i: usize, reader: ParquetRecordBatchReader, b: RecordBatch) -> Result<(), LowerError> {
+    /// Make `b` source `i`'s current batch (less its retracted rows);
+    /// false when nothing of it is left (the cursor holds the feed).
+    fn hold(&mut self, i: usize, reader: Feed, b: RecordBatch) -> Result<bool, LowerError> {
         // The branch's own column names; the union's are the first branch's.
-        let b = RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()).map_err(internal)?;
+        let mut b = RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()).map_err(internal)?;
+        if let Some((src, r)) = self.retract.as_mut().filter(|(src, _)| *src == i) {
+            let _ = src;
+            let ids = partition_ids(&b, &r.cols)?;
+            let out: Vec<bool> = ids.iter().map(|id| r.ids.contains(id)).collect();
+            if out.iter().any(|&o| o) {
+                let rows = self.conv.convert_columns(b.columns()).map_err(internal)?;
+                hash_rows(&mut r.hashes, &ids, &rows, |k| out[k]);
+                let keep = datafusion::arrow::array::BooleanArray::from(out.iter().map(|o| !o).collect::<Vec<_>>());
+                b = datafusion::arrow::compute::filter_record_batch(&b, &keep).map_err(internal)?;
+            }
+        }
         let rows = self.conv.convert_columns(b.columns()).map_err(internal)?;
+        let any = b.num_rows() > 0;
         self.held.push(b);
         self.cursors[i] = Some(Cursor { reader, slot: self.held.len() - 1, rows, pos: 0 });
-        Ok(())
+        Ok(any)
     }
 
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>, LowerError> {
+    pub(crate) fn next_batch(&mut self) -> Result<Option<RecordBatch>, LowerError> {
         let mut picks: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
         while picks.len() < BATCH {
             let Some(&i) = self.heap.first() else { break };
@@ -384,6 +510,18 @@ impl Merge {
     }
 }
 
+/// The row encoding of the total output order (every column ascending, nulls first).
+pub(crate) fn row_converter(schema: &SchemaRef) -> Result<RowConverter, LowerError> {
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            SortField::new_with_options(f.data_type().clone(), SortOptions { descending: false, nulls_first: true })
+        })
+        .collect();
+    RowConverter::new(fields).map_err(internal)
+}
+
 /// The reader's next batch with rows, if any.
 fn next_non_empty(reader: &mut ParquetRecordBatchReader) -> Result<Option<RecordBatch>, LowerError> {
     loop {
@@ -434,14 +572,10 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(internal)?;
         lower::check_contract(&df_schema, c).map_err(fail)?;
     }
-    let mut merge = Merge::new(schema.clone(), &paths, &source_schemas, removes)?;
+    let merge = Merge::new(schema.clone(), &paths, &source_schemas, removes)?;
     tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "union: readers open");
     let n_branches = branches.len();
-    let iter = std::iter::from_fn(move || match merge.next_batch() {
-        Ok(Some(b)) => Some(Ok(b)),
-        Ok(None) => None,
-        Err(e) => Some(Err(datafusion::error::DataFusionError::Execution(e.diag.kind.to_string()))),
-    });
+    let iter = merge.into_iter();
     let stream = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(iter)));
     let written = to.write(stream).await?;
     let rows = written.rows;
@@ -472,6 +606,7 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
         substrait: None,
         substrait_unsupported: cfg!(feature = "substrait").then(|| "a merged union has no DataFusion plan".to_string()),
         merged_from: branches.iter().map(|(n, _)| n.clone()).zip(hashes).collect(),
+        partitions: None,
         started: t,
     })
     .await
