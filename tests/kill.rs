@@ -169,3 +169,82 @@ fn concurrent_builds_are_serialized_by_the_lock() {
     ok(reference.path(), &["build"]);
     assert_eq!(tree_bytes(&root.join("out")), tree_bytes(&reference.path().join("out")));
 }
+
+/// The same over partial builds (`incremental = { by }`): builds killed
+/// while they merge changed partitions into the previous output leave a
+/// consistent cache, and the next build (partial again, from whatever the
+/// last completed build left) publishes what a clean build publishes.
+#[test]
+fn killed_partial_builds_leave_a_consistent_cache() {
+    let manifest = r#"
+[workspace]
+name = "kill-parts"
+
+[datasets.events]
+path = "data/events"
+format = "csv"
+[datasets.events.scan]
+partition_cols = { day = "string" }
+
+[rules.by_day]
+sql = "SELECT day, user_id, sum(v) AS total, count(*) AS n FROM events GROUP BY day, user_id"
+incremental = { by = "events" }
+
+[rules.doubled]
+sql = "SELECT day, user_id, total * 2 AS t2 FROM by_day"
+incremental = { by = "by_day" }
+"#;
+    let day = |d: usize, seed: usize| {
+        let mut s = String::from("id,user_id,v\n");
+        for i in 0..2_000 {
+            s.push_str(&format!("{},{},{}\n", d * 10_000 + i, (i * 7 + seed) % 1_500, (i + seed) % 97));
+        }
+        s
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "workspace.toml", manifest);
+    for d in 0..150 {
+        write(root, &format!("data/events/day={d:03}/part.csv"), &day(d, 0));
+    }
+    ok(root, &["build"]);
+    // How long a partial build takes.
+    write(root, "data/events/day=000/part.csv", &day(0, 1));
+    let t = Instant::now();
+    let report = ok(root, &["build"]);
+    assert!(report.contains("recomputed 1 of 150 partitions"), "{report}");
+    let partial = t.elapsed();
+
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let mut x = seed | 1;
+    let mut kills = 0;
+    for round in 0..8 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        write(root, &format!("data/events/day={:03}/part.csv", x % 150), &day((x % 150) as usize, round + 2));
+        let delay = Duration::from_millis(x % (partial.as_millis() as u64).max(20));
+        let mut child = relspec_process(root)
+            .arg("build")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        eprintln!("round {round}: killed after {delay:?} (seed {seed})");
+        assert_store_consistent(root);
+    }
+    assert!(kills > 0, "at least one build was killed mid-way");
+    ok(root, &["build"]);
+    assert_store_consistent(root);
+    let clean = copy_sources(root);
+    ok(clean.path(), &["build"]);
+    for rule in ["by_day", "doubled"] {
+        assert!(std::fs::read(out(root, rule)).unwrap() == std::fs::read(out(clean.path(), rule)).unwrap(), "{rule}");
+    }
+}

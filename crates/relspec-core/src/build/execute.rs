@@ -117,8 +117,18 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
                     .await
                     .map_err(|e| lower::df_error(e, ErrorKind::Execution))?
             };
+            tracing::debug!(
+                rule = to.rule.as_str(),
+                ms = t.elapsed().as_secs_f64() * 1e3,
+                "partial: changed partitions computed"
+            );
             let (stream, cutoff) = super::partitions::merge_stream(schema.clone(), &state.key, pt, fresh)?;
             let written = to.write(stream).await?;
+            tracing::debug!(
+                rule = to.rule.as_str(),
+                ms = t.elapsed().as_secs_f64() * 1e3,
+                "partial: merged and written"
+            );
             let changed = cutoff.lock().ok().and_then(|mut c| c.take()).unwrap_or_else(|| pt.changed.clone());
             state.delta =
                 Some(crate::bundle::Delta { from: pt.prev_data_hash.clone(), changed: changed.into_iter().collect() });
@@ -141,6 +151,7 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
     };
     snaps.physical_metrics = Some(render_physical(physical.as_ref(), true));
     let checks = data_checks(ctx, contract, &written.tmp).await?;
+    tracing::debug!(rule = to.rule.as_str(), ms = t.elapsed().as_secs_f64() * 1e3, "written and checked");
     let lineage = crate::lineage::of_plan(&lowered.body);
     #[cfg(feature = "substrait")]
     let (substrait, substrait_unsupported) =
@@ -263,6 +274,7 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         .await
         .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
         .map_err(|diag| LowerError { diag, pos: None })?;
+    let rule_name = rule.clone();
     let artifact = crate::bundle::Artifact {
         rule,
         key: record.key.clone(),
@@ -279,6 +291,8 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         merged_from,
         partitions: partitions.clone(),
     };
+    tracing::debug!(rule = artifact.rule.as_str(), ms = started.elapsed().as_secs_f64() * 1e3, "stored");
     let artifact = crate::bundle::write_artifact(&store, &artifact).map_err(|diag| LowerError { diag, pos: None })?;
+    tracing::debug!(rule = rule_name.as_str(), ms = started.elapsed().as_secs_f64() * 1e3, "artifact written");
     Ok(Executed { record, kernels, checks, artifact, partitions })
 }

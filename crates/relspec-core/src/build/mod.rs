@@ -467,6 +467,7 @@ impl Scheduler {
             let reads = job.deps.iter().map(|d| d.name().to_string()).collect();
             partitions::plan(p, &self.store, &self.last, &self.records, name, by, reads, &parts)
         });
+        tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, rule = name, "partitions decided");
         if let Some(inc) = incremental.as_ref().filter(|i| i.partial.is_some()) {
             pl.keep_unshared(&inc.by);
         }
