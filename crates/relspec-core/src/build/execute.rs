@@ -98,8 +98,14 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
     }
     let df = match (&partial, &partitions) {
         (Some(pt), Some(state)) => {
-            let plan = super::partitions::restrict(lowered.df.logical_plan().clone(), &state.by, &state.key, &pt.run)
-                .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
+            let plan = super::partitions::restrict(
+                lowered.df.logical_plan().clone(),
+                &state.by,
+                &state.key,
+                &pt.run,
+                pt.rows.as_deref(),
+            )
+            .map_err(|e| lower::df_error(e, ErrorKind::Plan))?;
             datafusion::dataframe::DataFrame::new(ctx.state(), plan)
         }
         _ => lowered.df.clone(),

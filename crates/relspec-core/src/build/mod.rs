@@ -463,10 +463,21 @@ impl Scheduler {
             };
             pl.provide_source(ds, relspec_extract::table_batches(&facts, x.table));
         }
-        let incremental = job.decl.def.incremental.as_ref().map(|by| {
+        let mut incremental = job.decl.def.incremental.as_ref().map(|by| {
             let reads = job.deps.iter().map(|d| d.name().to_string()).collect();
             partitions::plan(p, &self.store, &self.last, &self.records, name, by, reads, &parts)
         });
+        // A source's changed files' rows are at hand: the partial run scans only them.
+        if let Some(inc) = incremental.as_mut()
+            && let Some(pt) = inc.partial.as_mut()
+            && let Some(x) = self.spec.datasets.get(&inc.by).and_then(|d| d.extract.as_ref())
+            && let Some(facts) = self.sources.get(&x.source)
+        {
+            let ids: HashSet<&str> = pt.run.iter().map(String::as_str).collect();
+            let subset: Vec<Arc<relspec_extract::FileFacts>> =
+                facts.iter().filter(|f| ids.contains(f.path.as_str())).cloned().collect();
+            pt.rows = Some(relspec_extract::table_batches(&subset, x.table));
+        }
         tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, rule = name, "partitions decided");
         if let Some(inc) = incremental.as_ref().filter(|i| i.partial.is_some()) {
             pl.keep_unshared(&inc.by);

@@ -50,6 +50,9 @@ pub(crate) struct Partial {
     pub(crate) changed: BTreeSet<String>,
     /// Of those, the partitions that exist now (the rule runs over them).
     pub(crate) run: Vec<String>,
+    /// Those partitions' rows, when at hand (a source's extracted facts):
+    /// the rule then scans just them instead of filtering the whole table.
+    pub(crate) rows: Option<Vec<RecordBatch>>,
 }
 
 /// What an incremental rule's run gets from the scheduler.
@@ -145,19 +148,21 @@ pub(crate) fn plan(
             changed.iter().cloned().collect()
         };
         let prev_data_hash = if le.data_hash.is_empty() { le.content_hash.clone() } else { le.data_hash.clone() };
-        Some(Partial { previous, prev_data_hash, changed, run })
+        Some(Partial { previous, prev_data_hash, changed, run, rows: None })
     })();
     Incremental { by: by.to_string(), input, reads, state, partial }
 }
 
 /// The rule's plan over only partitions `ids` of `by`: a filter on the key
 /// columns above each scan of `by` (a hive dataset prunes the other
-/// directories; a rule's object and a source's table are filtered).
+/// directories; a rule's object is filtered), and when `rows` holds just
+/// those partitions' rows, the scan reads them instead of the whole table.
 pub(crate) fn restrict(
     plan: LogicalPlan,
     by: &str,
     key: &[String],
     ids: &[String],
+    rows: Option<&[RecordBatch]>,
 ) -> datafusion::error::Result<LogicalPlan> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     let sep = relspec_db::datasets::PARTITION_ID_SEP;
@@ -167,6 +172,16 @@ pub(crate) fn restrict(
             return Ok(Transformed::no(node));
         }
         let text = |k: &str| cast(Expr::Column(Column::new(Some(scan.table_name.clone()), k)), DataType::Utf8);
+        let node = match rows {
+            Some(rows) => {
+                let table = datafusion::datasource::MemTable::try_new(scan.source.schema(), vec![rows.to_vec()])?;
+                let source = datafusion::datasource::provider_as_source(Arc::new(table));
+                let mut scan = scan.clone();
+                scan.source = source;
+                LogicalPlan::TableScan(scan)
+            }
+            None => node.clone(),
+        };
         let pred = if key.len() == 1 {
             text(&key[0]).in_list(ids.iter().map(|id| lit(id.as_str())).collect(), false)
         } else {
@@ -216,14 +231,19 @@ pub(crate) fn merge_stream(
     let cutoff: Cutoff = Arc::new(Mutex::new(None));
     let (out, changed) = (cutoff.clone(), partial.changed.clone());
     let mut done = false;
+    let mut in_merge = std::time::Duration::ZERO;
     let iter = std::iter::from_fn(move || {
         if done {
             return None;
         }
-        match merge.next_batch() {
+        let t = std::time::Instant::now();
+        let next = merge.next_batch();
+        in_merge += t.elapsed();
+        match next {
             Ok(Some(b)) => Some(Ok(b)),
             Ok(None) => {
                 done = true;
+                tracing::debug!(ms = in_merge.as_secs_f64() * 1e3, "partial: time in the merge (reading included)");
                 let removed = merge.retracted().map(|r| r.hashes).unwrap_or_default();
                 let digest = |m: &HashMap<String, blake3::Hasher>, id: &str| m.get(id).map(|h| h.finalize());
                 let differ: BTreeSet<String> =

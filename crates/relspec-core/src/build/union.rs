@@ -452,10 +452,68 @@ impl Merge {
         Ok(any)
     }
 
+    /// Where a run of the top source `i` ends (exclusive; at most `room`
+    /// rows): its rows strictly before the smallest current row of the
+    /// other sources. `None` when no run of two or more rows applies.
+    fn run_end(&self, i: usize, room: usize) -> Option<usize> {
+        if self.removes[i] {
+            return None;
+        }
+        let c = self.cursors[i].as_ref()?;
+        if let Some((r, n)) = &self.dropping
+            && *n > 0
+            && r.as_slice() == c.rows.row(c.pos).as_ref()
+        {
+            return None;
+        }
+        // The heap's root is `i`; the smallest of the others is a child of it.
+        let other = match (self.heap.get(1), self.heap.get(2)) {
+            (Some(&a), Some(&b)) => Some(if self.less(a, b) { a } else { b }),
+            (Some(&a), None) => Some(a),
+            _ => None,
+        };
+        let limit = (c.pos + room).min(c.rows.num_rows());
+        let end = match other.and_then(|o| self.cursors[o].as_ref()) {
+            None => limit,
+            Some(o) => {
+                let bound = o.rows.row(o.pos);
+                // First row in [pos, limit) that is not below the bound.
+                let (mut lo, mut hi) = (c.pos, limit);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if c.rows.row(mid) < bound { lo = mid + 1 } else { hi = mid }
+                }
+                lo
+            }
+        };
+        (end >= c.pos + 2).then_some(end)
+    }
+
     pub(crate) fn next_batch(&mut self) -> Result<Option<RecordBatch>, LowerError> {
         let mut picks: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
         while picks.len() < BATCH {
             let Some(&i) = self.heap.first() else { break };
+            // A run: the top source's rows that sort before every other
+            // source's current row are taken at once (binary search), no
+            // heap step per row. Not for a removal, nor while its row is
+            // being dropped (those go row by row below).
+            if let Some(end) = self.run_end(i, BATCH - picks.len()) {
+                let Some(c) = self.cursors[i].as_mut() else { unreachable!("a branch in the heap has rows") };
+                picks.extend((c.pos..end).map(|r| (c.slot, r)));
+                c.pos = end;
+                let more = c.pos < c.rows.num_rows()
+                    || match self.cursors[i].take() {
+                        Some(c) => self.load(i, c.reader)?,
+                        None => false,
+                    };
+                if !more {
+                    let last = self.heap.len() - 1;
+                    self.heap.swap(0, last);
+                    self.heap.pop();
+                }
+                self.sift_down(0);
+                continue;
+            }
             let Some(c) = self.cursors[i].as_mut() else { unreachable!("a branch in the heap has rows") };
             if self.removes[i] {
                 let row = c.rows.row(c.pos);
