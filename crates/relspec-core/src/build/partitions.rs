@@ -32,7 +32,6 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, LogicalPlan, cast, lit};
 use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use relspec_exec::distributive::ByInput;
 use relspec_exec::lower::LowerError;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -254,7 +253,7 @@ pub(crate) fn merge_stream(
             Err(e) => Some(Err(datafusion::error::DataFusionError::Execution(e.diag.kind.to_string()))),
         }
     });
-    let stream = Box::pin(RecordBatchStreamAdapter::new(plain, futures::stream::iter(iter)));
+    let stream = super::union::ahead(plain, iter);
     Ok((stream, cutoff))
 }
 

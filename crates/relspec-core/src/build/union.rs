@@ -568,6 +568,24 @@ impl Merge {
     }
 }
 
+/// A stream of `iter`'s batches, produced on a thread of their own a few
+/// batches ahead: decoding and merging overlap the writer's encoding.
+/// Dropping the stream stops the thread (its next send fails).
+pub(crate) fn ahead(
+    schema: SchemaRef,
+    iter: impl Iterator<Item = datafusion::error::Result<RecordBatch>> + Send + 'static,
+) -> datafusion::physical_plan::SendableRecordBatchStream {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    std::thread::spawn(move || {
+        for b in iter {
+            if tx.send(b).is_err() {
+                break;
+            }
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(rx.into_iter())))
+}
+
 /// The row encoding of the total output order (every column ascending, nulls first).
 pub(crate) fn row_converter(schema: &SchemaRef) -> Result<RowConverter, LowerError> {
     let fields = schema
@@ -633,8 +651,7 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
     let merge = Merge::new(schema.clone(), &paths, &source_schemas, removes)?;
     tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "union: readers open");
     let n_branches = branches.len();
-    let iter = merge.into_iter();
-    let stream = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), futures::stream::iter(iter)));
+    let stream = ahead(schema.clone(), merge.into_iter());
     let written = to.write(stream).await?;
     let rows = written.rows;
     tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, rows, "union: merged and written");
