@@ -583,7 +583,7 @@ pub(crate) fn ahead(
             }
         }
     });
-    Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(rx.into_iter())))
+    Box::pin(RecordBatchStreamAdapter::new(schema, futures::stream::iter(rx)))
 }
 
 /// The row encoding of the total output order (every column ascending, nulls first).
