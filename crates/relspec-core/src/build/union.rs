@@ -270,6 +270,44 @@ pub(crate) fn partition_ids(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<S
         .collect())
 }
 
+/// Which rows of `batch` belong to one of partitions `ids` (key columns
+/// `cols` as text, as [`partition_ids`] joins them), without building an
+/// id per row.
+fn in_partitions(
+    batch: &RecordBatch,
+    cols: &[usize],
+    ids: &std::collections::HashSet<String>,
+) -> Result<Vec<bool>, LowerError> {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::DataType;
+    let texts: Vec<ArrayRef> = cols
+        .iter()
+        .map(|&c| datafusion::arrow::compute::cast(batch.column(c), &DataType::Utf8))
+        .collect::<Result<_, _>>()
+        .map_err(internal)?;
+    let texts: Vec<&StringArray> =
+        texts.iter().map(|a| a.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")).collect();
+    fn value(a: &StringArray, r: usize) -> &str {
+        if a.is_null(r) { "" } else { a.value(r) }
+    }
+    if let [one] = texts.as_slice() {
+        return Ok((0..batch.num_rows()).map(|r| ids.contains(value(one, r))).collect());
+    }
+    let mut buf = String::new();
+    Ok((0..batch.num_rows())
+        .map(|r| {
+            buf.clear();
+            for (k, a) in texts.iter().enumerate() {
+                if k > 0 {
+                    buf.push(relspec_db::datasets::PARTITION_ID_SEP);
+                }
+                buf.push_str(value(a, r));
+            }
+            ids.contains(buf.as_str())
+        })
+        .collect())
+}
+
 /// Add `rows`' bytes to the hash of their partition.
 pub(crate) fn hash_rows(
     hashes: &mut std::collections::HashMap<String, blake3::Hasher>,
@@ -436,9 +474,9 @@ impl Merge {
         let mut b = RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()).map_err(internal)?;
         if let Some((src, r)) = self.retract.as_mut().filter(|(src, _)| *src == i) {
             let _ = src;
-            let ids = partition_ids(&b, &r.cols)?;
-            let out: Vec<bool> = ids.iter().map(|id| r.ids.contains(id)).collect();
+            let out = in_partitions(&b, &r.cols, &r.ids)?;
             if out.iter().any(|&o| o) {
+                let ids = partition_ids(&b, &r.cols)?;
                 let rows = self.conv.convert_columns(b.columns()).map_err(internal)?;
                 hash_rows(&mut r.hashes, &ids, &rows, |k| out[k]);
                 let keep = datafusion::arrow::array::BooleanArray::from(out.iter().map(|o| !o).collect::<Vec<_>>());
