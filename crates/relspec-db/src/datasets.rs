@@ -162,17 +162,41 @@ pub fn partition_id(spec: &DatasetSpec, path: &str) -> Option<String> {
     if spec.scan.partition_cols.is_empty() {
         return None;
     }
-    let values: Vec<&str> = spec
+    let values: Vec<String> = spec
         .scan
         .partition_cols
         .iter()
         .map(|(col, _)| {
-            path.split('/')
+            let raw = path
+                .split('/')
                 .find_map(|seg| seg.strip_prefix(col.as_str()).and_then(|r| r.strip_prefix('=')))
-                .unwrap_or("")
+                .unwrap_or("");
+            percent_decoded(raw)
         })
         .collect();
     Some(values.join(&PARTITION_ID_SEP.to_string()))
+}
+
+/// A hive directory value as DataFusion reads it: `%XX` escapes decoded
+/// (`c%2B%2B` -> `c++`), the raw text when that is not UTF-8.
+fn percent_decoded(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| raw.to_string())
 }
 
 /// Each partition of a dataset and its fingerprint (the dataset's format,
@@ -196,4 +220,20 @@ pub fn partitions(spec: &DatasetSpec, files: &[(String, String)]) -> std::collec
             (id, fp)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decoded;
+
+    #[test]
+    fn hive_values_are_percent_decoded_as_datafusion_reads_them() {
+        assert_eq!(percent_decoded("c%2B%2B"), "c++");
+        assert_eq!(percent_decoded("a b"), "a b");
+        assert_eq!(percent_decoded("100%"), "100%");
+        assert_eq!(percent_decoded("x%zz"), "x%zz");
+        assert_eq!(percent_decoded("%C3%A9t%C3%A9"), "été");
+        assert_eq!(percent_decoded("%FF"), "%FF", "not UTF-8: the raw text");
+        assert_eq!(percent_decoded("__HIVE_DEFAULT_PARTITION__"), "__HIVE_DEFAULT_PARTITION__");
+    }
 }

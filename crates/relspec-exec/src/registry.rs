@@ -226,6 +226,42 @@ impl TableProvider for DatasetTable {
     }
 }
 
+/// A table that takes no filter into its scan: the filters above it stay
+/// where they are. For a hive dataset filtered on partition values that
+/// need percent-escaping in directory names (`lang=c%2B%2B`): DataFusion's
+/// partition pruning drops such files under an equality filter on the
+/// decoded value (`lang = 'c++'`), although the scan reads them as `c++`.
+#[derive(Debug)]
+pub struct Unpushed(pub Arc<dyn TableProvider>);
+
+#[async_trait::async_trait]
+impl TableProvider for Unpushed {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.0.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.0.scan(state, projection, &[], limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
+    }
+}
+
 /// Decode a registered dataset once into memory and swap its source for a
 /// memory table, so every rule of a build that reads it shares the decode
 /// (one partition per engine partition, same rows). Gives up, keeping the
