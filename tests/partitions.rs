@@ -225,6 +225,10 @@ partition_cols = { lang = "string" }
 [rules.per_lang]
 sql = "SELECT lang, id, v FROM ev"
 incremental = { by = "ev" }
+
+# A filter on an escaped value reads the escaped directory.
+[rules.cpp_only]
+sql = "SELECT lang, id FROM ev WHERE lang = 'c++' OR lang IN ('a b', 'été')"
 "#;
     let dirs = ["c%2B%2B", "a b", "__HIVE_DEFAULT_PARTITION__", "%C3%A9t%C3%A9", "py", "rs"];
     let ws = common::workspace_with(&[("workspace.toml", manifest)]);
@@ -233,10 +237,13 @@ incremental = { by = "ev" }
         common::write(root, &format!("ev/lang={d}/p.csv"), &format!("id,v\n{k},{}\n", k * 10));
     }
     report(root);
+    let langs: Vec<String> =
+        common::read_rows(&common::out(root, "cpp_only")).into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(langs, ["a b", "c++", "été"]);
     for (k, d) in dirs.iter().enumerate().take(4) {
         common::write(root, &format!("ev/lang={d}/p.csv"), &format!("id,v\n{k},{}\n{},1\n", k * 10 + 1, k + 100));
         let v = report(root);
-        assert_eq!(v["rules"][0]["partitions"]["ran"], 1, "{d}: {v}");
+        assert_eq!(runs(&v)["per_lang"], st("built", Some(1), Some(1)), "{d}: {v}");
         let clean = common::copy_sources(root);
         common::ok(clean.path(), &["build"]);
         let (a, b) = (common::out(root, "per_lang"), common::out(clean.path(), "per_lang"));

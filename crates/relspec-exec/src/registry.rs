@@ -121,7 +121,8 @@ pub async fn register(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> 
         .with_schema(file_schema);
     let table = ListingTable::try_new(config).map_err(|e| read_err(spec, e))?;
     let full = TableProvider::schema(&table);
-    ctx.register_table(spec.name.as_str(), Arc::new(DatasetTable::new(Arc::new(table))))
+    let cols = spec.scan.partition_cols.iter().map(|(c, _)| c.clone()).collect();
+    ctx.register_table(spec.name.as_str(), Arc::new(DatasetTable::new(Arc::new(table)).with_partition_cols(cols)))
         .map_err(|e| read_err(spec, e))?;
     Ok(full)
 }
@@ -155,12 +156,46 @@ pub fn register_extracted(ctx: &SessionContext, spec: &DatasetSpec, batches: Vec
 pub struct DatasetTable {
     schema: SchemaRef,
     inner: RwLock<Arc<dyn TableProvider>>,
+    /// Hive partition columns (see `supports_filters_pushdown`).
+    partition_cols: Vec<String>,
 }
 
 impl DatasetTable {
     /// Wrap a dataset's provider.
     pub fn new(inner: Arc<dyn TableProvider>) -> DatasetTable {
-        DatasetTable { schema: inner.schema(), inner: RwLock::new(inner) }
+        DatasetTable { schema: inner.schema(), inner: RwLock::new(inner), partition_cols: vec![] }
+    }
+
+    /// The same, for a hive dataset partitioned by `cols`.
+    pub fn with_partition_cols(mut self, cols: Vec<String>) -> DatasetTable {
+        self.partition_cols = cols;
+        self
+    }
+
+    /// Whether `filter` compares a partition column with a text that a hive
+    /// directory name must escape (`c++` is `c%2B%2B` on disk). DataFusion
+    /// 55.2's partition pruning drops such directories under `lang = 'c++'`
+    /// although the scan reads their value as `c++`; so such a filter is not
+    /// pushed (the scan lists every directory, the filter runs above it).
+    fn escapes_partition_value(&self, filter: &Expr) -> bool {
+        use datafusion::common::ScalarValue;
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        if self.partition_cols.is_empty() {
+            return false;
+        }
+        let (mut on_partition, mut escaped) = (false, false);
+        let _ = filter.apply(|e| {
+            match e {
+                Expr::Column(c) if self.partition_cols.contains(&c.name) => on_partition = true,
+                Expr::Literal(
+                    ScalarValue::Utf8(Some(v)) | ScalarValue::Utf8View(Some(v)) | ScalarValue::LargeUtf8(Some(v)),
+                    _,
+                ) if !v.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) => escaped = true,
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        on_partition && escaped
     }
 
     /// The provider scans go to now.
@@ -214,7 +249,9 @@ impl TableProvider for DatasetTable {
             .current()
             .supports_filters_pushdown(filters)?
             .into_iter()
-            .map(|p| match p {
+            .zip(filters)
+            .map(|(p, f)| match p {
+                _ if self.escapes_partition_value(f) => TableProviderFilterPushDown::Unsupported,
                 TableProviderFilterPushDown::Exact => TableProviderFilterPushDown::Inexact,
                 other => other,
             })
@@ -223,42 +260,6 @@ impl TableProvider for DatasetTable {
 
     fn statistics(&self) -> Option<Statistics> {
         self.current().statistics()
-    }
-}
-
-/// A table that takes no filter into its scan: the filters above it stay
-/// where they are. For a hive dataset filtered on partition values that
-/// need percent-escaping in directory names (`lang=c%2B%2B`): DataFusion's
-/// partition pruning drops such files under an equality filter on the
-/// decoded value (`lang = 'c++'`), although the scan reads them as `c++`.
-#[derive(Debug)]
-pub struct Unpushed(pub Arc<dyn TableProvider>);
-
-#[async_trait::async_trait]
-impl TableProvider for Unpushed {
-    fn schema(&self) -> SchemaRef {
-        self.0.schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        self.0.table_type()
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        self.0.scan(state, projection, &[], limit).await
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()])
     }
 }
 

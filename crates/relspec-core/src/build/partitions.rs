@@ -171,21 +171,10 @@ pub(crate) fn restrict(
             return Ok(Transformed::no(node));
         }
         let text = |k: &str| cast(Expr::Column(Column::new(Some(scan.table_name.clone()), k)), DataType::Utf8);
-        // Values a hive directory name must escape are not pruned by
-        // DataFusion correctly (see `Unpushed`): filter them above a full scan.
-        let plain = |id: &String| id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c) || c == sep);
         let node = match rows {
             Some(rows) => {
                 let table = datafusion::datasource::MemTable::try_new(scan.source.schema(), vec![rows.to_vec()])?;
                 let source = datafusion::datasource::provider_as_source(Arc::new(table));
-                let mut scan = scan.clone();
-                scan.source = source;
-                LogicalPlan::TableScan(scan)
-            }
-            None if !ids.iter().all(plain) => {
-                let inner = datafusion::datasource::source_as_provider(&scan.source)?;
-                let source =
-                    datafusion::datasource::provider_as_source(Arc::new(relspec_exec::registry::Unpushed(inner)));
                 let mut scan = scan.clone();
                 scan.source = source;
                 LogicalPlan::TableScan(scan)
