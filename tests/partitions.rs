@@ -255,3 +255,69 @@ sql = "SELECT lang, id FROM ev WHERE lang = 'c++' OR lang IN ('a b', 'été')"
         );
     }
 }
+
+/// Two partition columns (`year=/month=`): a partition is the pair, the
+/// rule's plan runs over it alone, and its rows are found by both columns.
+#[test]
+fn two_partition_columns_make_one_partition_key() {
+    let manifest = r#"
+[workspace]
+name = "two-cols"
+
+[datasets.sales]
+path = "sales"
+format = "csv"
+[datasets.sales.scan]
+partition_cols = { year = "int", month = "string" }
+
+[rules.monthly]
+sql = "SELECT year, month, shop, sum(amount) AS total FROM sales GROUP BY year, month, shop"
+incremental = { by = "sales" }
+
+[rules.big]
+from = "monthly"
+steps = [{ filter = "total > 20" }]
+incremental = { by = "monthly" }
+"#;
+    let ws = common::workspace_with(&[("workspace.toml", manifest)]);
+    let root = ws.path();
+    let csv = |seed: usize| {
+        let mut s = String::from("shop,amount\n");
+        for i in 0..5 {
+            s.push_str(&format!("s{},{}\n", (seed + i) % 3, (seed * 7 + i * 5) % 17));
+        }
+        s
+    };
+    for y in [2024, 2025] {
+        for m in ["01", "02", "03"] {
+            common::write(root, &format!("sales/year={y}/month={m}/part.csv"), &csv(y + m.len()));
+        }
+    }
+    report(root);
+    // The same month of another year is another partition.
+    common::write(root, "sales/year=2025/month=02/part.csv", &csv(99));
+    let r = runs(&report(root));
+    assert_eq!(r["monthly"], st("built", Some(1), Some(1)));
+    assert_eq!(r["big"].0, "built");
+    assert_equals_parts(root, &["monthly", "big"]);
+    // A new partition and a deleted one in one build.
+    common::write(root, "sales/year=2026/month=01/part.csv", &csv(5));
+    std::fs::remove_dir_all(root.join("sales/year=2024/month=03")).unwrap();
+    let r = runs(&report(root));
+    assert_eq!(r["monthly"], st("built", Some(1), Some(2)));
+    assert_equals_parts(root, &["monthly", "big"]);
+}
+
+fn assert_equals_parts(root: &Path, rules: &[&str]) {
+    let clean = common::copy_sources(root);
+    common::ok(clean.path(), &["build"]);
+    for rule in rules {
+        let (a, b) = (common::out(root, rule), common::out(clean.path(), rule));
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{rule}: {:?} vs clean {:?}",
+            common::read_rows(&a),
+            common::read_rows(&b)
+        );
+    }
+}

@@ -270,4 +270,22 @@ mod tests {
         assert_eq!(got, ["b", "c", "d"]);
         assert!(changed_partitions(&now, &now).is_empty());
     }
+
+    #[test]
+    fn only_the_partitioned_input_may_differ() {
+        let parts = |ev: &str, users: &str, up: &str, sig: &str| KeyParts {
+            signature: sig.into(),
+            engine: "e".into(),
+            datasets: [("events".to_string(), ev.to_string()), ("users".to_string(), users.to_string())].into(),
+            params: Default::default(),
+            contract: None,
+            upstream: [("r".to_string(), up.to_string())].into(),
+        };
+        let a = parts("e1", "u1", "h1", "s");
+        assert!(same_but(&a, &parts("e2", "u1", "h1", "s"), "events"));
+        assert!(!same_but(&a, &parts("e2", "u2", "h1", "s"), "events"), "another dataset changed");
+        assert!(!same_but(&a, &parts("e1", "u1", "h2", "s"), "events"), "an upstream rule changed");
+        assert!(!same_but(&a, &parts("e1", "u1", "h1", "t"), "events"), "the rule changed");
+        assert!(same_but(&a, &parts("e1", "u1", "h2", "s"), "r"), "the partitioned input is a rule");
+    }
 }
