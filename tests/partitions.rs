@@ -108,8 +108,10 @@ fn one_changed_partition_is_recomputed_and_merged() {
     let first = runs(&report(root));
     assert_eq!(first["by_day"], st("built", None, None), "a first build computes everything");
 
-    // Edit one partition.
+    // Edit one partition: `status` says what a build would do, then it does it.
     common::write(root, "data/events/day=007/part.csv", &events_csv(99, 6));
+    let status = common::ok(root, &["status"]);
+    assert!(status.contains("would recompute 1 of 20 partitions of `events`"), "{status}");
     let v = report(root);
     let r = runs(&v);
     assert_eq!(r["by_day"], st("built", Some(1), Some(1)), "{v}");

@@ -385,7 +385,16 @@ impl Scheduler {
                 self.records.insert(name.to_string(), record);
                 r
             }
-            Decision::Run { key, reasons, .. } if self.dry_run => {
+            Decision::Run { key, mut reasons, parts } if self.dry_run => {
+                // An incremental rule: how much of it would run.
+                if let Some(by) = self.jobs[name].decl.def.incremental.as_deref() {
+                    let inc = partitions::plan(p, &self.store, &self.last, &self.records, name, by, vec![], &parts);
+                    reasons.push(match (&inc.partial, inc.state.total) {
+                        (Some(pt), Some(t)) => format!("would recompute {} of {t} partitions of `{by}`", pt.run.len()),
+                        (Some(pt), None) => format!("would recompute {} partition(s) of `{by}`", pt.run.len()),
+                        (None, _) => format!("would compute every partition of `{by}`"),
+                    });
+                }
                 RuleReport { status: Status::Stale, reasons, key: Some(key), ..skipped(name, String::new()) }
             }
             Decision::Run { key, parts, reasons } => match self.start(p, name, key.clone(), parts, t0) {
