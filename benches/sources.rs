@@ -10,33 +10,8 @@
 //! `RELSPEC_BENCH_SIZES` (default 1000,10000) sets the file counts.
 
 mod common;
-use common::{Watch, median, relspec, sizes};
-use std::fmt::Write;
+use common::{Watch, median, module, relspec, sizes};
 use std::path::Path;
-
-/// One generated module: `CLASSES` classes of `METHODS` methods, helper
-/// functions, imports of neighbouring modules, calls within and across them.
-fn module(i: usize, n: usize, edit: usize) -> String {
-    let mut s = String::new();
-    let (a, b) = ((i + 1) % n, (i + 7) % n);
-    writeln!(s, "import os\nfrom pkg.m{a:05} import helper_{a}_0\nfrom pkg.m{b:05} import Class{b}_0 as Other\n")
-        .unwrap();
-    for c in 0..3 {
-        writeln!(s, "class Class{i}_{c}:").unwrap();
-        writeln!(s, "    def __init__(self, value):\n        self.value = value\n        self.items = []\n").unwrap();
-        for m in 0..5 {
-            writeln!(s, "    def method_{m}(self, x):").unwrap();
-            writeln!(s, "        y = helper_{i}_{}(x) + {edit}", m % 3).unwrap();
-            writeln!(s, "        self.items.append(y)").unwrap();
-            writeln!(s, "        return os.path.join(str(y), str(len(self.items)))\n").unwrap();
-        }
-    }
-    for h in 0..3 {
-        writeln!(s, "def helper_{i}_{h}(x):\n    o = Other(x)\n    return helper_{a}_0(x) if x else o.method_1(x)\n")
-            .unwrap();
-    }
-    s
-}
 
 fn workspace(root: &Path, n: usize) -> usize {
     std::fs::write(

@@ -45,6 +45,44 @@ fn assert_store_consistent(root: &Path) {
     }
 }
 
+/// A xorshift sequence seeded from the clock (the seed is printed per round).
+struct Xorshift {
+    seed: u64,
+    x: u64,
+}
+
+impl Xorshift {
+    fn from_clock() -> Xorshift {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+        Xorshift { seed, x: seed | 1 }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        self.x
+    }
+}
+
+/// Start `relspec build` in `root` and SIGKILL it after `delay` if it is
+/// still running; whether it was killed.
+fn build_killed_after(root: &Path, delay: Duration) -> bool {
+    let mut child = relspec_process(root)
+        .arg("build")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let killed = child.try_wait().unwrap().is_none();
+    if killed {
+        child.kill().unwrap();
+    }
+    child.wait().unwrap();
+    killed
+}
+
 #[test]
 fn killed_builds_leave_a_consistent_cache() {
     let dir = tempfile::tempdir().unwrap();
@@ -58,28 +96,13 @@ fn killed_builds_leave_a_consistent_cache() {
     let full = t.elapsed();
     let expected = tree_bytes(&ref_dir.path().join("out"));
 
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
-    let mut x = seed | 1;
+    let mut rng = Xorshift::from_clock();
     let mut kills = 0;
     for round in 0..6 {
-        // xorshift: a kill point anywhere within a full build's duration.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let delay = Duration::from_millis(x % (full.as_millis() as u64).max(50));
-        let mut child = relspec_process(root)
-            .arg("build")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-        }
-        child.wait().unwrap();
-        eprintln!("round {round}: killed after {delay:?} (seed {seed})");
+        // A kill point anywhere within a full build's duration.
+        let delay = Duration::from_millis(rng.next() % (full.as_millis() as u64).max(50));
+        kills += usize::from(build_killed_after(root, delay));
+        eprintln!("round {round}: killed after {delay:?} (seed {})", rng.seed);
         assert_store_consistent(root);
         if round % 2 == 1 {
             // Change the data so later rounds have work to do again.
@@ -215,36 +238,18 @@ incremental = { by = "by_day" }
     assert!(report.contains("recomputed 1 of 150 partitions"), "{report}");
     let partial = t.elapsed();
 
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
-    let mut x = seed | 1;
+    let mut rng = Xorshift::from_clock();
     let mut kills = 0;
     for round in 0..8 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next();
         write(root, &format!("data/events/day={:03}/part.csv", x % 150), &day((x % 150) as usize, round + 2));
         let delay = Duration::from_millis(x % (partial.as_millis() as u64).max(20));
-        let mut child = relspec_process(root)
-            .arg("build")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
-        }
-        child.wait().unwrap();
-        eprintln!("round {round}: killed after {delay:?} (seed {seed})");
+        kills += usize::from(build_killed_after(root, delay));
+        eprintln!("round {round}: killed after {delay:?} (seed {})", rng.seed);
         assert_store_consistent(root);
     }
     assert!(kills > 0, "at least one build was killed mid-way");
     ok(root, &["build"]);
     assert_store_consistent(root);
-    let clean = copy_sources(root);
-    ok(clean.path(), &["build"]);
-    for rule in ["by_day", "doubled"] {
-        assert!(std::fs::read(out(root, rule)).unwrap() == std::fs::read(out(clean.path(), rule)).unwrap(), "{rule}");
-    }
+    assert_equals_clean_build(root, &["by_day", "doubled"]);
 }

@@ -83,18 +83,7 @@ fn runs(v: &serde_json::Value) -> std::collections::BTreeMap<String, (String, Op
 }
 
 fn assert_equals_clean(root: &Path) {
-    let clean = common::copy_sources(root);
-    common::ok(clean.path(), &["build"]);
-    for rule in ["by_day", "named", "doubled", "totals"] {
-        let (a, b) = (common::out(root, rule), common::out(clean.path(), rule));
-        if std::fs::read(&a).unwrap() != std::fs::read(&b).unwrap() {
-            panic!(
-                "{rule} differs from a clean build:\n{:?}\nclean:\n{:?}",
-                common::read_rows(&a),
-                common::read_rows(&b)
-            );
-        }
-    }
+    common::assert_equals_clean_build(root, &["by_day", "named", "doubled", "totals"]);
 }
 
 fn st(s: &str, ran: Option<u64>, changed: Option<u64>) -> (String, Option<u64>, Option<u64>) {
@@ -246,15 +235,7 @@ sql = "SELECT lang, id FROM ev WHERE lang = 'c++' OR lang IN ('a b', 'été')"
         common::write(root, &format!("ev/lang={d}/p.csv"), &format!("id,v\n{k},{}\n{},1\n", k * 10 + 1, k + 100));
         let v = report(root);
         assert_eq!(runs(&v)["per_lang"], st("built", Some(1), Some(1)), "{d}: {v}");
-        let clean = common::copy_sources(root);
-        common::ok(clean.path(), &["build"]);
-        let (a, b) = (common::out(root, "per_lang"), common::out(clean.path(), "per_lang"));
-        assert!(
-            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
-            "{d}: {:?} vs clean {:?}",
-            common::read_rows(&a),
-            common::read_rows(&b)
-        );
+        common::assert_equals_clean_build(root, &["per_lang", "cpp_only"]);
     }
 }
 
@@ -301,25 +282,11 @@ incremental = { by = "monthly" }
     let r = runs(&report(root));
     assert_eq!(r["monthly"], st("built", Some(1), Some(1)));
     assert_eq!(r["big"].0, "built");
-    assert_equals_parts(root, &["monthly", "big"]);
+    common::assert_equals_clean_build(root, &["monthly", "big"]);
     // A new partition and a deleted one in one build.
     common::write(root, "sales/year=2026/month=01/part.csv", &csv(5));
     std::fs::remove_dir_all(root.join("sales/year=2024/month=03")).unwrap();
     let r = runs(&report(root));
     assert_eq!(r["monthly"], st("built", Some(1), Some(2)));
-    assert_equals_parts(root, &["monthly", "big"]);
-}
-
-fn assert_equals_parts(root: &Path, rules: &[&str]) {
-    let clean = common::copy_sources(root);
-    common::ok(clean.path(), &["build"]);
-    for rule in rules {
-        let (a, b) = (common::out(root, rule), common::out(clean.path(), rule));
-        assert!(
-            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
-            "{rule}: {:?} vs clean {:?}",
-            common::read_rows(&a),
-            common::read_rows(&b)
-        );
-    }
+    common::assert_equals_clean_build(root, &["monthly", "big"]);
 }

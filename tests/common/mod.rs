@@ -156,6 +156,23 @@ pub fn copy_tree(from: &Path, to: &Path, skip: impl Fn(&Path) -> bool) {
     }
 }
 
+/// Build a copy of `root`'s sources from scratch and require each of
+/// `rules`' published files to equal `root`'s byte for byte (the rows of
+/// both are shown when they differ).
+pub fn assert_equals_clean_build(root: &Path, rules: &[&str]) {
+    let clean = copy_sources(root);
+    ok(clean.path(), &["build"]);
+    for rule in rules {
+        let (a, b) = (out(root, rule), out(clean.path(), rule));
+        assert!(
+            std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+            "{rule} differs from a clean build:\n{:?}\nclean:\n{:?}",
+            read_rows(&a),
+            read_rows(&b)
+        );
+    }
+}
+
 /// A digest of a Parquet file's data alone (schema and rows, read back
 /// through Arrow), not of its bytes: outputs with the same rows and schema but
 /// different provenance in their footers have the same digest.

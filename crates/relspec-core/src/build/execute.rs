@@ -93,8 +93,8 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         let reads: Vec<&str> = inc.reads.iter().map(String::as_str).collect();
         relspec_exec::distributive::check_declaration(&inc.by, &lowered.body, inc.input.clone(), &reads)
             .map_err(|diag| LowerError { diag, pos: None })?;
-        partial = inc.partial.clone();
-        partitions = Some(inc.state.clone());
+        partial = inc.partial;
+        partitions = Some(inc.state);
     }
     let df = match (&partial, &partitions) {
         (Some(pt), Some(state)) => {

@@ -389,11 +389,8 @@ impl Scheduler {
                 // An incremental rule: how much of it would run.
                 if let Some(by) = self.jobs[name].decl.def.incremental.as_deref() {
                     let inc = partitions::plan(p, &self.store, &self.last, &self.records, name, by, vec![], &parts);
-                    reasons.push(match (&inc.partial, inc.state.total) {
-                        (Some(pt), Some(t)) => format!("would recompute {} of {t} partitions of `{by}`", pt.run.len()),
-                        (Some(pt), None) => format!("would recompute {} partition(s) of `{by}`", pt.run.len()),
-                        (None, _) => format!("would compute every partition of `{by}`"),
-                    });
+                    let ran = inc.partial.as_ref().map(|pt| pt.run.len());
+                    reasons.push(partitions_reason(false, ran, inc.state.total, by));
                 }
                 RuleReport { status: Status::Stale, reasons, key: Some(key), ..skipped(name, String::new()) }
             }
@@ -645,11 +642,7 @@ impl Scheduler {
                         total: ps.total,
                         changed: ps.delta.as_ref().map(|d| d.changed.len()),
                     };
-                    r.reasons.push(match (run.ran, run.total) {
-                        (Some(n), Some(t)) => format!("recomputed {n} of {t} partitions of `{}`", run.by),
-                        (Some(n), None) => format!("recomputed {n} changed partition(s) of `{}`", run.by),
-                        (None, _) => format!("computed every partition of `{}`", run.by),
-                    });
+                    r.reasons.push(partitions_reason(true, run.ran, run.total, &run.by));
                     r.partitions = Some(run);
                 }
                 self.artifacts.insert(name.clone(), ex.artifact);
@@ -695,6 +688,18 @@ fn skipped(name: &str, reason: String) -> RuleReport {
         error: None,
         checks: vec![],
         partitions: None,
+    }
+}
+
+/// How much of an incremental rule ran (`done`) or would run, as a reason:
+/// `recomputed 1 of 1000 partitions of `events`` (`ran`: partitions
+/// recomputed; `None`: all of them).
+fn partitions_reason(done: bool, ran: Option<usize>, total: Option<usize>, by: &str) -> String {
+    let (re, all) = if done { ("recomputed", "computed") } else { ("would recompute", "would compute") };
+    match (ran, total) {
+        (Some(n), Some(t)) => format!("{re} {n} of {t} partitions of `{by}`"),
+        (Some(n), None) => format!("{re} {n} changed partition(s) of `{by}`"),
+        (None, _) => format!("{all} every partition of `{by}`"),
     }
 }
 

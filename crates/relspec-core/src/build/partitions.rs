@@ -217,7 +217,7 @@ pub(crate) fn merge_stream(
     let mut added: HashMap<String, blake3::Hasher> = HashMap::new();
     for b in &fresh {
         let rows = conv.convert_columns(b.columns()).map_err(internal)?;
-        super::union::hash_rows(&mut added, &partition_ids(b, &cols)?, &rows, |_| true);
+        super::union::hash_rows(&mut added, &partition_ids(b, &cols)?, &rows);
     }
     let plain = Arc::new(Schema::new(schema.fields().clone()));
     let mut feeds = open_files(std::slice::from_ref(&partial.previous), std::slice::from_ref(&plain))?;

@@ -252,22 +252,46 @@ pub(crate) struct Retract {
 /// The partition id of each row: the key columns as text (nulls as empty),
 /// joined by the id separator.
 pub(crate) fn partition_ids(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<String>, LowerError> {
-    use datafusion::arrow::array::StringArray;
-    use datafusion::arrow::datatypes::DataType;
-    let texts: Vec<ArrayRef> = cols
-        .iter()
-        .map(|&c| datafusion::arrow::compute::cast(batch.column(c), &DataType::Utf8))
-        .collect::<Result<_, _>>()
-        .map_err(internal)?;
-    let texts: Vec<&StringArray> =
-        texts.iter().map(|a| a.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")).collect();
-    let sep = relspec_db::datasets::PARTITION_ID_SEP.to_string();
+    let texts = key_texts(batch, cols)?;
+    let mut buf = String::new();
     Ok((0..batch.num_rows())
         .map(|r| {
-            let parts: Vec<&str> = texts.iter().map(|a| if a.is_null(r) { "" } else { a.value(r) }).collect();
-            parts.join(&sep)
+            texts.id_into(r, &mut buf);
+            buf.clone()
         })
         .collect())
+}
+
+/// The key columns of a batch as text.
+struct KeyTexts(Vec<datafusion::arrow::array::StringArray>);
+
+impl KeyTexts {
+    fn value(a: &datafusion::arrow::array::StringArray, r: usize) -> &str {
+        if a.is_null(r) { "" } else { a.value(r) }
+    }
+
+    /// Row `r`'s partition id, written into `buf`.
+    fn id_into(&self, r: usize, buf: &mut String) {
+        buf.clear();
+        for (k, a) in self.0.iter().enumerate() {
+            if k > 0 {
+                buf.push(relspec_db::datasets::PARTITION_ID_SEP);
+            }
+            buf.push_str(Self::value(a, r));
+        }
+    }
+}
+
+fn key_texts(batch: &RecordBatch, cols: &[usize]) -> Result<KeyTexts, LowerError> {
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    cols.iter()
+        .map(|&c| {
+            let a = datafusion::arrow::compute::cast(batch.column(c), &DataType::Utf8).map_err(internal)?;
+            Ok::<StringArray, LowerError>(a.as_string::<i32>().clone())
+        })
+        .collect::<Result<_, _>>()
+        .map(KeyTexts)
 }
 
 /// Which rows of `batch` belong to one of partitions `ids` (key columns
@@ -278,50 +302,26 @@ fn in_partitions(
     cols: &[usize],
     ids: &std::collections::HashSet<String>,
 ) -> Result<Vec<bool>, LowerError> {
-    use datafusion::arrow::array::StringArray;
-    use datafusion::arrow::datatypes::DataType;
-    let texts: Vec<ArrayRef> = cols
-        .iter()
-        .map(|&c| datafusion::arrow::compute::cast(batch.column(c), &DataType::Utf8))
-        .collect::<Result<_, _>>()
-        .map_err(internal)?;
-    let texts: Vec<&StringArray> =
-        texts.iter().map(|a| a.as_any().downcast_ref::<StringArray>().expect("cast to Utf8")).collect();
-    fn value(a: &StringArray, r: usize) -> &str {
-        if a.is_null(r) { "" } else { a.value(r) }
-    }
-    if let [one] = texts.as_slice() {
-        return Ok((0..batch.num_rows()).map(|r| ids.contains(value(one, r))).collect());
+    let texts = key_texts(batch, cols)?;
+    if let [one] = texts.0.as_slice() {
+        return Ok((0..batch.num_rows()).map(|r| ids.contains(KeyTexts::value(one, r))).collect());
     }
     let mut buf = String::new();
     Ok((0..batch.num_rows())
         .map(|r| {
-            buf.clear();
-            for (k, a) in texts.iter().enumerate() {
-                if k > 0 {
-                    buf.push(relspec_db::datasets::PARTITION_ID_SEP);
-                }
-                buf.push_str(value(a, r));
-            }
+            texts.id_into(r, &mut buf);
             ids.contains(buf.as_str())
         })
         .collect())
 }
 
 /// Add `rows`' bytes to the hash of their partition.
-pub(crate) fn hash_rows(
-    hashes: &mut std::collections::HashMap<String, blake3::Hasher>,
-    ids: &[String],
-    rows: &Rows,
-    pick: impl Fn(usize) -> bool,
-) {
+pub(crate) fn hash_rows(hashes: &mut std::collections::HashMap<String, blake3::Hasher>, ids: &[String], rows: &Rows) {
     for (r, id) in ids.iter().enumerate() {
-        if pick(r) {
-            let row = rows.row(r);
-            let h = hashes.entry(id.clone()).or_default();
-            h.update(&(row.as_ref().len() as u64).to_le_bytes());
-            h.update(row.as_ref());
-        }
+        let row = rows.row(r);
+        let h = hashes.entry(id.clone()).or_default();
+        h.update(&(row.as_ref().len() as u64).to_le_bytes());
+        h.update(row.as_ref());
     }
 }
 
@@ -386,17 +386,16 @@ impl Merge {
             heap: Vec::new(),
         };
         m.cursors.resize_with(feeds.len(), || None);
-        for (i, (mut feed, first)) in feeds.into_iter().enumerate() {
-            let mut next = first;
+        for (i, (feed, first)) in feeds.into_iter().enumerate() {
+            let Some(b) = first else { continue };
             // A source whose first batches are wholly retracted moves on.
-            while let Some(b) = next {
-                if m.hold(i, feed, b)? {
-                    m.heap.push(i);
-                    break;
-                }
-                let Some(c) = m.cursors[i].take() else { unreachable!("held") };
-                feed = c.reader;
-                next = feed.next_non_empty()?;
+            let has_rows = m.hold(i, feed, b)?
+                || match m.cursors[i].take() {
+                    Some(c) => m.load(i, c.reader)?,
+                    None => false,
+                };
+            if has_rows {
+                m.heap.push(i);
             }
         }
         for k in (0..m.heap.len() / 2).rev() {
@@ -476,11 +475,14 @@ impl Merge {
             let _ = src;
             let out = in_partitions(&b, &r.cols, &r.ids)?;
             if out.iter().any(|&o| o) {
-                let ids = partition_ids(&b, &r.cols)?;
-                let rows = self.conv.convert_columns(b.columns()).map_err(internal)?;
-                hash_rows(&mut r.hashes, &ids, &rows, |k| out[k]);
-                let keep = datafusion::arrow::array::BooleanArray::from(out.iter().map(|o| !o).collect::<Vec<_>>());
-                b = datafusion::arrow::compute::filter_record_batch(&b, &keep).map_err(internal)?;
+                // Hash the retracted rows (few) apart; the kept ones are converted below.
+                use datafusion::arrow::array::BooleanArray;
+                use datafusion::arrow::compute::filter_record_batch;
+                let gone = filter_record_batch(&b, &BooleanArray::from(out.clone())).map_err(internal)?;
+                let rows = self.conv.convert_columns(gone.columns()).map_err(internal)?;
+                hash_rows(&mut r.hashes, &partition_ids(&gone, &r.cols)?, &rows);
+                let keep = BooleanArray::from(out.iter().map(|o| !o).collect::<Vec<_>>());
+                b = filter_record_batch(&b, &keep).map_err(internal)?;
             }
         }
         let rows = self.conv.convert_columns(b.columns()).map_err(internal)?;
@@ -527,6 +529,24 @@ impl Merge {
         (end >= c.pos + 2).then_some(end)
     }
 
+    /// After the top source `i` advanced: load its next batch when this one
+    /// is used up, drop it from the heap when it is done, restore the heap.
+    fn settle_top(&mut self, i: usize) -> Result<(), LowerError> {
+        let used_up = self.cursors[i].as_ref().is_none_or(|c| c.pos >= c.rows.num_rows());
+        let more = !used_up
+            || match self.cursors[i].take() {
+                Some(c) => self.load(i, c.reader)?,
+                None => false,
+            };
+        if !more {
+            let last = self.heap.len() - 1;
+            self.heap.swap(0, last);
+            self.heap.pop();
+        }
+        self.sift_down(0);
+        Ok(())
+    }
+
     pub(crate) fn next_batch(&mut self) -> Result<Option<RecordBatch>, LowerError> {
         let mut picks: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
         while picks.len() < BATCH {
@@ -539,17 +559,7 @@ impl Merge {
                 let Some(c) = self.cursors[i].as_mut() else { unreachable!("a branch in the heap has rows") };
                 picks.extend((c.pos..end).map(|r| (c.slot, r)));
                 c.pos = end;
-                let more = c.pos < c.rows.num_rows()
-                    || match self.cursors[i].take() {
-                        Some(c) => self.load(i, c.reader)?,
-                        None => false,
-                    };
-                if !more {
-                    let last = self.heap.len() - 1;
-                    self.heap.swap(0, last);
-                    self.heap.pop();
-                }
-                self.sift_down(0);
+                self.settle_top(i)?;
                 continue;
             }
             let Some(c) = self.cursors[i].as_mut() else { unreachable!("a branch in the heap has rows") };
@@ -572,17 +582,7 @@ impl Merge {
                 }
             }
             c.pos += 1;
-            let more = c.pos < c.rows.num_rows()
-                || match self.cursors[i].take() {
-                    Some(c) => self.load(i, c.reader)?,
-                    None => false,
-                };
-            if !more {
-                let last = self.heap.len() - 1;
-                self.heap.swap(0, last);
-                self.heap.pop();
-            }
-            self.sift_down(0);
+            self.settle_top(i)?;
         }
         if picks.is_empty() {
             return Ok(None);
