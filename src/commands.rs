@@ -12,6 +12,44 @@ use std::process::ExitCode;
 
 pub(crate) type CliResult = Result<ExitCode, Vec<Diag>>;
 
+/// Print a build's report: one JSON document with its verdict and located
+/// `errors`, or the summary line (errors are printed by the caller).
+fn print_build(report: &BuildReport, json: bool, check: bool, errors: serde_json::Value) {
+    let stale = report.count(Status::Stale);
+    if json {
+        /// The report with its verdict and located errors.
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            report: &'a BuildReport,
+            ok: bool,
+            errors: serde_json::Value,
+        }
+        let out = Out { report, ok: report.ok() && !(check && stale > 0), errors };
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+        let _ = serde_json::to_writer_pretty(&mut w, &out);
+        let _ = writeln!(w);
+    } else {
+        summary(report, check);
+    }
+}
+
+/// Print what is stale and why (`relspec status`).
+fn print_status(report: &BuildReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report).unwrap());
+    } else {
+        for r in &report.rules {
+            match r.status {
+                Status::Stale => println!("stale  {}  ({})", r.rule, r.reasons.join("; ")),
+                _ => println!("fresh  {}", r.rule),
+            }
+        }
+        println!("{} stale, {} fresh", report.count(Status::Stale), report.count(Status::Reused));
+    }
+}
+
 fn open(manifest: &Path, params: &[(String, String)]) -> Result<Project, Vec<Diag>> {
     Project::open_with_params(manifest, params).map_err(|e| vec![e])
 }
@@ -24,8 +62,15 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             Ok(ExitCode::SUCCESS)
         }
         Command::Build { select, jobs, json, check } => {
+            // Nothing changed since the last clean build: its snapshot answers.
+            if select.is_empty()
+                && let Some(report) = relspec_core::snapshot::noop_report(manifest, params)
+            {
+                print_build(&report, json, check, serde_json::json!([]));
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut p = open(manifest, params)?;
-            let opts = BuildOptions { select, jobs, dry_run: check, cancel: None };
+            let opts = BuildOptions { select, jobs, dry_run: check, cancel: None, snapshot: true };
             let progress = Display::new(json);
             let report = match build::build(&mut p, &opts, &progress) {
                 Ok(r) => r,
@@ -41,34 +86,22 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             };
             progress.clear();
             let stale = report.count(Status::Stale);
-            if json {
-                /// The report with its verdict and located errors.
-                #[derive(serde::Serialize)]
-                struct Out<'a> {
-                    #[serde(flatten)]
-                    report: &'a BuildReport,
-                    ok: bool,
-                    errors: serde_json::Value,
-                }
-                let out = Out {
-                    report: &report,
-                    ok: report.ok() && !(check && stale > 0),
-                    errors: errors_json(&p, &report.errors),
-                };
-                use std::io::Write;
-                let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-                let _ = serde_json::to_writer_pretty(&mut w, &out);
-                let _ = writeln!(w);
-            } else {
+            if !json {
                 print_errors(&p, &report.errors);
-                summary(&report, check);
             }
+            print_build(&report, json, check, errors_json(&p, &report.errors));
             // The process exits next: skip tearing down the database (it costs
             // more than a no-op build).
             std::mem::forget(p);
             Ok(if !report.ok() || (check && stale > 0) { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS })
         }
         Command::Status { select, json } => {
+            if select.is_empty()
+                && let Some(report) = relspec_core::snapshot::noop_report(manifest, params)
+            {
+                print_status(&report, json);
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut p = open(manifest, params)?;
             let opts = BuildOptions { select, dry_run: true, ..Default::default() };
             let report = match build::build(&mut p, &opts, &build::NoProgress) {
@@ -82,17 +115,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
                     return Ok(ExitCode::from(EXIT_ERROR));
                 }
             };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap());
-            } else {
-                for r in &report.rules {
-                    match r.status {
-                        Status::Stale => println!("stale  {}  ({})", r.rule, r.reasons.join("; ")),
-                        _ => println!("fresh  {}", r.rule),
-                    }
-                }
-                println!("{} stale, {} fresh", report.count(Status::Stale), report.count(Status::Reused));
-            }
+            print_status(&report, json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { json } => {

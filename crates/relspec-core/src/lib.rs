@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod maintenance;
 pub mod project;
 pub mod scaffold;
+pub mod snapshot;
 pub mod status;
 pub mod synth;
 pub mod watch;

@@ -37,6 +37,13 @@ pub struct Project {
     extract_root: Option<relspec_extract::ExtractRoot>,
     /// Inputs were synced by `open` and nothing has used them since.
     fresh: bool,
+    /// The manifest's path, as opened.
+    pub manifest: PathBuf,
+    /// The `--param` overrides it was opened with.
+    pub params: Vec<(String, String)>,
+    /// When the last sync of every input began (ns since the epoch); `None`
+    /// after a sync of some paths only (file events, editor buffers).
+    pub synced_at_ns: Option<u128>,
 }
 
 /// Everything a rule needs to be planned or executed, detached from salsa.
@@ -82,7 +89,20 @@ impl Project {
         let stat = StatCache::default();
         let t0 = std::time::Instant::now();
         let ws = loader.sync_manifest(&mut db)?;
-        let mut p = Project { root, db, loader, ws, stat, store: None, engine: None, extract_root: None, fresh: false };
+        let mut p = Project {
+            root,
+            db,
+            loader,
+            ws,
+            stat,
+            store: None,
+            engine: None,
+            extract_root: None,
+            fresh: false,
+            manifest: manifest.to_path_buf(),
+            params: params.to_vec(),
+            synced_at_ns: None,
+        };
         if let Ok(spec) = p.spec() {
             let store = Store::open(&spec.cache_path(&p.root))?;
             // Reload with the persistent stat cache so unchanged files are not hashed.
@@ -91,6 +111,7 @@ impl Project {
             p.store = Some(store);
             tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "caches loaded");
         }
+        p.synced_at_ns = Some(crate::store::now_ns());
         p.ws = p.loader.sync(&mut p.db, &mut p.stat)?;
         p.fresh = true;
         tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "inputs synced");
@@ -102,6 +123,7 @@ impl Project {
         if std::mem::take(&mut self.fresh) {
             return Ok(());
         }
+        self.synced_at_ns = Some(crate::store::now_ns());
         self.ws = self.loader.sync(&mut self.db, &mut self.stat)?;
         if self.store.is_none()
             && let Ok(spec) = self.spec()
@@ -115,6 +137,7 @@ impl Project {
     /// affect; the next `build` will not sync again. A change of the manifest
     /// syncs everything.
     pub fn sync_paths(&mut self, changed: &[PathBuf]) -> Result<()> {
+        self.synced_at_ns = None;
         self.ws = self.loader.sync_paths(&mut self.db, &mut self.stat, changed)?;
         if self.store.is_none()
             && let Ok(spec) = self.spec()

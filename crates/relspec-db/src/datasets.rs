@@ -67,6 +67,20 @@ pub fn location_kind(root: &Path, path: &str) -> LocationKind {
     DatasetLocation::new(path).kind(root)
 }
 
+/// What decides the listing of [`resolve_files`] for `spec`, besides its
+/// files: the directories it walks (and, for a source, its ignore files).
+pub fn listing_paths(root: &Path, spec: &DatasetSpec) -> Vec<std::path::PathBuf> {
+    if spec.extract.is_some() {
+        return crate::paths::source_listing_paths(root, &spec.path);
+    }
+    match location_kind(root, &spec.path) {
+        // The file itself is stamped with the others; its directory holds nothing else we read.
+        LocationKind::File => vec![],
+        LocationKind::Dir => crate::paths::walk_dirs(&root.join(&spec.path)),
+        LocationKind::Glob => crate::paths::glob_dirs(root, &spec.path),
+    }
+}
+
 /// List the files of a dataset, as sorted paths relative to `root` (with `/`).
 pub fn resolve_files(root: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
     let missing = || {

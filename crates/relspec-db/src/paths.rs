@@ -105,6 +105,60 @@ pub fn source_files(root: &Path, location: &str, keep: impl Fn(&str) -> bool) ->
     Ok(out)
 }
 
+/// The directories whose listings decide what [`glob_files`] returns for
+/// `pattern`: its base and every directory under it that is not hidden.
+/// A file added or removed under the base changes one of their mtimes.
+pub fn glob_dirs(root: &Path, pattern: &str) -> Vec<std::path::PathBuf> {
+    walk_dirs(&glob_base(root, pattern.trim_start_matches("./")))
+}
+
+/// What decides the listing of [`source_files`] for `location`: the
+/// directories it walks, and the ignore files that can hide entries (in
+/// those directories and above them, and git's global excludes). Paths that
+/// do not exist are included too: creating one changes the listing.
+pub fn source_listing_paths(root: &Path, location: &str) -> Vec<std::path::PathBuf> {
+    let location = location.trim_start_matches("./");
+    let base = if is_glob(location) { glob_base(root, location) } else { root.join(location) };
+    if base.is_file() {
+        return vec![];
+    }
+    let mut out = Vec::new();
+    let walker = ignore::WalkBuilder::new(&base).require_git(false).hidden(true).build();
+    for e in walker.flatten() {
+        if e.file_type().is_some_and(|t| t.is_dir()) {
+            let d = e.path().to_path_buf();
+            out.push(d.join(".gitignore"));
+            out.push(d.join(".ignore"));
+            out.push(d);
+        }
+    }
+    let mut up = base.parent();
+    while let Some(d) = up {
+        for name in [".gitignore", ".ignore", ".git/info/exclude"] {
+            out.push(d.join(name));
+        }
+        up = d.parent();
+    }
+    if let Some(home) = std::env::var_os("HOME").map(std::path::PathBuf::from) {
+        out.push(home.join(".gitconfig"));
+        let config = std::env::var_os("XDG_CONFIG_HOME").map(std::path::PathBuf::from).unwrap_or(home.join(".config"));
+        out.push(config.join("git/ignore"));
+    }
+    out
+}
+
+/// `dir` and every directory under it that is not hidden (as the walks of
+/// [`glob_files`] and directory datasets skip them).
+pub fn walk_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !hidden(&e.file_name().to_string_lossy()))
+        .flatten()
+        .filter(|e| e.file_type().is_dir())
+        .map(|e| e.into_path())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::rel_path;

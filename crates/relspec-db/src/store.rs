@@ -59,9 +59,13 @@ pub mod layout {
     pub const ANALYSIS: &str = "analysis.jsonl";
     /// Extracted source facts, packed (`fragments/pack-<h>.parquet`, see relspec-extract).
     pub const FRAGMENTS: &str = "fragments";
+    /// The last clean build's snapshot: what a fresh no-op build re-stats.
+    pub const SNAPSHOT: &str = "snapshot.bin";
     /// Everything above but the lock.
-    pub const ALL: &[&str] =
-        &[OBJECTS, RECORDS, TMP, ARTIFACTS, RUNS, STAT_CACHE, PUBLISHED, LAST_BUILT, SUMMARIES, ANALYSIS, FRAGMENTS];
+    pub const ALL: &[&str] = &[
+        OBJECTS, RECORDS, TMP, ARTIFACTS, RUNS, STAT_CACHE, PUBLISHED, LAST_BUILT, SUMMARIES, ANALYSIS, FRAGMENTS,
+        SNAPSHOT,
+    ];
     /// Names older versions used (removed by `clean`).
     pub const LEGACY: &[&str] = &["plans", "analysis.json", "rule-summaries.json"];
 }
@@ -585,7 +589,8 @@ pub fn mtime_ns(meta: &fs::Metadata) -> u128 {
     meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
-fn now_ns() -> u128 {
+/// The wall clock in nanoseconds since the epoch.
+pub fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
@@ -620,7 +625,22 @@ pub struct StatCache {
     pub hashed: usize,
 }
 
-const RACY_WINDOW_NS: u128 = 1_000_000_000;
+/// The file timestamp granularity assumed (1 s): a file whose mtime or ctime
+/// is this close to when it was read may change again without moving them.
+pub const RACY_WINDOW_NS: u128 = 1_000_000_000;
+
+/// The racy window in effect: [`RACY_WINDOW_NS`], or `RELSPEC_RACY_WINDOW_MS`
+/// (a file system with coarser timestamps needs more; tests use less).
+pub fn racy_window_ns() -> u128 {
+    static W: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    *W.get_or_init(|| {
+        std::env::var("RELSPEC_RACY_WINDOW_MS")
+            .ok()
+            .and_then(|v| v.parse::<u128>().ok())
+            .map(|ms| ms * 1_000_000)
+            .unwrap_or(RACY_WINDOW_NS)
+    })
+}
 
 impl StatCache {
     /// Load from the store (empty if missing or unreadable).
@@ -650,7 +670,7 @@ impl StatCache {
             && e.mtime_ns == mtime
             && e.ctime_ns == ctime
             && e.ino == ino
-            && mtime.max(ctime) + RACY_WINDOW_NS < e.hashed_at_ns
+            && mtime.max(ctime) + racy_window_ns() < e.hashed_at_ns
         {
             return Ok(e.hash.clone());
         }
