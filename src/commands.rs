@@ -7,6 +7,7 @@ use crate::{EXIT_BREAKING, EXIT_ERROR};
 use relspec_core::build::{self, BuildOptions, BuildReport, Status};
 use relspec_core::error::{Diag, ErrorKind};
 use relspec_core::project::Project;
+use relspec_core::snapshot;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -62,16 +63,28 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             Ok(ExitCode::SUCCESS)
         }
         Command::Build { select, jobs, json, check } => {
-            // Nothing changed since the last clean build: its snapshot answers.
-            if select.is_empty()
-                && let Some(report) = relspec_core::snapshot::noop_report(manifest, params)
-            {
-                print_build(&report, json, check, serde_json::json!([]));
-                return Ok(ExitCode::SUCCESS);
-            }
-            let mut p = open(manifest, params)?;
             let opts = BuildOptions { select, jobs, dry_run: check, cancel: None, snapshot: true };
             let progress = Display::new(json);
+            // The last clean build's snapshot answers when nothing changed,
+            // and narrows the build to the edited rule files when only they did.
+            match relspec_core::snapshot::try_build(manifest, params, &opts, &progress) {
+                snapshot::Fast::Noop(report) => {
+                    progress.clear();
+                    print_build(&report, json, check, serde_json::json!([]));
+                    return Ok(ExitCode::SUCCESS);
+                }
+                snapshot::Fast::Partial(report, p) => {
+                    progress.clear();
+                    if !json {
+                        print_errors(&*p, &report.errors);
+                    }
+                    print_build(&report, json, check, errors_json(&*p, &report.errors));
+                    std::mem::forget(p);
+                    return Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) });
+                }
+                snapshot::Fast::Full => {}
+            }
+            let mut p = open(manifest, params)?;
             let report = match build::build(&mut p, &opts, &progress) {
                 Ok(r) => r,
                 Err(errs) => {
@@ -96,14 +109,14 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             Ok(if !report.ok() || (check && stale > 0) { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS })
         }
         Command::Status { select, json } => {
-            if select.is_empty()
-                && let Some(report) = relspec_core::snapshot::noop_report(manifest, params)
+            let opts = BuildOptions { select, dry_run: true, ..Default::default() };
+            if let snapshot::Fast::Noop(report) =
+                relspec_core::snapshot::try_build(manifest, params, &opts, &build::NoProgress)
             {
                 print_status(&report, json);
                 return Ok(ExitCode::SUCCESS);
             }
             let mut p = open(manifest, params)?;
-            let opts = BuildOptions { select, dry_run: true, ..Default::default() };
             let report = match build::build(&mut p, &opts, &build::NoProgress) {
                 Ok(r) => r,
                 Err(errs) => {

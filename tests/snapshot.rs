@@ -36,8 +36,14 @@ fn build(root: &Path) -> Value {
     v
 }
 
+/// Answered from the snapshot without building anything.
 fn from_snapshot(v: &Value) -> bool {
-    v["from_snapshot"] == true
+    v["snapshot"] == "unchanged"
+}
+
+/// Built in a partial workspace of the edited rule files.
+fn partial(v: &Value) -> bool {
+    v["snapshot"] == "partial"
 }
 
 /// Each rule's outcome as a user sees it (not timings).
@@ -121,8 +127,9 @@ fn a_noop_build_is_answered_from_the_snapshot() {
     assert!(!root.join("cache/snapshot.bin").exists());
 }
 
-/// Every kind of change the snapshot stands for sends the build down the
-/// full path, which does the right thing and records a new snapshot.
+/// Every kind of change the snapshot stands for is seen: a rule file edit is
+/// built in a partial workspace, anything else by the full build; each does
+/// the right thing and leaves a snapshot the next build is answered from.
 #[test]
 fn every_change_it_depends_on_is_seen() {
     let dir = synth_workspace();
@@ -130,29 +137,34 @@ fn every_change_it_depends_on_is_seen() {
     build(root);
     settle(root);
     let rule = |i: usize| root.join("rules").join(format!("{}.sql", synth::rule_name(i)));
-    // What a change rebuilds: exactly these rules, or (`None`) at least the first.
-    type Change<'a> = (&'a str, Box<dyn Fn() + 'a>, Option<&'a [&'a str]>);
+    // What a change rebuilds: exactly these rules, or (`None`) at least the
+    // first; and whether the snapshot narrows the build (a rule file edit).
+    type Change<'a> = (&'a str, Box<dyn Fn() + 'a>, Option<&'a [&'a str]>, bool);
     let changes: Vec<Change> = vec![
         (
             "a rule edited, same size",
             Box::new(|| std::fs::write(rule(5), synth::rule_sql(5, 1)).unwrap()),
             Some(&["r00005", "r00006", "r00007", "r00008", "r00009"]),
+            true,
         ),
         (
             "a rule file touched, same text",
             Box::new(|| std::fs::write(rule(3), std::fs::read(rule(3)).unwrap()).unwrap()),
             Some(&[]),
+            true,
         ),
         (
             "a rule added",
             Box::new(|| common::write(root, "rules/extra.sql", "SELECT kind FROM r00009\n")),
             Some(&["extra"]),
+            false,
         ),
-        ("a rule removed", Box::new(|| std::fs::remove_file(root.join("rules/extra.sql")).unwrap()), Some(&[])),
+        ("a rule removed", Box::new(|| std::fs::remove_file(root.join("rules/extra.sql")).unwrap()), Some(&[]), false),
         (
             "a data file added in a new subdirectory",
             Box::new(|| common::write(root, "data/events/more/part-1.csv", &synth::events_csv(5000, 30, 1))),
             None,
+            false,
         ),
         (
             "a data file rewritten in place, same size, mtime restored",
@@ -166,6 +178,7 @@ fn every_change_it_depends_on_is_seen() {
                 f.set_modified(mtime).unwrap();
             }),
             None,
+            false,
         ),
         (
             "a parameter changed in the manifest",
@@ -174,11 +187,13 @@ fn every_change_it_depends_on_is_seen() {
                 std::fs::write(root.join("workspace.toml"), t.replace("bias = 1", "bias = 2")).unwrap();
             }),
             Some(&["r00001", "r00002", "r00003", "r00004", "r00005", "r00006", "r00007", "r00008", "r00009", "r00011"]),
+            false,
         ),
         (
             "a published output deleted",
             Box::new(|| std::fs::remove_file(common::out(root, "r00004")).unwrap()),
             Some(&[]),
+            false,
         ),
         (
             "a cached object deleted",
@@ -189,6 +204,7 @@ fn every_change_it_depends_on_is_seen() {
                 std::fs::remove_file(obj).unwrap();
             }),
             Some(&[]),
+            false,
         ),
         (
             "the snapshot torn",
@@ -198,12 +214,14 @@ fn every_change_it_depends_on_is_seen() {
                 std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
             }),
             Some(&[]),
+            false,
         ),
     ];
-    for (what, change, expect) in changes {
+    for (what, change, expect, narrowed) in changes {
         change();
         let v = build(root);
         assert!(!from_snapshot(&v), "{what}: answered from a stale snapshot");
+        assert_eq!(partial(&v), narrowed, "{what}: {}", v["snapshot"]);
         let mut got = built(&v);
         got.sort();
         match expect {
@@ -224,6 +242,53 @@ fn every_change_it_depends_on_is_seen() {
     // Selecting rules never uses (or records) it.
     let (_, v) = cmd(root, &["build", "--json", "-s", "r00001"], &[]);
     assert!(!from_snapshot(&v));
+}
+
+/// A rule file edit is built in a partial workspace: exactly the edited
+/// rules and their downstream run, the report still covers every rule in
+/// the full build's order, outputs equal a clean build's, and the next build
+/// is answered from the updated snapshot at once. An edit that changes what
+/// a rule reads, or breaks it, goes to the full build.
+#[test]
+fn a_rule_edit_builds_a_partial_workspace() {
+    let dir = synth_workspace();
+    let root = dir.path();
+    build(root);
+    settle(root);
+    let rule = |i: usize| root.join("rules").join(format!("{}.sql", synth::rule_name(i)));
+    // Two edits at once, in two chains.
+    std::fs::write(rule(5), synth::rule_sql(5, 2)).unwrap();
+    std::fs::write(rule(11), synth::rule_sql(11, 2)).unwrap();
+    let v = build(root);
+    assert!(partial(&v), "{}", v["snapshot"]);
+    assert_eq!(built(&v), ["r00005", "r00006", "r00007", "r00008", "r00009", "r00011"]);
+    let (_, full) = cmd(root, &["build", "--json"], &[("RELSPEC_SNAPSHOT", "0")]);
+    let names = |v: &Value| outcomes(v).into_iter().map(|o| (o.0, o.2, o.3)).collect::<Vec<_>>();
+    assert_eq!(names(&v), names(&full), "same rules, order, keys and outputs as a full build");
+    common::assert_equals_clean_build(root, &["r00005", "r00009", "r00010", "r00011"]);
+    settle(root);
+    std::fs::write(rule(7), synth::rule_sql(7, 1)).unwrap();
+    assert!(partial(&build(root)));
+    assert!(root.join("cache/snapshot.delta").is_file(), "a partial build writes a delta, not the whole snapshot");
+    // Even inside the racy window the edited file's text is known: answered at once.
+    let again = build(root);
+    assert!(from_snapshot(&again), "{}", again["snapshot"]);
+    // Reading another rule now: the graph changed, the full build decides.
+    let t = std::fs::read_to_string(rule(3)).unwrap().replace("FROM r00002", "FROM r00001");
+    std::fs::write(rule(3), t).unwrap();
+    let v = build(root);
+    assert_eq!(v["snapshot"], Value::Null);
+    assert_eq!(built(&v), ["r00003", "r00004", "r00005", "r00006", "r00007", "r00008", "r00009"]);
+    common::assert_equals_clean_build(root, &["r00003", "r00009"]);
+    settle(root);
+    // A broken rule: the full build reports it (file and line), publishes nothing for it.
+    std::fs::write(rule(4), "-- chain link 4\nSELECT kind, nope FROM r00003\n").unwrap();
+    let (code, v) = cmd(root, &["build", "--json"], &[]);
+    assert_ne!(code, 0);
+    let errors = v["errors"].to_string();
+    assert!(errors.contains("r00004.sql") && errors.contains("nope"), "{errors}");
+    assert!(!root.join("cache/snapshot.bin").exists());
+    assert!(common::out(root, "r00004").is_file(), "the last good output stays");
 }
 
 /// A failed build removes the snapshot; a build right after an edit (inside

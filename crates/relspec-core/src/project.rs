@@ -44,6 +44,11 @@ pub struct Project {
     /// When the last sync of every input began (ns since the epoch); `None`
     /// after a sync of some paths only (file events, editor buffers).
     pub synced_at_ns: Option<u128>,
+    /// A partial workspace's seed (see [`Project::open_partial`]): the
+    /// outputs of the rules it does not load that its rules read, and its
+    /// rules' cache state.
+    pub(crate) seed: Option<crate::build::state::Seed>,
+    partial: bool,
 }
 
 /// Everything a rule needs to be planned or executed, detached from salsa.
@@ -77,13 +82,41 @@ impl Project {
         Self::open_opts(manifest, db, &[])
     }
 
+    /// Open part of the workspace: only the rule files `files` (relative,
+    /// sorted), knowing the rules `frozen` of the other files by name (their
+    /// outputs are the caller's to provide, see [`crate::snapshot`]).
+    pub fn open_partial(
+        manifest: &Path,
+        params: &[(String, String)],
+        files: Vec<String>,
+        frozen: std::collections::BTreeSet<String>,
+    ) -> Result<Project> {
+        Self::open_loader(manifest, RelspecDb::default(), params, Some((files, frozen)))
+    }
+
     fn open_opts(manifest: &Path, db: RelspecDb, params: &[(String, String)]) -> Result<Project> {
+        Self::open_loader(manifest, db, params, None)
+    }
+
+    fn open_loader(
+        manifest: &Path,
+        db: RelspecDb,
+        params: &[(String, String)],
+        partial: Option<(Vec<String>, std::collections::BTreeSet<String>)>,
+    ) -> Result<Project> {
         tracing::debug!("opening the workspace");
         if !manifest.is_file() {
             return Err(Diag::new(ErrorKind::Io(format!("{}: no such file", manifest.display())))
                 .with_help("run relspec in a directory with a workspace.toml, pass --workspace PATH, or create one with `relspec init DIR`"));
         }
         let mut loader = Loader::new(manifest, crate::engine::info()).with_param_overrides(params.to_vec());
+        let partial = match partial {
+            Some((files, frozen)) => {
+                loader = loader.with_rule_files(files, frozen);
+                true
+            }
+            None => false,
+        };
         let root = loader.root().to_path_buf();
         let mut db = db;
         let stat = StatCache::default();
@@ -102,12 +135,18 @@ impl Project {
             manifest: manifest.to_path_buf(),
             params: params.to_vec(),
             synced_at_ns: None,
+            seed: None,
+            partial,
         };
         if let Ok(spec) = p.spec() {
             let store = Store::open(&spec.cache_path(&p.root))?;
             // Reload with the persistent stat cache so unchanged files are not hashed.
             p.stat = StatCache::load(&store);
-            p.db.summaries().replace(db::SummaryCache::load(&store.dir().join(db::SUMMARIES_FILE)));
+            p.db.summaries().replace(if partial {
+                db::SummaryCache::unloaded()
+            } else {
+                db::SummaryCache::load(&store.dir().join(db::SUMMARIES_FILE))
+            });
             p.store = Some(store);
             tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "caches loaded");
         }
@@ -116,6 +155,11 @@ impl Project {
         p.fresh = true;
         tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "inputs synced");
         Ok(p)
+    }
+
+    /// Whether only some rule files are loaded (see [`Project::open_partial`]).
+    pub fn is_partial(&self) -> bool {
+        self.partial
     }
 
     /// Re-read sources and re-stat data files; set only inputs that changed.

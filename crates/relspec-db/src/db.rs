@@ -63,6 +63,11 @@ pub struct Workspace {
     /// `--param name=value` overrides, applied over `[params]`; set once.
     #[returns(ref)]
     pub param_overrides: Vec<(String, String)>,
+    /// Rules declared in files this workspace did not load (a partial
+    /// workspace, see [`Loader::with_rule_files`]): reading one is reading a
+    /// rule whose output is known; they are not part of the order. Set once.
+    #[returns(ref)]
+    pub frozen: BTreeSet<String>,
 }
 
 /// What the engine contributes to every output key: a digest of the versions
@@ -174,6 +179,8 @@ pub struct SummaryCache {
     lines: std::sync::atomic::AtomicUsize,
     /// The file holds lines of other code (not loaded; rewritten at the next save).
     foreign: std::sync::atomic::AtomicBool,
+    /// The file was not loaded: saving only appends.
+    unloaded: std::sync::atomic::AtomicBool,
 }
 
 /// One line of `rule-summaries.jsonl`: the memo version of the code that
@@ -201,13 +208,26 @@ impl SummaryCache {
             })
             .map(|e| (e.k, Arc::new(e.v)))
             .collect();
-        SummaryCache { map: Mutex::new(map), added: Mutex::default(), lines: lines.into(), foreign: foreign.into() }
+        SummaryCache {
+            map: Mutex::new(map),
+            added: Mutex::default(),
+            lines: lines.into(),
+            foreign: foreign.into(),
+            unloaded: false.into(),
+        }
+    }
+
+    /// A memo whose file is not read (a partial workspace compiles a few
+    /// rules): saving appends what was added and never rewrites the file.
+    pub fn unloaded() -> Self {
+        SummaryCache { unloaded: true.into(), ..Default::default() }
     }
     /// Replace the contents with another cache's.
     pub fn replace(&self, other: SummaryCache) {
         *self.map.lock().unwrap() = other.map.into_inner().unwrap();
         self.lines.store(other.lines.into_inner(), std::sync::atomic::Ordering::Relaxed);
         self.foreign.store(other.foreign.into_inner(), std::sync::atomic::Ordering::Relaxed);
+        self.unloaded.store(other.unloaded.into_inner(), std::sync::atomic::Ordering::Relaxed);
     }
     /// Append what was added since loading (see [`crate::store::Store::save_jsonl`]).
     pub fn save(&self, store: &crate::store::Store) -> Result<(), Diag> {
@@ -224,6 +244,9 @@ impl SummaryCache {
             keys.sort();
             keys.into_iter().filter_map(line).collect()
         };
+        if self.unloaded.load(std::sync::atomic::Ordering::Relaxed) {
+            return store.append_jsonl(&store.dir().join(SUMMARIES_FILE), &added);
+        }
         let lines = self.lines.load(std::sync::atomic::Ordering::Relaxed);
         let foreign = self.foreign.swap(false, std::sync::atomic::Ordering::Relaxed);
         let n = store.save_jsonl(&store.dir().join(SUMMARIES_FILE), lines, foreign, map.len(), &added, all)?;
@@ -533,8 +556,15 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
             g.errors.push(e.clone());
         }
     }
-    let known: Vec<&str> =
-        spec.datasets.keys().map(String::as_str).chain(idx.decls.keys().map(String::as_str)).collect();
+    let frozen = ws.frozen(db);
+    let is_rule = |r: &str| idx.decls.contains_key(r) || frozen.contains(r);
+    let known: Vec<&str> = spec
+        .datasets
+        .keys()
+        .map(String::as_str)
+        .chain(idx.decls.keys().map(String::as_str))
+        .chain(frozen.iter().map(String::as_str))
+        .collect();
     for (name, decl) in &idx.decls {
         let rn = RuleName::new(db, name.clone());
         let (plan, sites) = match rule_summary(db, ws, rn) {
@@ -550,7 +580,7 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
         for r in &plan.reads {
             if spec.datasets.contains_key(r) {
                 deps.push(Dep::Dataset(r.clone()));
-            } else if idx.decls.contains_key(r) {
+            } else if is_rule(r) {
                 deps.push(Dep::Rule(r.clone()));
             } else {
                 let site = sites.iter().find(|s| &s.name == r).and_then(|s| s.pos);
@@ -589,7 +619,7 @@ pub fn graph(db: &dyn Db, ws: Workspace) -> Graph {
                     for t in contract_tables(contract) {
                         let dep = if spec.datasets.contains_key(t) {
                             Dep::Dataset(t.to_string())
-                        } else if idx.decls.contains_key(t) {
+                        } else if is_rule(t) {
                             Dep::Rule(t.to_string())
                         } else {
                             let mut d =
@@ -852,6 +882,9 @@ pub struct Loader {
     overlays: HashMap<PathBuf, String>,
     files_read: usize,
     files_stated: usize,
+    /// A partial workspace: only these rule files, and these rules of others.
+    only_rule_files: Option<Vec<String>>,
+    frozen: BTreeSet<String>,
 }
 
 impl Loader {
@@ -871,7 +904,19 @@ impl Loader {
             overlays: HashMap::new(),
             files_read: 0,
             files_stated: 0,
+            only_rule_files: None,
+            frozen: BTreeSet::new(),
         }
+    }
+
+    /// Load only the rule files `paths` (relative, sorted) instead of the
+    /// include globs' listing, and know the rules `frozen` (declared in the
+    /// other files, their outputs known to the caller) by name only. Before
+    /// the first sync.
+    pub fn with_rule_files(mut self, paths: Vec<String>, frozen: BTreeSet<String>) -> Self {
+        self.only_rule_files = Some(paths);
+        self.frozen = frozen;
+        self
     }
 
     /// The workspace root.
@@ -935,6 +980,7 @@ impl Loader {
                     Vec::new(),
                     BTreeMap::new(),
                     self.overrides.clone(),
+                    self.frozen.clone(),
                 );
                 self.ws = Some(ws);
                 ws
@@ -1033,6 +1079,9 @@ impl Loader {
 
     /// Rule files matched by the manifest's include globs, sorted.
     fn rule_paths(&self, spec: &WorkspaceSpec) -> Result<Vec<String>, Diag> {
+        if let Some(only) = &self.only_rule_files {
+            return Ok(only.clone());
+        }
         let manifest_rel = self.manifest.clone();
         let mut rule_paths = BTreeSet::new();
         for pattern in &spec.include {

@@ -53,6 +53,10 @@ pub mod layout {
     pub const PUBLISHED: &str = "published.json";
     /// Each rule's key and output at the last build.
     pub const LAST_BUILT: &str = "last-built.json";
+    /// Changes to `last-built.json` since it was last written whole (JSON lines).
+    pub const LAST_BUILT_LOG: &str = "last-built.log";
+    /// Changes to `published.json` since it was last written whole (JSON lines).
+    pub const PUBLISHED_LOG: &str = "published.log";
     /// The rule-summary memo (JSON lines).
     pub const SUMMARIES: &str = "rule-summaries.jsonl";
     /// The analysis (check) memo (JSON lines).
@@ -61,10 +65,25 @@ pub mod layout {
     pub const FRAGMENTS: &str = "fragments";
     /// The last clean build's snapshot: what a fresh no-op build re-stats.
     pub const SNAPSHOT: &str = "snapshot.bin";
+    /// Changes to the snapshot since it was last written whole.
+    pub const SNAPSHOT_DELTA: &str = "snapshot.delta";
     /// Everything above but the lock.
     pub const ALL: &[&str] = &[
-        OBJECTS, RECORDS, TMP, ARTIFACTS, RUNS, STAT_CACHE, PUBLISHED, LAST_BUILT, SUMMARIES, ANALYSIS, FRAGMENTS,
+        OBJECTS,
+        RECORDS,
+        TMP,
+        ARTIFACTS,
+        RUNS,
+        STAT_CACHE,
+        PUBLISHED,
+        LAST_BUILT,
+        SUMMARIES,
+        ANALYSIS,
+        FRAGMENTS,
+        LAST_BUILT_LOG,
+        PUBLISHED_LOG,
         SNAPSHOT,
+        SNAPSHOT_DELTA,
     ];
     /// Names older versions used (removed by `clean`).
     pub const LEGACY: &[&str] = &["plans", "analysis.json", "rule-summaries.json"];
@@ -366,6 +385,14 @@ impl Store {
         }
     }
 
+    /// Append `added` entries to a JSON-lines memo (see [`Store::save_jsonl`]).
+    pub fn append_jsonl<T: Serialize>(&self, path: &Path, added: &[T]) -> Result<()> {
+        let text: String = added.iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect();
+        let mut f =
+            fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| io("cannot open", path, e))?;
+        f.write_all(text.as_bytes()).map_err(|e| io("cannot write", path, e))
+    }
+
     /// Atomically write bytes at `path`: a temp file in the store, then rename
     /// (fsynced first when `durable`).
     pub fn write_atomic(&self, path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
@@ -418,17 +445,58 @@ impl Store {
         fs::metadata(dest).is_ok_and(|meta| prev.bytes == meta.len() && prev.mtime_ns == mtime_ns(&meta))
     }
 
-    /// Load the record of what is published.
+    /// Load the record of what is published (the whole file, then its log).
     pub fn load_published(&self) -> Published {
-        fs::read(self.dir.join(layout::PUBLISHED))
+        let mut p: Published = fs::read(self.dir.join(layout::PUBLISHED))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for (k, v) in self.read_log(layout::PUBLISHED_LOG) {
+            match v {
+                Some(v) => p.entries.insert(k, v),
+                None => p.entries.remove(&k),
+            };
+        }
+        p
     }
 
-    /// Save the record of what is published.
+    /// Save the record of what is published, whole (and drop its log).
     pub fn save_published(&self, p: &Published) -> Result<()> {
-        self.write_json(&self.dir.join(layout::PUBLISHED), p)
+        self.write_json(&self.dir.join(layout::PUBLISHED), p)?;
+        self.clear_log(layout::PUBLISHED_LOG)
+    }
+
+    /// The changes of a JSON map's log `name` (see [`Store::append_log`]), in
+    /// order: key, and its new value (`None`: removed). Lines that do not
+    /// parse (a torn last line) are skipped.
+    pub fn read_log<V: serde::de::DeserializeOwned + Send>(&self, name: &str) -> Vec<(String, Option<V>)> {
+        let (lines, _) = load_jsonl::<LogLine<V>>(&self.dir.join(name));
+        lines.into_iter().map(|l| (l.k, l.v)).collect()
+    }
+
+    /// Append changes to a JSON map's log `name`: a build that changed a
+    /// few entries of a large map (`last-built.json`, `published.json`)
+    /// appends them instead of rewriting it; loading applies them in order.
+    pub fn append_log<V: Serialize>(&self, name: &str, changes: &[(String, Option<V>)]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let text: String = changes
+            .iter()
+            .map(|(k, v)| serde_json::to_string(&LogLine { k: k.clone(), v: v.as_ref() }).unwrap_or_default() + "\n")
+            .collect();
+        let path = self.dir.join(name);
+        let mut f =
+            fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| io("cannot open", &path, e))?;
+        f.write_all(text.as_bytes()).map_err(|e| io("cannot write", &path, e))
+    }
+
+    /// Drop the log `name` (its map was just written whole).
+    pub fn clear_log(&self, name: &str) -> Result<()> {
+        match fs::remove_file(self.dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("cannot remove", &self.dir.join(name), e)),
+            _ => Ok(()),
+        }
     }
 
     /// Every record in the store.
@@ -493,8 +561,15 @@ pub struct Published {
     pub entries: BTreeMap<String, PublishedEntry>,
 }
 
+/// One line of a map's log: a key and its new value (`null`: removed).
+#[derive(Serialize, Deserialize)]
+struct LogLine<V> {
+    k: String,
+    v: Option<V>,
+}
+
 /// One published file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedEntry {
     /// Content hash of the object published.
     pub content_hash: String,

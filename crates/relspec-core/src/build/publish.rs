@@ -51,7 +51,7 @@ pub(crate) fn publish(
     outcome: Outcome<'_>,
     now: Published<'_>,
     t0: Instant,
-) -> Result<()> {
+) -> Result<crate::store::Published> {
     let (store, spec) = (p.store()?, p.spec()?);
     let Outcome { partitioned, engine, records, last, last_dirty, artifacts, reports, errors } = outcome;
     let Published { mut ledger, on_disk, staging } = now;
@@ -111,12 +111,13 @@ pub(crate) fn publish(
         }
     }
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "published");
+    // A partial build appends what it changed; a full one writes the whole state.
     if ledger_dirty {
-        store.save_published(&ledger)?;
+        super::state::save_published(store, &ledger, p.seed.as_ref().map(|s| &s.published))?;
     }
     p.db.summaries().save(store)?;
     if last_dirty {
-        store.write_json(&store.dir().join(crate::store::layout::LAST_BUILT), last)?;
+        super::state::save_last(store, last, p.seed.as_ref().map(|s| &s.last))?;
     }
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "side caches saved");
     let ran = reports.values().any(|r| matches!(r.status, Status::Built | Status::Failed));
@@ -124,7 +125,7 @@ pub(crate) fn publish(
         let run = bundle_of::run_bundle(p, order, reports, artifacts, t0.elapsed().as_secs_f64() * 1000.0);
         crate::bundle::write_run(store, &run)?;
     }
-    Ok(())
+    Ok(ledger)
 }
 
 /// What the ledger records as published for `rec`: its content hash, plus
