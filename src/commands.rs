@@ -28,8 +28,8 @@ fn print_build(report: &BuildReport, json: bool, check: bool, errors: serde_json
         }
         let out = Out { report, ok: report.ok() && !(check && stale > 0), errors };
         use std::io::Write;
-        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-        let _ = serde_json::to_writer_pretty(&mut w, &out);
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let _ = serde_json::to_writer(&mut w, &out);
         let _ = writeln!(w);
     } else {
         summary(report, check);
@@ -71,6 +71,8 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
                 snapshot::Fast::Noop(report) => {
                     progress.clear();
                     print_build(&report, json, check, serde_json::json!([]));
+                    // The process exits next: skip freeing the report.
+                    std::mem::forget(report);
                     return Ok(ExitCode::SUCCESS);
                 }
                 snapshot::Fast::Partial(report, p) => {
@@ -79,8 +81,10 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
                         print_errors(&*p, &report.errors);
                     }
                     print_build(&report, json, check, errors_json(&*p, &report.errors));
-                    std::mem::forget(p);
-                    return Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) });
+                    let code = if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) };
+                    // The process exits next: skip tearing down the project and the report.
+                    std::mem::forget((p, report));
+                    return Ok(code);
                 }
                 snapshot::Fast::Full => {}
             }

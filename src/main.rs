@@ -47,13 +47,17 @@ fn main() {
     // Skip tearing down the database and caches: the process is done.
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    std::process::exit(if code == ExitCode::SUCCESS {
+    let _ = std::io::stderr().flush();
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "exiting");
+    let status = if code == ExitCode::SUCCESS {
         0
     } else if code == ExitCode::from(EXIT_BREAKING) {
         EXIT_BREAKING.into()
     } else {
         EXIT_ERROR.into()
-    })
+    };
+    // SAFETY: stdout and stderr are flushed; nothing else needs to run at exit.
+    unsafe { libc::_exit(status) }
 }
 
 /// Raise the soft stack limit (up to the hard limit) so the main thread's

@@ -137,6 +137,9 @@ impl Progress for Display {
             b.set_message(format!("running {rule}"));
         }
     }
+    fn quiet(&self) -> bool {
+        self.quiet
+    }
     fn finished(&self, r: &RuleReport) {
         if self.quiet {
             return;

@@ -253,3 +253,83 @@ incremental = { by = "by_day" }
     assert_store_consistent(root);
     assert_equals_clean_build(root, &["by_day", "doubled"]);
 }
+
+/// Rule-file edits built through the snapshot (a partial workspace, state
+/// written as appended changes and a snapshot delta): builds killed at any
+/// point leave a consistent cache, and the next completed build (partial or
+/// full, whichever the snapshot left allows) publishes what a clean build
+/// publishes.
+#[test]
+fn killed_snapshot_builds_leave_a_consistent_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    relspec_core::synth::write_workspace(root, 40, 60_000).unwrap();
+    let rule = |i: usize| root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(i)));
+    ok(root, &["build"]);
+    // Past the racy window, a build records the snapshot; then how long a partial build takes.
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(root, &["build"]);
+    std::fs::write(rule(12), relspec_core::synth::rule_sql(12, 1)).unwrap();
+    let t = Instant::now();
+    let out = ok(root, &["build", "--json"]);
+    assert!(out.contains("\"snapshot\":\"partial\""), "{out}");
+    let partial = t.elapsed();
+
+    let mut rng = Xorshift::from_clock();
+    let mut kills = 0;
+    for round in 0..8 {
+        let x = rng.next();
+        let i = (x % 40) as usize;
+        std::fs::write(rule(i), relspec_core::synth::rule_sql(i, 2 + round)).unwrap();
+        let delay = Duration::from_millis(x % (partial.as_millis() as u64).max(20));
+        kills += usize::from(build_killed_after(root, delay));
+        eprintln!("round {round}: rule {i}, killed after {delay:?} (seed {})", rng.seed);
+        assert_store_consistent(root);
+    }
+    assert!(kills > 0, "at least one build was killed mid-way");
+    ok(root, &["build"]);
+    assert_store_consistent(root);
+    let rules: Vec<String> = (0..40).map(relspec_core::synth::rule_name).collect();
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    assert_equals_clean_build(root, &rules);
+    // And a build after that (answered from the snapshot, or not) changes nothing.
+    let before = tree_bytes(&root.join("out"));
+    ok(root, &["build"]);
+    assert_eq!(tree_bytes(&root.join("out")), before);
+}
+
+/// Edits and builds that race: a build whose snapshot went stale while it
+/// waited for the lock (another build ran) does not build from it (its
+/// guard sends it to the full build), so every output ends equal to a clean
+/// build's.
+#[test]
+fn racing_snapshot_builds_never_publish_stale_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    relspec_core::synth::write_workspace(root, 40, 20_000).unwrap();
+    let rule = |i: usize| root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(i)));
+    ok(root, &["build"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(root, &["build"]);
+    let mut rng = Xorshift::from_clock();
+    for round in 0..5 {
+        // Two edits in one chain, each followed at once by a build.
+        let chain = (rng.next() % 4) as usize * 10;
+        let (a, b) = (chain + 1 + (rng.next() % 4) as usize, chain + 5 + (rng.next() % 4) as usize);
+        let spawn =
+            || relspec_process(root).args(["build", "--json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+        std::fs::write(rule(a), relspec_core::synth::rule_sql(a, 3 + round)).unwrap();
+        let first = spawn();
+        std::thread::sleep(Duration::from_millis(rng.next() % 30));
+        std::fs::write(rule(b), relspec_core::synth::rule_sql(b, 3 + round)).unwrap();
+        let second = spawn();
+        for c in [first, second] {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round} (seed {})", rng.seed);
+        }
+        ok(root, &["build"]);
+        let rules: Vec<String> = (chain..chain + 10).map(relspec_core::synth::rule_name).collect();
+        let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+        assert_equals_clean_build(root, &rules);
+    }
+}

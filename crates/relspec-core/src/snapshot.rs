@@ -274,16 +274,14 @@ pub fn try_build(manifest: &Path, params: &[(String, String)], opts: &BuildOptio
     let t0 = std::time::Instant::now();
     let root = root_of(manifest);
     let Some(cache_dir) = cache_dir(manifest, &root) else { return Fast::Full };
-    let Some(base) = std::fs::read(cache_dir.join(layout::SNAPSHOT)).ok() else { return Fast::Full };
-    let Some((mut snap, sum)) = decode(&base) else { return Fast::Full };
+    let Some(base) = map(&cache_dir.join(layout::SNAPSHOT)) else { return Fast::Full };
+    // The stamps are checked on two threads while this one decodes the
+    // lines and verifies the checksum (nothing is trusted before it is).
+    let Some((snap, mut delta, changed)) = decode_and_check(&base, &root, &cache_dir) else { return Fast::Full };
     if snap.identity != identity(&root, manifest, params) {
         tracing::debug!("snapshot: another binary, root or parameters");
         return Fast::Full;
     }
-    let mut delta = read_delta(&cache_dir, &sum);
-    delta.apply(&mut snap);
-    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "snapshot: loaded");
-    let changed = changed_entries(&root, &snap.entries);
     tracing::debug!(
         entries = snap.entries.len(),
         changed = changed.len(),
@@ -292,7 +290,12 @@ pub fn try_build(manifest: &Path, params: &[(String, String)], opts: &BuildOptio
     );
     if changed.is_empty() {
         settle(&cache_dir, &snap, &mut delta);
-        let rules = snap.lines.into_iter().map(reused).collect();
+        let rules: Vec<RuleReport> = snap.lines.iter().map(reused).collect();
+        if !progress.quiet() {
+            for r in &rules {
+                progress.finished(r);
+            }
+        }
         return Fast::Noop(BuildReport {
             rules,
             elapsed_ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -311,21 +314,31 @@ pub fn try_build(manifest: &Path, params: &[(String, String)], opts: &BuildOptio
 }
 
 /// The report line of a rule the snapshot knows and nothing changed for.
-fn reused(l: Line<'_>) -> RuleReport {
+fn reused(l: &Line<'_>) -> RuleReport {
     RuleReport {
-        rule: l.rule.into_owned(),
+        rule: l.rule.to_string(),
         status: Status::Reused,
         reasons: vec![],
         rows: Some(l.rows),
         elapsed_ms: 0.0,
-        key: Some(l.key.into_owned()),
-        content_hash: Some(l.content_hash.into_owned()),
+        key: Some(l.key.to_string()),
+        content_hash: Some(l.content_hash.to_string()),
         published: false,
         kernels: vec![],
         error: None,
         checks: vec![],
         partitions: None,
     }
+}
+
+/// The bytes of `path`, mapped and populated at once (no copy, no page
+/// faults one by one). Snapshots are replaced by rename, never written in
+/// place, so the mapping does not change under the reader.
+fn map(path: &Path) -> Option<memmap2::Mmap> {
+    let f = std::fs::File::open(path).ok()?;
+    // SAFETY: the file is only ever replaced by rename (see `write_file`), so
+    // the mapped inode's bytes do not change while mapped.
+    unsafe { memmap2::MmapOptions::new().populate().map(&f) }.ok()
 }
 
 /// The cache directory the manifest at `manifest` names.
@@ -343,6 +356,53 @@ fn root_of(manifest: &Path) -> PathBuf {
     }
 }
 
+/// Decode the snapshot in `bytes`, apply its delta, and find the entries
+/// that changed: the stamps are checked on two threads while this one
+/// decodes the lines and verifies the checksum. `None` if the file is not an
+/// intact snapshot.
+#[allow(clippy::type_complexity)]
+fn decode_and_check<'a>(
+    bytes: &'a [u8],
+    root: &Path,
+    cache_dir: &Path,
+) -> Option<(Snapshot<'a>, Delta, Vec<(usize, Stamp)>)> {
+    let body = bytes.strip_prefix(MAGIC)?;
+    let (body, sum) = body.split_at(body.len().checked_sub(32)?);
+    let sum: [u8; 32] = sum.try_into().ok()?;
+    let mut r = Reader { b: body };
+    let mut s = Snapshot { identity: r.take(32)?.try_into().ok()?, ..Default::default() };
+    let n = r.u64()? as usize;
+    s.entries.reserve(n.min(body.len()));
+    for _ in 0..n {
+        s.entries.push(r.entry()?);
+    }
+    let delta = read_delta(cache_dir, &sum);
+    delta.apply_entries(&mut s.entries);
+    let dir = std::fs::File::open(root).ok()?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let entries = &s.entries;
+    let (changed, lines) = std::thread::scope(|scope| {
+        let stats = scope.spawn(|| claim_and_check(root, fd, entries, &next));
+        let lines = (|| {
+            let n = r.u64()? as usize;
+            let mut lines = Vec::with_capacity(n.min(body.len()));
+            for _ in 0..n {
+                lines.push(r.line()?);
+            }
+            (r.b.is_empty() && blake3::hash(body).as_bytes() == &sum).then_some(lines)
+        })();
+        // Then this thread stats what is left.
+        let mut changed = claim_and_check(root, fd, entries, &next);
+        changed.extend(stats.join().ok()?);
+        changed.sort_by_key(|(i, _)| *i);
+        Some((changed, lines))
+    })?;
+    s.lines = lines?;
+    delta.apply_lines(&mut s.lines);
+    Some((s, delta, changed))
+}
+
 /// The delta of the snapshot whose checksum is `sum` (empty if there is
 /// none, or one of another base).
 fn read_delta(cache_dir: &Path, sum: &[u8; 32]) -> Delta {
@@ -356,53 +416,59 @@ fn read_delta(cache_dir: &Path, sum: &[u8; 32]) -> Delta {
 impl Delta {
     /// Apply to the snapshot it was written for.
     fn apply(&self, snap: &mut Snapshot<'_>) {
+        self.apply_entries(&mut snap.entries);
+        self.apply_lines(&mut snap.lines);
+    }
+    fn apply_entries(&self, entries: &mut Vec<Entry<'_>>) {
         for (&i, e) in &self.entries {
-            if let Some(slot) = snap.entries.get_mut(i as usize).filter(|s| !s.own) {
+            if let Some(slot) = entries.get_mut(i as usize).filter(|s| !s.own) {
                 *slot = e.clone();
             }
         }
         if !self.own.is_empty() {
-            snap.entries.retain(|e| !e.own);
-            snap.entries.extend(self.own.iter().cloned());
+            entries.retain(|e| !e.own);
+            entries.extend(self.own.iter().cloned());
         }
+    }
+    fn apply_lines(&self, lines: &mut [Line<'_>]) {
         for (&i, l) in &self.lines {
-            if let Some(slot) = snap.lines.get_mut(i as usize) {
+            if let Some(slot) = lines.get_mut(i as usize) {
                 *slot = l.clone();
             }
         }
     }
 }
 
-/// The entries that differ now, with their stamps now (stat-ed on two
-/// threads, relative to the root). An entry with a content hash differs
-/// when its text does.
-fn changed_entries(root: &Path, entries: &[Entry<'_>]) -> Vec<(usize, Stamp)> {
-    let Ok(dir) = std::fs::File::open(root) else { return (0..entries.len()).map(|i| (i, Stamp::default())).collect() };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
-    let check = |offset: usize, part: &[Entry<'_>]| -> Vec<(usize, Stamp)> {
-        let mut out = Vec::new();
-        for (i, e) in part.iter().enumerate() {
-            let now = Stamp::at(fd, &e.path);
+/// Entries are stat-ed in chunks claimed from a shared counter, so a thread
+/// that starts late (after decoding the lines) still takes its share.
+const STAT_CHUNK: usize = 256;
+
+/// Stamps the entries of the chunks this thread claims from `next`, and
+/// returns those that differ now, with their stamps now (relative to the
+/// root `dir`). An entry with a content hash differs when its text does.
+fn claim_and_check(
+    root: &Path,
+    dir: libc::c_int,
+    entries: &[Entry<'_>],
+    next: &std::sync::atomic::AtomicUsize,
+) -> Vec<(usize, Stamp)> {
+    let mut out = Vec::new();
+    loop {
+        let start = next.fetch_add(STAT_CHUNK, std::sync::atomic::Ordering::Relaxed);
+        if start >= entries.len() {
+            return out;
+        }
+        for (i, e) in entries.iter().enumerate().skip(start).take(STAT_CHUNK) {
+            let now = Stamp::at(dir, &e.path);
             let same = now == e.stamp
                 && e.hash.is_none_or(|h| {
                     std::fs::read(root.join(e.path_str())).is_ok_and(|b| *blake3::hash(&b).as_bytes() == h)
                 });
             if !same {
-                out.push((offset + i, now));
+                out.push((i, now));
             }
         }
-        out
-    };
-    if entries.len() < 512 {
-        return check(0, entries);
     }
-    let (a, b) = entries.split_at(entries.len() / 2);
-    std::thread::scope(|s| {
-        let other = s.spawn(|| check(a.len(), b));
-        let mut out = check(0, a);
-        out.extend(other.join().unwrap_or_default());
-        out
-    })
 }
 
 /// After a use that found nothing changed: entries whose content hashes
@@ -614,33 +680,39 @@ fn partial(
         files.insert(e.path_str());
     }
     // The rules of the changed files, and everything downstream of them
-    // (lines are in dependency order: one pass).
+    // (lines are in dependency order: one pass). The sets are usually tiny:
+    // looked up linearly until they are not.
     let mut closure: Vec<usize> = Vec::new();
-    let mut loaded: HashSet<&str> = HashSet::new();
+    let mut loaded = Small::default();
+    let files = Small::of(files);
     for (i, l) in snap.lines.iter().enumerate() {
-        if files.contains(l.file.as_ref()) || l.deps.iter().any(|d| loaded.contains(d.as_ref())) {
+        if files.contains(&l.file) || l.deps.iter().any(|d| loaded.contains(d)) {
             closure.push(i);
-            loaded.insert(l.rule.as_ref());
+            loaded.insert(&l.rule);
         }
     }
     let load_files: BTreeSet<&str> = closure.iter().map(|&i| snap.lines[i].file.as_ref()).collect();
     // Every rule of a loaded file is loaded, and the frozen rules read are known.
-    let mut needed: HashSet<&str> = HashSet::new();
+    let mut needed = Small::default();
     for &i in &closure {
-        needed.extend(snap.lines[i].deps.iter().map(|d| d.as_ref()).filter(|d| !loaded.contains(d)));
+        for d in snap.lines[i].deps.iter().filter(|d| !loaded.contains(d)) {
+            needed.insert(d);
+        }
     }
+    let load_files_set = Small::of(load_files.iter().copied().collect());
     let mut frozen: HashMap<String, Record> = HashMap::new();
     for l in &snap.lines {
-        if !loaded.contains(l.rule.as_ref()) && load_files.contains(l.file.as_ref()) {
+        if load_files_set.contains(&l.file) && !loaded.contains(&l.rule) {
             return None;
         }
-        if needed.contains(l.rule.as_ref()) {
+        if needed.contains(&l.rule) {
             frozen.insert(l.rule.to_string(), frozen_record(l));
         }
     }
     if frozen.len() != needed.len() {
         return None;
     }
+    let loaded: HashSet<&str> = loaded.iter().collect();
     tracing::debug!(
         loaded = loaded.len(),
         frozen = frozen.len(),
@@ -699,6 +771,18 @@ fn partial(
     seed.guard = Some(Box::new(move || own.iter().all(|(path, st)| Stamp::of(path) == *st)));
     p.seed = Some(seed);
     let read_at = p.synced_at_ns?;
+    // The rules outside the partial workspace are reused, and reported first
+    // (a full build decides them before any rule it runs).
+    if !progress.quiet() {
+        let mut next = closure.iter().peekable();
+        for (i, l) in snap.lines.iter().enumerate() {
+            if next.peek() == Some(&&i) {
+                next.next();
+            } else {
+                progress.finished(&reused(l));
+            }
+        }
+    }
     let bopts = BuildOptions { jobs: opts.jobs, cancel: opts.cancel.clone(), ..Default::default() };
     let part = match build::build(&mut p, &bopts, progress) {
         Ok(r) => r,
@@ -766,7 +850,8 @@ fn partial(
     }
     // The report of every rule, in the recorded order.
     let rules: Vec<RuleReport> =
-        snap.lines.into_iter().map(|l| built.remove(l.rule.as_ref()).unwrap_or_else(|| reused(l))).collect();
+        snap.lines.iter().map(|l| built.remove(l.rule.as_ref()).unwrap_or_else(|| reused(l))).collect();
+    tracing::debug!(ms = ctx.t0.elapsed().as_secs_f64() * 1e3, "snapshot: report assembled");
     let report = BuildReport {
         rules,
         elapsed_ms: ctx.t0.elapsed().as_secs_f64() * 1e3,
@@ -777,6 +862,44 @@ fn partial(
         outputs: vec![],
     };
     Some(Fast::Partial(report, Box::new(p)))
+}
+
+/// A set of strings looked up linearly while small (a partial build's
+/// changed files and rules), hashed once it grows.
+#[derive(Default)]
+struct Small<'a> {
+    few: Vec<&'a str>,
+    many: HashSet<&'a str>,
+}
+
+impl<'a> Small<'a> {
+    fn of(items: HashSet<&'a str>) -> Self {
+        let mut s = Small::default();
+        for i in items {
+            s.insert(i);
+        }
+        s
+    }
+    fn insert(&mut self, v: &'a str) {
+        if self.contains(v) {
+            return;
+        }
+        if self.few.len() < 8 && self.many.is_empty() {
+            self.few.push(v);
+        } else {
+            self.many.extend(self.few.drain(..));
+            self.many.insert(v);
+        }
+    }
+    fn contains(&self, v: &str) -> bool {
+        self.few.contains(&v) || (!self.many.is_empty() && self.many.contains(v))
+    }
+    fn len(&self) -> usize {
+        self.few.len() + self.many.len()
+    }
+    fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.few.iter().copied().chain(self.many.iter().copied())
+    }
 }
 
 /// The output of a rule outside a partial workspace, as its readers see it.
@@ -892,6 +1015,7 @@ fn encode_delta(d: &Delta) -> Vec<u8> {
     framed(DELTA_MAGIC, w)
 }
 
+#[cfg(test)]
 /// Decode a snapshot (borrowing from `bytes`) and its checksum; `None` if it
 /// is not one, or torn, or corrupt.
 fn decode(bytes: &[u8]) -> Option<(Snapshot<'_>, [u8; 32])> {

@@ -64,6 +64,7 @@ pub struct RuleReport {
     /// Outcome.
     pub status: Status,
     /// Why it was (or would be) rebuilt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
     /// Output rows.
     pub rows: Option<u64>,
@@ -74,10 +75,13 @@ pub struct RuleReport {
     /// Content hash of the output.
     pub content_hash: Option<String>,
     /// Whether the published file was (re)written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub published: bool,
     /// Kernel applications and lanes (executed rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernels: Vec<KernelUse>,
     /// The error, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Data contract checks evaluated on the result (executed rules).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -169,11 +173,19 @@ pub trait Progress: Sync {
     fn started(&self, _rule: &str) {}
     /// A rule finished (any status).
     fn finished(&self, _report: &RuleReport) {}
+    /// Whether `finished` ignores its reports (a caller may skip making them).
+    fn quiet(&self) -> bool {
+        false
+    }
 }
 
 /// Progress sink that ignores everything.
 pub struct NoProgress;
-impl Progress for NoProgress {}
+impl Progress for NoProgress {
+    fn quiet(&self) -> bool {
+        true
+    }
+}
 
 /// Build the workspace: execute what is stale, reuse what is cached, publish.
 /// Static errors (parse, names, cycles) fail before anything is touched.
