@@ -3,7 +3,10 @@
 //!
 //! For each N: cold build, no-op rebuild (median of 7), and rebuild after
 //! editing one rule (median of 5 edits), reporting wall time and the
-//! overhead beyond the edited rule's own execution time.
+//! overhead beyond the edited rule's own execution time. Then the same
+//! no-op and edits resident: called in this one process through
+//! `relspec_core::snapshot::try_build` (what a daemon answering the CLI
+//! would pay, minus the socket, with the same stats of every stamped path).
 
 mod common;
 use common::{median, relspec, sizes};
@@ -20,6 +23,7 @@ fn main() {
         "| rules | cold build | no-op rebuild (median of 7) | one-rule edit: wall | rule execution | overhead beyond the rule |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
+    let mut resident = Vec::new();
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -45,5 +49,49 @@ fn main() {
         let (w, e) = (median(walls.clone()), median(execs.clone()));
         let overhead = median(walls.iter().zip(&execs).map(|(w, e)| w - e).collect());
         println!("| {n} | {cold:.0} ms | {noop:.1} ms | {w:.1} ms | {e:.1} ms | {overhead:.1} ms |");
+        resident.push(resident_figures(root, target));
     }
+    println!("\nResident (the same work called in one process, no start or exit):\n");
+    println!("| rules | no-op (median of 7) | one-rule edit: wall | beyond the rule |");
+    println!("|---:|---:|---:|---:|");
+    for (n, noop, w, beyond) in resident {
+        println!("| {n} | {noop:.1} ms | {w:.1} ms | {beyond:.1} ms |");
+    }
+}
+
+/// No-op and one-rule edits through the snapshot, called in this process.
+fn resident_figures(root: &std::path::Path, target: usize) -> (usize, f64, f64, f64) {
+    use relspec_core::build::{BuildOptions, NoProgress, Status};
+    use relspec_core::snapshot::{Fast, try_build};
+    let manifest = root.join("workspace.toml");
+    // A snapshot recorded by this process (its identity names the binary).
+    let mut p = relspec_core::project::Project::open(&manifest).unwrap();
+    let full = BuildOptions { snapshot: true, ..Default::default() };
+    relspec_core::build::build(&mut p, &full, &NoProgress).unwrap();
+    drop(p);
+    let opts = BuildOptions::default();
+    let run = || {
+        let t = std::time::Instant::now();
+        let report = match try_build(&manifest, &[], &opts, &NoProgress) {
+            Fast::Noop(r) => r,
+            Fast::Partial(r, p) => {
+                std::mem::forget(p);
+                r
+            }
+            Fast::Full => panic!("the snapshot stands for this build"),
+        };
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let exec: f64 = report.rules.iter().filter(|r| r.status == Status::Built).map(|r| r.elapsed_ms).sum();
+        (ms, exec)
+    };
+    let noop = median((0..7).map(|_| run().0).collect());
+    let (mut walls, mut beyond) = (Vec::new(), Vec::new());
+    for variant in 6..=10 {
+        let path = root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(target)));
+        std::fs::write(&path, relspec_core::synth::rule_sql(target, variant)).unwrap();
+        let (w, e) = run();
+        walls.push(w);
+        beyond.push(w - e);
+    }
+    (target + 1, noop, median(walls), median(beyond))
 }

@@ -414,13 +414,51 @@ impl Store {
     /// rename) and record it in the ledger. Callers skip outputs whose ledger
     /// entry has the same content hash and [`Store::published_file_matches`].
     pub fn publish(&self, rec: &Record, dest: &Path, published: &mut Published, rel: &str) -> Result<()> {
+        let (tmp, stage) = self.stage_publish(rec, dest)?;
+        self.finish_publish(rec, dest, rel, &tmp, &stage, published)
+    }
+
+    /// Publish many outputs (see [`Store::publish`]): the copies and their
+    /// syncs, the slow part, run on up to 16 threads at once (the file
+    /// system commits concurrent syncs together), then each is renamed into
+    /// place and entered in `published` in order. One result per item.
+    pub fn publish_many(&self, items: &[(&Record, PathBuf, String)], published: &mut Published) -> Vec<Result<()>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let next = AtomicUsize::new(0);
+        type Staged = std::sync::Mutex<Option<Result<(PathBuf, PathBuf)>>>;
+        let staged: Vec<Staged> = items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..items.len().clamp(1, 16) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((rec, dest, _)) = items.get(i) else { return };
+                        *staged[i].lock().unwrap() = Some(self.stage_publish(rec, dest));
+                    }
+                });
+            }
+        });
+        items
+            .iter()
+            .zip(staged)
+            .map(|((rec, dest, rel), st)| {
+                let (tmp, stage) = st
+                    .into_inner()
+                    .unwrap()
+                    .unwrap_or_else(|| Err(Diag::new(ErrorKind::Internal("an output was not staged".into()))))?;
+                self.finish_publish(rec, dest, rel, &tmp, &stage, published)
+            })
+            .collect()
+    }
+
+    /// Copy `rec`'s object next to `dest` and sync it, and stage its sidecar.
+    fn stage_publish(&self, rec: &Record, dest: &Path) -> Result<(PathBuf, PathBuf)> {
         let parent = dest.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
         let tmp =
             parent.join(format!(".{}.relspec-tmp-{}", dest.file_name().unwrap().to_string_lossy(), std::process::id()));
         fs::copy(self.object_path(&rec.content_hash), &tmp).map_err(|e| io("cannot copy to", &tmp, e))?;
         File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("cannot sync", &tmp, e))?;
-        fs::rename(&tmp, dest).map_err(|e| io("cannot publish", dest, e))?;
         // The sidecar, staged next to it too (the output dir may be on another
         // file system than the cache).
         let sidecar = sidecar_path(dest);
@@ -431,7 +469,22 @@ impl Store {
             std::process::id()
         ));
         fs::write(&stage, text).map_err(|e| io("cannot write", &stage, e))?;
-        fs::rename(&stage, &sidecar).map_err(|e| io("cannot publish", &sidecar, e))?;
+        Ok((tmp, stage))
+    }
+
+    /// Rename a staged output and its sidecar into place and enter it in the ledger.
+    fn finish_publish(
+        &self,
+        rec: &Record,
+        dest: &Path,
+        rel: &str,
+        tmp: &Path,
+        stage: &Path,
+        published: &mut Published,
+    ) -> Result<()> {
+        fs::rename(tmp, dest).map_err(|e| io("cannot publish", dest, e))?;
+        let sidecar = sidecar_path(dest);
+        fs::rename(stage, &sidecar).map_err(|e| io("cannot publish", &sidecar, e))?;
         let meta = fs::metadata(dest).map_err(|e| io("cannot stat", dest, e))?;
         published.entries.insert(
             rel.to_string(),

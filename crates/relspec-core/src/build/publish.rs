@@ -69,19 +69,28 @@ pub(crate) fn publish(
         .collect();
     let mut session = None;
     let ledger_dirty = !stale.is_empty();
+    // A record from the last-built fast path carries no provenance; the
+    // sidecar is written from the full record in the store.
+    let full: Vec<Option<Record>> =
+        stale.iter().map(|(_, rec)| if rec.parts.is_none() { store.lookup(&rec.key) } else { None }).collect();
+    let stale: Vec<(&String, &Record)> =
+        stale.iter().zip(&full).map(|((t, rec), f)| (*t, f.as_ref().unwrap_or(rec))).collect();
+    // Outputs published as files: staged and synced together, then renamed in order.
+    let files: Vec<(&Record, PathBuf, String)> = stale
+        .iter()
+        .filter(|(t, _)| !partitioned.contains_key(*t))
+        .map(|(t, rec)| (*rec, out_dir.join(format!("{t}.parquet")), format!("{prefix}/{t}.parquet")))
+        .collect();
+    let mut as_files = store.publish_many(&files, &mut ledger).into_iter();
     for (t, rec) in &stale {
-        // A record from the last-built fast path carries no provenance; the
-        // sidecar is written from the full record in the store.
-        let full = if rec.parts.is_none() { store.lookup(&rec.key) } else { None };
-        let rec = full.as_ref().unwrap_or(rec);
         let res = match partitioned.get(*t) {
-            None => {
-                let (rel, dest) = (format!("{prefix}/{t}.parquet"), out_dir.join(format!("{t}.parquet")));
-                store.publish(rec, &dest, &mut ledger, &rel).and_then(|()| {
+            None => as_files
+                .next()
+                .unwrap_or_else(|| Err(Diag::new(ErrorKind::Internal("not staged".into()))))
+                .and_then(|()| {
                     // Published as a file now: a hive directory of an earlier build goes.
                     remove_partitioned(&out_dir.join(t.as_str()), &mut ledger, &format!("{prefix}/{t}/"))
-                })
-            }
+                }),
             Some(cols) => {
                 let engine = engine.as_ref().ok_or_else(|| Diag::new(ErrorKind::Internal("no engine".into())))?;
                 if session.is_none() {
