@@ -60,6 +60,38 @@ fn footer_and_sidecar_say_where_an_output_came_from() {
     assert_eq!(std::fs::read(root.join("out/calls.parquet.json")).unwrap(), before);
 }
 
+/// Two rules with the same plan do not share an output: each file's footer
+/// and sidecar name its own rule, whatever order the build took them in
+/// (before, the second reused the first's object, footer and all, when the
+/// first happened to finish before the second was decided).
+#[test]
+fn rules_with_the_same_plan_each_get_their_own_output() {
+    let sql = "SELECT kind, count(*) AS n FROM events GROUP BY kind";
+    let ws = workspace_with(&[
+        ("workspace.toml", "[workspace]\nname = \"twins\"\n\n[datasets.events]\npath = \"data/events.csv\"\n"),
+        ("data/events.csv", "id,kind\n1,a\n2,b\n3,a\n"),
+    ]);
+    let root = ws.path();
+    let mut manifest = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    for r in ["a", "b", "c"] {
+        manifest.push_str(&format!("\n[rules.{r}]\nsql = \"{sql}\"\n"));
+    }
+    write(root, "workspace.toml", &manifest);
+    for jobs in ["1", "3"] {
+        let _ = std::fs::remove_dir_all(root.join("cache"));
+        let _ = std::fs::remove_dir_all(root.join("out"));
+        let report: serde_json::Value = serde_json::from_str(&ok(root, &["build", "--json", "-j", jobs])).unwrap();
+        let keys: std::collections::BTreeSet<&str> =
+            report["rules"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
+        assert_eq!(keys.len(), 3, "one key per rule: {report}");
+        for r in ["a", "b", "c"] {
+            assert_eq!(footer(&out(root, r))["relspec.rule"], r);
+            assert_eq!(sidecar(root, r)["rule"], r);
+            assert_eq!(read_rows(&out(root, r)), read_rows(&out(root, "a")), "the same rows");
+        }
+    }
+}
+
 #[test]
 fn sidecar_records_contract_results() {
     let ws = workspace_with(&[

@@ -708,8 +708,9 @@ fn find_cycle(deps: &BTreeMap<String, Vec<Dep>>, stuck: &BTreeSet<&str>) -> Vec<
     }
 }
 
-/// Domain (kind and version) of output keys. v3: the one key hasher.
-pub const OUTPUT_KEY_DOMAIN: &str = "relspec/output-key/v3";
+/// Domain (kind and version) of output keys. v3: the one key hasher; v4:
+/// the rule's name is a part.
+pub const OUTPUT_KEY_DOMAIN: &str = "relspec/output-key/v4";
 
 /// Version of the persisted memos' format; with the relspec version it keys
 /// every memo entry, so new code never trusts an entry old code computed.
@@ -734,6 +735,12 @@ pub fn memo_version() -> &'static str {
 /// The parts of a rule's output key that do not depend on upstream outputs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 pub struct KeyParts {
+    /// The rule. Its output's footer and record name it, so two rules with
+    /// the same plan have outputs that differ in those bytes and must not
+    /// share a key (which of the two built a shared object would depend on
+    /// the build's order).
+    #[serde(default)]
+    pub rule: String,
     /// Plan signature.
     pub signature: String,
     /// Engine fingerprint.
@@ -762,6 +769,7 @@ impl KeyParts {
             m.iter().map(|(k, v)| (k.as_str(), v.as_str()))
         }
         KeyHasher::new(OUTPUT_KEY_DOMAIN)
+            .field("rule", &self.rule)
             .field("signature", &self.signature)
             .field("engine", &self.engine)
             .map("datasets", pairs(&self.datasets))
@@ -774,6 +782,9 @@ impl KeyParts {
     /// Why `self` differs from `prev`: a list of human-readable reasons.
     pub fn diff(&self, prev: &KeyParts) -> Vec<String> {
         let mut why = Vec::new();
+        if self.rule != prev.rule {
+            why.push("rule renamed".to_string());
+        }
         if self.signature != prev.signature {
             why.push("rule definition changed".to_string());
         }
@@ -812,12 +823,13 @@ pub fn static_key<'db>(db: &'db dyn Db, ws: Workspace, name: RuleName<'db>) -> R
     let spec = manifest_spec(db, ws).as_ref().map_err(Clone::clone)?;
     let plan = rule_summary(db, ws, name).as_ref().map_err(|e| e.diag.clone())?;
     let fps = dataset_fingerprints(db, ws);
+    let rule = name.text(db);
     let mut parts = KeyParts {
+        rule: rule.to_string(),
         signature: plan.signature.clone(),
         engine: engine_fingerprint(db, ws).clone(),
         ..Default::default()
     };
-    let rule = name.text(db);
     let def = &rule_index(db, ws)
         .decls
         .get(rule)

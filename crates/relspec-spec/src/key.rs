@@ -19,7 +19,7 @@ pub trait StableName {
 
 impl KeyHasher {
     /// A hasher for keys of one kind; `domain` names the kind and its version
-    /// (e.g. `relspec/output-key/v3`), so keys of different kinds never collide.
+    /// (e.g. `relspec/output-key/v4`), so keys of different kinds never collide.
     pub fn new(domain: &str) -> Self {
         let mut h = KeyHasher { buf: Vec::with_capacity(512) };
         h.str(domain);

@@ -74,7 +74,8 @@ fn same_but(a: &KeyParts, b: &KeyParts, by: &str) -> bool {
     let eq = |x: &BTreeMap<String, String>, y: &BTreeMap<String, String>| {
         x.iter().filter(|(k, _)| *k != by).eq(y.iter().filter(|(k, _)| *k != by))
     };
-    a.signature == b.signature
+    a.rule == b.rule
+        && a.signature == b.signature
         && a.engine == b.engine
         && a.params == b.params
         && a.contract == b.contract
@@ -274,6 +275,7 @@ mod tests {
     #[test]
     fn only_the_partitioned_input_may_differ() {
         let parts = |ev: &str, users: &str, up: &str, sig: &str| KeyParts {
+            rule: "x".into(),
             signature: sig.into(),
             engine: "e".into(),
             datasets: [("events".to_string(), ev.to_string()), ("users".to_string(), users.to_string())].into(),
