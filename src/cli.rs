@@ -157,6 +157,9 @@ pub(crate) enum Command {
     },
     /// Remove the cache and the published outputs.
     Clean,
+    /// Serve `build` and `status` for this workspace from one resident
+    /// process (the CLI forwards them while it runs; `RELSPEC_DAEMON=0` opts out).
+    Daemon,
 }
 
 impl Command {
@@ -176,6 +179,7 @@ impl Command {
             | Command::Gc
             | Command::Synth { .. }
             | Command::Clean
+            | Command::Daemon
             | Command::Lsp
             | Command::Docs { .. } => false,
         }

@@ -57,6 +57,10 @@ fn open(manifest: &Path, params: &[(String, String)]) -> Result<Project, Vec<Dia
 
 pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) -> CliResult {
     match cmd {
+        Command::Daemon => {
+            crate::daemon::serve(manifest).map_err(|e| vec![Diag::new(ErrorKind::Usage(e))])?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Init { dir } => {
             relspec_core::scaffold::init(&dir).map_err(|e| vec![e])?;
             println!("created workspace in {}; run `relspec -w {} build`", dir.display(), dir.display());
@@ -72,7 +76,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
                     progress.clear();
                     print_build(&report, json, check, serde_json::json!([]));
                     // The process exits next: skip freeing the report.
-                    std::mem::forget(report);
+                    crate::daemon::done(report);
                     return Ok(ExitCode::SUCCESS);
                 }
                 snapshot::Fast::Partial(report, p) => {
@@ -83,7 +87,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
                     print_build(&report, json, check, errors_json(&*p, &report.errors));
                     let code = if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) };
                     // The process exits next: skip tearing down the project and the report.
-                    std::mem::forget((p, report));
+                    crate::daemon::done((p, report));
                     return Ok(code);
                 }
                 snapshot::Fast::Full => {}
@@ -109,7 +113,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             print_build(&report, json, check, errors_json(&p, &report.errors));
             // The process exits next: skip tearing down the database (it costs
             // more than a no-op build).
-            std::mem::forget(p);
+            crate::daemon::done(p);
             Ok(if !report.ok() || (check && stale > 0) { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS })
         }
         Command::Status { select, json } => {
@@ -156,7 +160,7 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             } else {
                 print_errors(&p, errs);
             }
-            std::mem::forget(p);
+            crate::daemon::done(p);
             Ok(if errs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
         }
         Command::Lineage { target, upstream, downstream, json } => {
@@ -369,7 +373,7 @@ fn lineage_cmd(
         }
         print!("{out}");
     }
-    std::mem::forget(p);
+    crate::daemon::done(p);
     Ok(ExitCode::SUCCESS)
 }
 

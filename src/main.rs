@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod daemon;
 mod render;
 
 use clap::Parser;
@@ -18,9 +19,7 @@ fn main() {
     let _ = miette::set_hook(Box::new(|_| Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())));
     let filter = tracing_subscriber::EnvFilter::try_from_env("RELSPEC_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let manifest = if cli.workspace.is_dir() { cli.workspace.join("workspace.toml") } else { cli.workspace.clone() };
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "started");
-    let json = cli.command.json();
     // Deep plans (a UNION ALL of thousands of rules, deeply nested
     // expressions) recurse deeply in libraries that do not grow their stack on
     // the heap (sqlparser's visitors and printers, relspec's own plan walks).
@@ -28,8 +27,29 @@ fn main() {
     // second malloc arena, which cost 10-12% of a no-op build at 5,000 rules)
     // and let its stack grow further than the usual 8 MiB.
     deep_main_stack();
+    // A running `relspec daemon` answers builds and status for its workspace.
+    let status = match &cli.command {
+        cli::Command::Build { .. } | cli::Command::Status { .. } => daemon::forward(&manifest_of(&cli)),
+        _ => None,
+    };
+    let status = status.unwrap_or_else(|| run_cli(cli));
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "exiting");
+    // Skip tearing down the database and caches: the process is done.
+    // SAFETY: stdout and stderr are flushed by `run_cli`; nothing else needs to run at exit.
+    unsafe { libc::_exit(status) }
+}
+
+/// The manifest a command line names.
+fn manifest_of(cli: &Cli) -> std::path::PathBuf {
+    if cli.workspace.is_dir() { cli.workspace.join("workspace.toml") } else { cli.workspace.clone() }
+}
+
+/// Run a parsed command line (here, or in a daemon for a client) and return
+/// its exit status; stdout and stderr are flushed.
+pub(crate) fn run_cli(cli: Cli) -> i32 {
+    let manifest = manifest_of(&cli);
+    let json = cli.command.json();
     let res = commands::run(cli.command, &manifest, &cli.params);
-    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "finished");
     let code = match res {
         Ok(code) => code,
         Err(errs) => {
@@ -44,20 +64,16 @@ fn main() {
             ExitCode::from(EXIT_ERROR)
         }
     };
-    // Skip tearing down the database and caches: the process is done.
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "exiting");
-    let status = if code == ExitCode::SUCCESS {
+    if code == ExitCode::SUCCESS {
         0
     } else if code == ExitCode::from(EXIT_BREAKING) {
         EXIT_BREAKING.into()
     } else {
         EXIT_ERROR.into()
-    };
-    // SAFETY: stdout and stderr are flushed; nothing else needs to run at exit.
-    unsafe { libc::_exit(status) }
+    }
 }
 
 /// Raise the soft stack limit (up to the hard limit) so the main thread's

@@ -342,6 +342,10 @@ fn map(path: &Path) -> Option<memmap2::Mmap> {
 }
 
 /// The cache directory the manifest at `manifest` names.
+pub fn cache_dir_of(manifest: &Path) -> Option<PathBuf> {
+    cache_dir(manifest, &root_of(manifest))
+}
+
 fn cache_dir(manifest: &Path, root: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(manifest).ok()?;
     let spec = crate::workspace::parse_manifest(Path::new(manifest.file_name()?), &text).ok()?;
