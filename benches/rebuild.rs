@@ -24,6 +24,7 @@ fn main() {
     );
     println!("|---:|---:|---:|---:|---:|---:|");
     let mut resident = Vec::new();
+    let mut daemon = Vec::new();
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -50,6 +51,7 @@ fn main() {
         let overhead = median(walls.iter().zip(&execs).map(|(w, e)| w - e).collect());
         println!("| {n} | {cold:.0} ms | {noop:.1} ms | {w:.1} ms | {e:.1} ms | {overhead:.1} ms |");
         resident.push(resident_figures(root, target));
+        daemon.push(daemon_figures(root, target));
     }
     println!("\nResident (the same work called in one process, no start or exit):\n");
     println!("| rules | no-op (median of 7) | one-rule edit: wall | beyond the rule |");
@@ -57,6 +59,43 @@ fn main() {
     for (n, noop, w, beyond) in resident {
         println!("| {n} | {noop:.1} ms | {w:.1} ms | {beyond:.1} ms |");
     }
+    println!("\nThrough `relspec daemon` (the same CLI commands, forwarded; process start included):\n");
+    println!("| rules | no-op (median of 7) | one-rule edit: wall | beyond the rule |");
+    println!("|---:|---:|---:|---:|");
+    for (n, noop, w, beyond) in daemon {
+        println!("| {n} | {noop:.1} ms | {w:.1} ms | {beyond:.1} ms |");
+    }
+}
+
+/// No-op and one-rule edits as CLI processes answered by a `relspec daemon`.
+fn daemon_figures(root: &std::path::Path, target: usize) -> (usize, f64, f64, f64) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relspec"))
+        .current_dir(root)
+        .arg("daemon")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Serving once it says so.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("serving"), "{line}");
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    relspec(root, &["build", "--json"]);
+    let noop = median((0..7).map(|_| relspec(root, &["build", "--json"]).0).collect());
+    let (mut walls, mut beyond) = (Vec::new(), Vec::new());
+    for variant in 11..=15 {
+        let path = root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(target)));
+        std::fs::write(&path, relspec_core::synth::rule_sql(target, variant)).unwrap();
+        let (wall, report) = relspec(root, &["build", "--json"]);
+        let (count, ms) = built_ms(&report);
+        assert_eq!(count, 1, "exactly the edited rule rebuilds");
+        walls.push(wall);
+        beyond.push(wall - ms);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (target + 1, noop, median(walls), median(beyond))
 }
 
 /// No-op and one-rule edits through the snapshot, called in this process.
