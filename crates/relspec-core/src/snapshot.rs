@@ -374,12 +374,7 @@ fn decode_and_check<'a>(
     let (body, sum) = body.split_at(body.len().checked_sub(32)?);
     let sum: [u8; 32] = sum.try_into().ok()?;
     let mut r = Reader { b: body };
-    let mut s = Snapshot { identity: r.take(32)?.try_into().ok()?, ..Default::default() };
-    let n = r.u64()? as usize;
-    s.entries.reserve(n.min(body.len()));
-    for _ in 0..n {
-        s.entries.push(r.entry()?);
-    }
+    let mut s = r.head()?;
     let delta = read_delta(cache_dir, &sum);
     delta.apply_entries(&mut s.entries);
     let dir = std::fs::File::open(root).ok()?;
@@ -388,14 +383,7 @@ fn decode_and_check<'a>(
     let entries = &s.entries;
     let (changed, lines) = std::thread::scope(|scope| {
         let stats = scope.spawn(|| claim_and_check(root, fd, entries, &next));
-        let lines = (|| {
-            let n = r.u64()? as usize;
-            let mut lines = Vec::with_capacity(n.min(body.len()));
-            for _ in 0..n {
-                lines.push(r.line()?);
-            }
-            (r.b.is_empty() && blake3::hash(body).as_bytes() == &sum).then_some(lines)
-        })();
+        let lines = r.lines().filter(|_| r.b.is_empty() && blake3::hash(body).as_bytes() == &sum);
         // Then this thread stats what is left.
         let mut changed = claim_and_check(root, fd, entries, &next);
         changed.extend(stats.join().ok()?);
@@ -1025,17 +1013,8 @@ fn encode_delta(d: &Delta) -> Vec<u8> {
 fn decode(bytes: &[u8]) -> Option<(Snapshot<'_>, [u8; 32])> {
     let (body, sum) = unframe(MAGIC, bytes)?;
     let mut r = Reader { b: body };
-    let mut s = Snapshot { identity: r.take(32)?.try_into().ok()?, ..Default::default() };
-    let n = r.u64()? as usize;
-    s.entries.reserve(n.min(body.len()));
-    for _ in 0..n {
-        s.entries.push(r.entry()?);
-    }
-    let n = r.u64()? as usize;
-    s.lines.reserve(n.min(body.len()));
-    for _ in 0..n {
-        s.lines.push(r.line()?);
-    }
+    let mut s = r.head()?;
+    s.lines = r.lines()?;
     r.b.is_empty().then_some((s, sum))
 }
 
@@ -1078,6 +1057,25 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Option<Cow<'a, str>> {
         let n = self.len()?;
         std::str::from_utf8(self.take(n)?).ok().map(Cow::Borrowed)
+    }
+    /// The identity and the entries (the lines follow).
+    fn head(&mut self) -> Option<Snapshot<'a>> {
+        let mut s = Snapshot { identity: self.take(32)?.try_into().ok()?, ..Default::default() };
+        let n = self.u64()? as usize;
+        s.entries.reserve(n.min(self.b.len()));
+        for _ in 0..n {
+            s.entries.push(self.entry()?);
+        }
+        Some(s)
+    }
+    /// The lines.
+    fn lines(&mut self) -> Option<Vec<Line<'a>>> {
+        let n = self.u64()? as usize;
+        let mut lines = Vec::with_capacity(n.min(self.b.len()));
+        for _ in 0..n {
+            lines.push(self.line()?);
+        }
+        Some(lines)
     }
     fn entry(&mut self) -> Option<Entry<'a>> {
         let n = self.len()?;

@@ -420,6 +420,7 @@ impl Scheduler {
         t0: Instant,
     ) -> std::result::Result<(), Vec<Diag>> {
         let mut remaining: Vec<String> = order.to_vec();
+        let mut ready: HashMap<String, Decision> = HashMap::new();
         loop {
             if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
                 for name in remaining.drain(..) {
@@ -432,13 +433,20 @@ impl Scheduler {
                 progressed = false;
                 let mut still = Vec::with_capacity(remaining.len());
                 for name in std::mem::take(&mut remaining) {
-                    let decision = {
-                        let view = StoreView { store: &self.store, last: &self.last, intact };
-                        decide(&self.jobs[&name], &self.reports, &self.records, self.dry_run, &view)
+                    // A rule decided to run that waits for a free slot keeps
+                    // its decision (its inputs are known and fixed): deciding
+                    // again looked its key up in the store on every pass.
+                    let decision = match ready.remove(&name) {
+                        Some(d) => d,
+                        None => {
+                            let view = StoreView { store: &self.store, last: &self.last, intact };
+                            decide(&self.jobs[&name], &self.reports, &self.records, self.dry_run, &view)
+                        }
                     };
                     match decision {
                         Decision::Wait => still.push(name),
-                        Decision::Run { .. } if !self.dry_run && self.running.len() >= self.parallel => {
+                        d @ Decision::Run { .. } if !self.dry_run && self.running.len() >= self.parallel => {
+                            ready.insert(name.clone(), d);
                             still.push(name)
                         }
                         d => {
