@@ -157,7 +157,7 @@ pub(crate) enum Command {
     },
     /// Remove the cache and the published outputs.
     Clean,
-    /// Serve `build` and `status` for this workspace from one resident
+    /// Serve `build`, `status` and `check` for this workspace from one resident
     /// process (the CLI forwards them while it runs; `RELSPEC_DAEMON=0` opts out).
     Daemon,
 }

@@ -1,10 +1,10 @@
-//! `relspec daemon`: one resident process that answers `build` and `status`
-//! for the CLI, so a command pays neither DataFusion's start and exit nor
+//! `relspec daemon`: one resident process that answers `build`, `status`
+//! and `check` for the CLI, so a command pays neither DataFusion's start and exit nor
 //! its page faults (see benches/README.md, "A fresh process at 10,000
 //! rules").
 //!
-//! The daemon listens on `cache/daemon.sock` (mode 0600). A CLI `build` or
-//! `status` connects, sends its arguments, working directory and identity,
+//! The daemon listens on `cache/daemon.sock` (mode 0600). A CLI `build`,
+//! `status` or `check` connects, sends its arguments, working directory and identity,
 //! and passes its own stdin, stdout and stderr (`SCM_RIGHTS`). The daemon
 //! checks the identity (the same binary, the same `RELSPEC_*` variables),
 //! puts the client's descriptors in place of its own, runs the command
@@ -91,7 +91,7 @@ pub(crate) fn serve(manifest: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
     RESIDENT.store(true, std::sync::atomic::Ordering::Relaxed);
-    eprintln!("relspec daemon: serving {} (build, status)", sock.display());
+    eprintln!("relspec daemon: serving {} (build, status, check)", sock.display());
     let own = identity();
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };

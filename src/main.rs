@@ -29,7 +29,9 @@ fn main() {
     deep_main_stack();
     // A running `relspec daemon` answers builds and status for its workspace.
     let status = match &cli.command {
-        cli::Command::Build { .. } | cli::Command::Status { .. } => daemon::forward(&manifest_of(&cli)),
+        cli::Command::Build { .. } | cli::Command::Status { .. } | cli::Command::Check { .. } => {
+            daemon::forward(&manifest_of(&cli))
+        }
         _ => None,
     };
     let status = status.unwrap_or_else(|| run_cli(cli));

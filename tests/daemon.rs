@@ -58,7 +58,7 @@ fn built(v: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// Builds and status go through the daemon: its answers, on the client's
+/// Builds, status and check go through the daemon: its answers, on the client's
 /// own stdout and exit status, are a fresh process's (outputs equal a clean
 /// build's after an edit; a broken rule fails with its diagnostic).
 #[test]
@@ -81,11 +81,14 @@ fn the_cli_forwards_builds_and_status_to_the_daemon() {
     let status = ok(root, &["status"]);
     assert!(status.contains("0 stale, 12 fresh"), "{status}");
     assert_eq!(d.served(), 3);
+    let check: serde_json::Value = serde_json::from_str(&ok(root, &["check", "--json"])).unwrap();
+    assert_eq!((check["ok"].as_bool(), check["rules_checked"].as_u64()), (Some(true), Some(12)), "{check}");
+    assert_eq!(d.served(), 4);
     // A broken rule: the client exits non-zero with the located error.
     std::fs::write(root.join("rules/r00004.sql"), "SELECT kind FROM r0003\n").unwrap();
     let out = fails(root, &["build"]);
     assert!(out.contains("r0003") && out.contains("r00004.sql"), "{out}");
-    assert_eq!(d.served(), 4, "{}", d.log());
+    assert_eq!(d.served(), 5, "{}", d.log());
 }
 
 /// A client whose binary or `RELSPEC_*` variables differ is refused and
