@@ -17,6 +17,50 @@ fn built_ms(report: &serde_json::Value) -> (usize, f64) {
     (built.len(), built.iter().map(|r| r["elapsed_ms"].as_f64().unwrap()).sum())
 }
 
+/// What one way of building measured: median no-op, and per edit of the
+/// target rule its wall time and the edited rule's execution time.
+struct Figures {
+    noop: f64,
+    walls: Vec<f64>,
+    execs: Vec<f64>,
+}
+
+impl Figures {
+    /// Median edit wall time and median time beyond the rule's execution.
+    fn edit(&self) -> (f64, f64) {
+        (median(self.walls.clone()), median(self.walls.iter().zip(&self.execs).map(|(w, e)| w - e).collect()))
+    }
+}
+
+/// A median of seven no-op builds, then five edits of the last rule of a
+/// chain (nothing reads it) to `variants`, each built by `build` (which
+/// returns the wall time, the rules built and their execution time).
+fn measure(
+    root: &std::path::Path,
+    target: usize,
+    variants: std::ops::RangeInclusive<usize>,
+    mut build: impl FnMut() -> (f64, usize, f64),
+) -> Figures {
+    let noop = median((0..7).map(|_| build().0).collect());
+    let (mut walls, mut execs) = (Vec::new(), Vec::new());
+    for variant in variants {
+        let path = root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(target)));
+        std::fs::write(&path, relspec_core::synth::rule_sql(target, variant)).unwrap();
+        let (wall, count, ms) = build();
+        assert_eq!(count, 1, "exactly the edited rule rebuilds");
+        walls.push(wall);
+        execs.push(ms);
+    }
+    Figures { noop, walls, execs }
+}
+
+/// A `relspec build --json` process: wall time, rules built, their execution time.
+fn cli(root: &std::path::Path) -> (f64, usize, f64) {
+    let (wall, report) = relspec(root, &["build", "--json"]);
+    let (count, ms) = built_ms(&report);
+    (wall, count, ms)
+}
+
 fn main() {
     let sizes = sizes(&[10, 100, 1000]);
     println!(
@@ -33,42 +77,29 @@ fn main() {
         // Let the racily-clean window pass so the stat cache is trusted, then warm once.
         std::thread::sleep(std::time::Duration::from_millis(1100));
         relspec(root, &["build", "--json"]);
-        let noop = median((0..7).map(|_| relspec(root, &["build", "--json"]).0).collect());
-        // Edit the last rule of a chain (nothing reads it), five times.
         let target = n - 1;
-        let mut walls = Vec::new();
-        let mut execs = Vec::new();
-        for variant in 1..=5 {
-            let path = root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(target)));
-            std::fs::write(&path, relspec_core::synth::rule_sql(target, variant)).unwrap();
-            let (wall, report) = relspec(root, &["build", "--json"]);
-            let (count, ms) = built_ms(&report);
-            assert_eq!(count, 1, "exactly the edited rule rebuilds");
-            walls.push(wall);
-            execs.push(ms);
+        let fresh = measure(root, target, 1..=5, || cli(root));
+        let ((w, overhead), e) = (fresh.edit(), median(fresh.execs.clone()));
+        println!("| {n} | {cold:.0} ms | {:.1} ms | {w:.1} ms | {e:.1} ms | {overhead:.1} ms |", fresh.noop);
+        resident.push((n, resident_figures(root, target)));
+        daemon.push((n, daemon_figures(root, target)));
+    }
+    for (title, rows) in [
+        ("Resident (the same work called in one process, no start or exit)", resident),
+        ("Through `relspec daemon` (the same CLI commands, forwarded; process start included)", daemon),
+    ] {
+        println!("\n{title}:\n");
+        println!("| rules | no-op (median of 7) | one-rule edit: wall | beyond the rule |");
+        println!("|---:|---:|---:|---:|");
+        for (n, f) in rows {
+            let (w, beyond) = f.edit();
+            println!("| {n} | {:.1} ms | {w:.1} ms | {beyond:.1} ms |", f.noop);
         }
-        let (w, e) = (median(walls.clone()), median(execs.clone()));
-        let overhead = median(walls.iter().zip(&execs).map(|(w, e)| w - e).collect());
-        println!("| {n} | {cold:.0} ms | {noop:.1} ms | {w:.1} ms | {e:.1} ms | {overhead:.1} ms |");
-        resident.push(resident_figures(root, target));
-        daemon.push(daemon_figures(root, target));
-    }
-    println!("\nResident (the same work called in one process, no start or exit):\n");
-    println!("| rules | no-op (median of 7) | one-rule edit: wall | beyond the rule |");
-    println!("|---:|---:|---:|---:|");
-    for (n, noop, w, beyond) in resident {
-        println!("| {n} | {noop:.1} ms | {w:.1} ms | {beyond:.1} ms |");
-    }
-    println!("\nThrough `relspec daemon` (the same CLI commands, forwarded; process start included):\n");
-    println!("| rules | no-op (median of 7) | one-rule edit: wall | beyond the rule |");
-    println!("|---:|---:|---:|---:|");
-    for (n, noop, w, beyond) in daemon {
-        println!("| {n} | {noop:.1} ms | {w:.1} ms | {beyond:.1} ms |");
     }
 }
 
 /// No-op and one-rule edits as CLI processes answered by a `relspec daemon`.
-fn daemon_figures(root: &std::path::Path, target: usize) -> (usize, f64, f64, f64) {
+fn daemon_figures(root: &std::path::Path, target: usize) -> Figures {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relspec"))
         .current_dir(root)
         .arg("daemon")
@@ -82,24 +113,14 @@ fn daemon_figures(root: &std::path::Path, target: usize) -> (usize, f64, f64, f6
     assert!(line.contains("serving"), "{line}");
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     relspec(root, &["build", "--json"]);
-    let noop = median((0..7).map(|_| relspec(root, &["build", "--json"]).0).collect());
-    let (mut walls, mut beyond) = (Vec::new(), Vec::new());
-    for variant in 11..=15 {
-        let path = root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(target)));
-        std::fs::write(&path, relspec_core::synth::rule_sql(target, variant)).unwrap();
-        let (wall, report) = relspec(root, &["build", "--json"]);
-        let (count, ms) = built_ms(&report);
-        assert_eq!(count, 1, "exactly the edited rule rebuilds");
-        walls.push(wall);
-        beyond.push(wall - ms);
-    }
+    let figures = measure(root, target, 11..=15, || cli(root));
     let _ = child.kill();
     let _ = child.wait();
-    (target + 1, noop, median(walls), median(beyond))
+    figures
 }
 
 /// No-op and one-rule edits through the snapshot, called in this process.
-fn resident_figures(root: &std::path::Path, target: usize) -> (usize, f64, f64, f64) {
+fn resident_figures(root: &std::path::Path, target: usize) -> Figures {
     use relspec_core::build::{BuildOptions, NoProgress, Status};
     use relspec_core::snapshot::{Fast, try_build};
     let manifest = root.join("workspace.toml");
@@ -109,7 +130,7 @@ fn resident_figures(root: &std::path::Path, target: usize) -> (usize, f64, f64, 
     relspec_core::build::build(&mut p, &full, &NoProgress).unwrap();
     drop(p);
     let opts = BuildOptions::default();
-    let run = || {
+    measure(root, target, 6..=10, || {
         let t = std::time::Instant::now();
         let report = match try_build(&manifest, &[], &opts, &NoProgress) {
             Fast::Noop(r) => r,
@@ -120,17 +141,7 @@ fn resident_figures(root: &std::path::Path, target: usize) -> (usize, f64, f64, 
             Fast::Full => panic!("the snapshot stands for this build"),
         };
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        let exec: f64 = report.rules.iter().filter(|r| r.status == Status::Built).map(|r| r.elapsed_ms).sum();
-        (ms, exec)
-    };
-    let noop = median((0..7).map(|_| run().0).collect());
-    let (mut walls, mut beyond) = (Vec::new(), Vec::new());
-    for variant in 6..=10 {
-        let path = root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(target)));
-        std::fs::write(&path, relspec_core::synth::rule_sql(target, variant)).unwrap();
-        let (w, e) = run();
-        walls.push(w);
-        beyond.push(w - e);
-    }
-    (target + 1, noop, median(walls), median(beyond))
+        let built: Vec<_> = report.rules.iter().filter(|r| r.status == Status::Built).collect();
+        (ms, built.len(), built.iter().map(|r| r.elapsed_ms).sum())
+    })
 }

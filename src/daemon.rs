@@ -177,6 +177,18 @@ impl Drop for Swap {
 
 const MAX_FDS: usize = 3;
 
+/// A message header over one buffer (`iov`) and a control buffer, both
+/// borrowed for as long as the header is used.
+fn message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = control.len() as _;
+    msg
+}
+
 /// Send `bytes` and the descriptors `fds` over a Unix socket.
 fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     let fd_bytes = std::mem::size_of_val(fds);
@@ -184,12 +196,7 @@ fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()
     let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
     let mut control = vec![0u8; space];
     let mut iov = libc::iovec { iov_base: bytes.as_ptr() as *mut libc::c_void, iov_len: bytes.len() };
-    // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space as _;
+    let msg = message(&mut iov, &mut control);
     // SAFETY: the control buffer holds one header of CMSG_SPACE(fd_bytes) bytes.
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
@@ -225,12 +232,7 @@ fn recv_with_fds(sock: RawFd) -> std::io::Result<(Vec<u8>, Vec<RawFd>)> {
     let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
     let mut control = vec![0u8; space];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
-    // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = space as _;
+    let mut msg = message(&mut iov, &mut control);
     // SAFETY: `msg` points at live buffers of the sizes given.
     let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {

@@ -48,14 +48,13 @@ impl Drop for Daemon {
     }
 }
 
-fn built(v: &serde_json::Value) -> Vec<String> {
-    v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] == "built")
-        .map(|r| r["rule"].as_str().unwrap().to_string())
-        .collect()
+/// A built 12-rule workspace served by a daemon (workspace, log dir, daemon).
+fn served() -> (tempfile::TempDir, tempfile::TempDir, Daemon) {
+    let (dir, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    synth::write_workspace(dir.path(), 12, 200).unwrap();
+    ok(dir.path(), &["build"]);
+    let d = Daemon::start(dir.path(), logs.path());
+    (dir, logs, d)
 }
 
 /// Builds, status and check go through the daemon: its answers, on the client's
@@ -63,19 +62,15 @@ fn built(v: &serde_json::Value) -> Vec<String> {
 /// build's after an edit; a broken rule fails with its diagnostic).
 #[test]
 fn the_cli_forwards_builds_and_status_to_the_daemon() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let (dir, _logs, d) = served();
     let root = dir.path();
-    synth::write_workspace(root, 12, 200).unwrap();
-    ok(root, &["build"]);
-    let d = Daemon::start(root, logs.path());
     let v: serde_json::Value = serde_json::from_str(&ok(root, &["build", "--json"])).unwrap();
-    assert_eq!(built(&v), Vec::<String>::new());
+    assert_eq!(built_rules(&v), Vec::<String>::new());
     assert_eq!(d.served(), 1, "{}", d.log());
     // An edit: built by the daemon, the report on the client's stdout.
     std::fs::write(root.join("rules/r00007.sql"), synth::rule_sql(7, 1)).unwrap();
     let v: serde_json::Value = serde_json::from_str(&ok(root, &["build", "--json"])).unwrap();
-    assert_eq!(built(&v), ["r00007", "r00008", "r00009"]);
+    assert_eq!(built_rules(&v), ["r00007", "r00008", "r00009"]);
     assert_eq!(d.served(), 2);
     assert_equals_clean_build(root, &["r00007", "r00009", "r00011"]);
     let status = ok(root, &["status"]);
@@ -96,12 +91,8 @@ fn the_cli_forwards_builds_and_status_to_the_daemon() {
 /// new daemon replaces the stale socket.
 #[test]
 fn a_client_the_daemon_cannot_answer_runs_the_command_itself() {
-    let dir = tempfile::tempdir().unwrap();
-    let logs = tempfile::tempdir().unwrap();
+    let (dir, logs, d) = served();
     let root = dir.path();
-    synth::write_workspace(root, 12, 200).unwrap();
-    ok(root, &["build"]);
-    let d = Daemon::start(root, logs.path());
     let out = relspec(root).env("RELSPEC_SNAPSHOT", "0").args(["build", "--json"]).output().unwrap();
     assert!(out.status.success());
     assert!(d.log().contains("refused"), "{}", d.log());

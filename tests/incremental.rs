@@ -20,16 +20,6 @@ fn status_of(v: &serde_json::Value, rule: &str) -> String {
         .unwrap_or_default()
 }
 
-fn built(v: &serde_json::Value) -> Vec<String> {
-    v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] == "built")
-        .map(|r| r["rule"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn edit(root: &Path, rel: &str, from: &str, to: &str) {
     let p = root.join(rel);
     let t = std::fs::read_to_string(&p).unwrap();
@@ -57,7 +47,7 @@ fn reformatting_a_rule_rebuilds_nothing() {
     edit(root, "rules/edges.sql", "-- The edges table", "-- (comment edited) The edges table");
     edit(root, "workspace.toml", "tags = [\"graph\"]\n", "tags = [\"graph\"]   # a new comment\n");
     let v = report(root, &["build", "--json"]);
-    assert!(built(&v).is_empty(), "{v}");
+    assert!(built_rules(&v).is_empty(), "{v}");
 }
 
 #[test]
@@ -73,13 +63,13 @@ fn early_cutoff_stops_at_identical_output() {
         "{ filter = \"cst_callsites.file_id >= $min_file AND cst_callsites.line > -1\" }",
     );
     let v = report(root, &["build", "--json"]);
-    assert_eq!(built(&v), ["callsite_candidates"], "{v}");
+    assert_eq!(built_rules(&v), ["callsite_candidates"], "{v}");
     assert_eq!(status_of(&v, "calls"), "reused");
     assert_eq!(status_of(&v, "edges"), "reused");
     // A change that alters the output propagates downstream.
     edit(root, "data/cst/defs.csv", "16,4,read,function,42,60", "16,4,read,function,42,61\n17,4,parse,function,70,80");
     let v = report(root, &["build", "--json"]);
-    let b = built(&v);
+    let b = built_rules(&v);
     assert!(
         b.contains(&"callsite_candidates".to_string())
             && b.contains(&"calls".to_string())
@@ -114,7 +104,7 @@ fn relocated_cache_reruns_nothing() {
     // racily-clean window (1 s) of them is not trusted later.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let v = report(&b, &["build", "--json"]);
-    assert!(built(&v).is_empty(), "{v}");
+    assert!(built_rules(&v).is_empty(), "{v}");
     assert_eq!(v["files_hashed"], DEFAULT_INPUT_FILES, "each input file re-hashed once: {v}");
     assert!(out(&b, "edges").is_file(), "outputs republished from the cache");
     let v = report(&b, &["build", "--json"]);
@@ -164,10 +154,10 @@ fn tuning_fields_reuse_the_cache() {
     ok(root, &["build"]);
     edit(root, "workspace.toml", "target_partitions = 2", "target_partitions = 3\nbatch_size = 5");
     let v = report(root, &["build", "--json", "--jobs", "1"]);
-    assert!(built(&v).is_empty(), "{v}");
+    assert!(built_rules(&v).is_empty(), "{v}");
     edit(root, "workspace.toml", "schema = \"public\"", "schema = \"graph\"");
     let v = report(root, &["build", "--json"]);
-    assert_eq!(built(&v).len(), DEFAULT_RULES, "a semantic profile field invalidates everything");
+    assert_eq!(built_rules(&v).len(), DEFAULT_RULES, "a semantic profile field invalidates everything");
 }
 
 #[test]
@@ -184,7 +174,7 @@ fn gc_removes_unreferenced_objects_only() {
     assert!(g.contains("removed 1 records, 1 objects and 0 fragment packs"), "{g}");
     assert_eq!(objects(root), n0);
     let v = report(root, &["build", "--json"]);
-    assert!(built(&v).is_empty(), "live outputs survive gc: {v}");
+    assert!(built_rules(&v).is_empty(), "live outputs survive gc: {v}");
     ok(root, &["clean"]);
     assert!(!root.join("out").exists());
     assert_eq!(objects(root), 0);

@@ -254,6 +254,18 @@ incremental = { by = "by_day" }
     assert_equals_clean_build(root, &["by_day", "doubled"]);
 }
 
+/// A built 40-rule workspace (`rows` events) whose snapshot is recorded: a
+/// build past the racy window records it.
+fn snapshot_recorded(rows: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    relspec_core::synth::write_workspace(dir.path(), 40, rows).unwrap();
+    ok(dir.path(), &["build"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(dir.path(), &["build"]);
+    assert!(dir.path().join("cache/snapshot.bin").is_file());
+    dir
+}
+
 /// Rule-file edits built through the snapshot (a partial workspace, state
 /// written as appended changes and a snapshot delta): builds killed at any
 /// point leave a consistent cache, and the next completed build (partial or
@@ -261,14 +273,10 @@ incremental = { by = "by_day" }
 /// publishes.
 #[test]
 fn killed_snapshot_builds_leave_a_consistent_cache() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = snapshot_recorded(60_000);
     let root = dir.path();
-    relspec_core::synth::write_workspace(root, 40, 60_000).unwrap();
     let rule = |i: usize| root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(i)));
-    ok(root, &["build"]);
-    // Past the racy window, a build records the snapshot; then how long a partial build takes.
-    std::thread::sleep(Duration::from_millis(1100));
-    ok(root, &["build"]);
+    // How long a partial build takes.
     std::fs::write(rule(12), relspec_core::synth::rule_sql(12, 1)).unwrap();
     let t = Instant::now();
     let out = ok(root, &["build", "--json"]);
@@ -304,13 +312,9 @@ fn killed_snapshot_builds_leave_a_consistent_cache() {
 /// build's.
 #[test]
 fn racing_snapshot_builds_never_publish_stale_outputs() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = snapshot_recorded(20_000);
     let root = dir.path();
-    relspec_core::synth::write_workspace(root, 40, 20_000).unwrap();
     let rule = |i: usize| root.join("rules").join(format!("{}.sql", relspec_core::synth::rule_name(i)));
-    ok(root, &["build"]);
-    std::thread::sleep(Duration::from_millis(1100));
-    ok(root, &["build"]);
     let mut rng = Xorshift::from_clock();
     for round in 0..5 {
         // Two edits in one chain, each followed at once by a build.

@@ -47,13 +47,7 @@ fn built(root: &Path, args: &[&str]) -> Vec<String> {
     let mut a = vec!["build", "--json"];
     a.extend_from_slice(args);
     let v: serde_json::Value = serde_json::from_str(&ok(root, &a)).unwrap();
-    let mut b: Vec<String> = v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] == "built")
-        .map(|r| r["rule"].as_str().unwrap().to_string())
-        .collect();
+    let mut b = built_rules(&v);
     b.sort();
     b
 }

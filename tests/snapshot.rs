@@ -7,6 +7,7 @@
 //! tested on its own.
 
 mod common;
+use common::built_rules;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use relspec_core::synth;
@@ -65,16 +66,6 @@ fn outcomes(v: &Value) -> Vec<(String, String, String, String, u64, bool)> {
         .collect()
 }
 
-fn built(v: &Value) -> Vec<String> {
-    v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] == "built")
-        .map(|r| r["rule"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Let the racy window pass, build (which records a snapshot), and check
 /// that the next build is answered from it.
 fn settle(root: &Path) -> Value {
@@ -96,6 +87,14 @@ fn settle(root: &Path) -> Value {
     next
 }
 
+/// A built synthetic workspace whose next build is answered from its snapshot.
+fn settled_workspace() -> tempfile::TempDir {
+    let dir = synth_workspace();
+    build(dir.path());
+    settle(dir.path());
+    dir
+}
+
 fn synth_workspace() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     synth::write_workspace(dir.path(), N, 200).unwrap();
@@ -110,7 +109,7 @@ fn a_noop_build_is_answered_from_the_snapshot() {
     let dir = synth_workspace();
     let root = dir.path();
     let cold = build(root);
-    assert_eq!(built(&cold).len(), N);
+    assert_eq!(built_rules(&cold).len(), N);
     let fast = settle(root);
     let (code, check) = cmd(root, &["build", "--check", "--json"], &[]);
     assert_eq!((code, from_snapshot(&check), check["ok"].as_bool()), (0, true, Some(true)));
@@ -132,10 +131,8 @@ fn a_noop_build_is_answered_from_the_snapshot() {
 /// the right thing and leaves a snapshot the next build is answered from.
 #[test]
 fn every_change_it_depends_on_is_seen() {
-    let dir = synth_workspace();
+    let dir = settled_workspace();
     let root = dir.path();
-    build(root);
-    settle(root);
     let rule = |i: usize| root.join("rules").join(format!("{}.sql", synth::rule_name(i)));
     // What a change rebuilds: exactly these rules, or (`None`) at least the
     // first; and whether the snapshot narrows the build (a rule file edit).
@@ -222,7 +219,7 @@ fn every_change_it_depends_on_is_seen() {
         let v = build(root);
         assert!(!from_snapshot(&v), "{what}: answered from a stale snapshot");
         assert_eq!(partial(&v), narrowed, "{what}: {}", v["snapshot"]);
-        let mut got = built(&v);
+        let mut got = built_rules(&v);
         got.sort();
         match expect {
             // The rule whose object went (if a current one) is rebuilt, to the same bytes.
@@ -251,17 +248,15 @@ fn every_change_it_depends_on_is_seen() {
 /// a rule reads, or breaks it, goes to the full build.
 #[test]
 fn a_rule_edit_builds_a_partial_workspace() {
-    let dir = synth_workspace();
+    let dir = settled_workspace();
     let root = dir.path();
-    build(root);
-    settle(root);
     let rule = |i: usize| root.join("rules").join(format!("{}.sql", synth::rule_name(i)));
     // Two edits at once, in two chains.
     std::fs::write(rule(5), synth::rule_sql(5, 2)).unwrap();
     std::fs::write(rule(11), synth::rule_sql(11, 2)).unwrap();
     let v = build(root);
     assert!(partial(&v), "{}", v["snapshot"]);
-    assert_eq!(built(&v), ["r00005", "r00006", "r00007", "r00008", "r00009", "r00011"]);
+    assert_eq!(built_rules(&v), ["r00005", "r00006", "r00007", "r00008", "r00009", "r00011"]);
     let (_, full) = cmd(root, &["build", "--json"], &[("RELSPEC_SNAPSHOT", "0")]);
     let names = |v: &Value| outcomes(v).into_iter().map(|o| (o.0, o.2, o.3)).collect::<Vec<_>>();
     assert_eq!(names(&v), names(&full), "same rules, order, keys and outputs as a full build");
@@ -278,7 +273,7 @@ fn a_rule_edit_builds_a_partial_workspace() {
     std::fs::write(rule(3), t).unwrap();
     let v = build(root);
     assert_eq!(v["snapshot"], Value::Null);
-    assert_eq!(built(&v), ["r00003", "r00004", "r00005", "r00006", "r00007", "r00008", "r00009"]);
+    assert_eq!(built_rules(&v), ["r00003", "r00004", "r00005", "r00006", "r00007", "r00008", "r00009"]);
     common::assert_equals_clean_build(root, &["r00003", "r00009"]);
     settle(root);
     // A broken rule: the full build reports it (file and line), publishes nothing for it.
@@ -295,10 +290,8 @@ fn a_rule_edit_builds_a_partial_workspace() {
 /// the default 1 s racy window) records none, so the next build decides in full.
 #[test]
 fn failed_and_racy_builds_record_nothing() {
-    let dir = synth_workspace();
+    let dir = settled_workspace();
     let root = dir.path();
-    build(root);
-    settle(root);
     let snap = root.join("cache/snapshot.bin");
     assert!(snap.is_file());
     let good = std::fs::read_to_string(root.join("rules/r00003.sql")).unwrap();

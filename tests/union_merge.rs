@@ -87,13 +87,7 @@ fn a_changed_branch_re_merges_and_equals_a_clean_build() {
     std::fs::write(root.join("workspace.toml"), m.replace("WHERE id <= 3", "WHERE id <= 2")).unwrap();
     let out = common::ok(root, &["build", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut built: Vec<&str> = v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] == "built")
-        .map(|r| r["rule"].as_str().unwrap())
-        .collect();
+    let mut built = common::built_rules(&v);
     built.sort();
     assert_eq!(built, ["all_rows", "all_sql", "filtered", "low"], "{out}");
     // The unions started from their previous outputs.

@@ -70,6 +70,17 @@ pub fn fails(root: &Path, args: &[&str]) -> String {
     format!("{err}{out}")
 }
 
+/// The rules a `build --json` report says were built, in report order.
+pub fn built_rules(report: &serde_json::Value) -> Vec<String> {
+    report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "built")
+        .map(|r| r["rule"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Read a Parquet file's batches.
 pub fn read_batches(path: &Path) -> Vec<RecordBatch> {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

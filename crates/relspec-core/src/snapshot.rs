@@ -166,6 +166,24 @@ struct Line<'a> {
     published: Option<(Cow<'a, str>, PublishedEntry)>,
 }
 
+impl Line<'static> {
+    /// The line of a rule a build resolved to `o`, declared in `file` and
+    /// reading the rules `deps` (sorted).
+    fn from_output(o: Output, file: Cow<'static, str>, deps: Vec<Cow<'static, str>>) -> Self {
+        Line {
+            rule: o.rule.into(),
+            key: o.key.into(),
+            content_hash: o.content_hash.into(),
+            data_hash: o.data_hash.into(),
+            rows: o.rows,
+            bytes: o.bytes,
+            file,
+            deps,
+            published: o.published.map(|(k, e)| (k.into(), e)),
+        }
+    }
+}
+
 impl Line<'_> {
     fn into_owned(self) -> Line<'static> {
         let o = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
@@ -536,9 +554,31 @@ fn own_entries(root: &Path, out_dir: &Path, cache_dir: &Path) -> Vec<Entry<'stat
 /// trust and its text is not at hand.
 fn input_entry(root: &Path, path: &str, text: Option<&str>, rule_file: bool, read_at: u128) -> Option<Entry<'static>> {
     let stamp = Stamp::of(&root.join(path));
-    let hash =
-        if stamp.racy(read_at, racy_window_ns()) { Some(*blake3::hash(text?.as_bytes()).as_bytes()) } else { None };
+    let hash = racy_hash(&stamp, read_at, text)?;
     Some(Entry { path: c_path(path), stamp, own: false, rule_file, hash })
+}
+
+/// The content hash an input stamped `stamp` needs, as read at `read_at`:
+/// none past the racy window, else that of the text read; `None` when it
+/// is racy and its text is not at hand (the input cannot be trusted).
+fn racy_hash(stamp: &Stamp, read_at: u128, text: Option<&str>) -> Option<Option<[u8; 32]>> {
+    if !stamp.racy(read_at, racy_window_ns()) {
+        return Some(None);
+    }
+    Some(Some(*blake3::hash(text?.as_bytes()).as_bytes()))
+}
+
+/// The rules `rule` reads in `graph` (contract references included), sorted.
+fn rule_deps<'g>(graph: &'g crate::db::Graph, rule: &str) -> Vec<&'g str> {
+    let mut deps: Vec<&str> = graph
+        .deps
+        .get(rule)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| if let Dep::Rule(r) = d { Some(r.as_str()) } else { None })
+        .collect();
+    deps.sort();
+    deps
 }
 
 /// Record the snapshot of the clean full build of `p` that resolved every
@@ -586,25 +626,8 @@ pub(crate) fn record(p: &Project, outputs: Vec<Output>) {
         .into_iter()
         .map(|o| {
             let file = p.decl(&o.rule).map(|d| rel_to(root, &root.join(&d.origin.file))).unwrap_or_default();
-            let mut deps: Vec<Cow<'static, str>> = graph
-                .deps
-                .get(&o.rule)
-                .into_iter()
-                .flatten()
-                .filter_map(|d| if let Dep::Rule(r) = d { Some(Cow::Owned(r.clone())) } else { None })
-                .collect();
-            deps.sort();
-            Line {
-                rule: o.rule.into(),
-                key: o.key.into(),
-                content_hash: o.content_hash.into(),
-                data_hash: o.data_hash.into(),
-                rows: o.rows,
-                bytes: o.bytes,
-                file: file.into(),
-                deps,
-                published: o.published.map(|(k, e)| (k.into(), e)),
-            }
+            let deps = rule_deps(graph, &o.rule).into_iter().map(|d| Cow::Owned(d.to_string())).collect();
+            Line::from_output(o, file.into(), deps)
         })
         .collect();
     let snap = Snapshot { identity: identity(root, &p.manifest, &p.params), entries, lines };
@@ -662,7 +685,7 @@ fn partial(
     opts: &BuildOptions,
     progress: &dyn Progress,
 ) -> Option<Fast> {
-    let mut files: HashSet<&str> = HashSet::new();
+    let mut files = Small::default();
     for (i, now) in &changed {
         let e = &snap.entries[*i];
         if !e.rule_file || e.stamp.kind != 1 || now.kind != 1 {
@@ -676,7 +699,6 @@ fn partial(
     // looked up linearly until they are not.
     let mut closure: Vec<usize> = Vec::new();
     let mut loaded = Small::default();
-    let files = Small::of(files);
     for (i, l) in snap.lines.iter().enumerate() {
         if files.contains(&l.file) || l.deps.iter().any(|d| loaded.contains(d)) {
             closure.push(i);
@@ -691,7 +713,7 @@ fn partial(
             needed.insert(d);
         }
     }
-    let load_files_set = Small::of(load_files.iter().copied().collect());
+    let load_files_set = Small::of(load_files.iter().copied());
     let mut frozen: HashMap<String, Record> = HashMap::new();
     for l in &snap.lines {
         if load_files_set.contains(&l.file) && !loaded.contains(&l.rule) {
@@ -727,15 +749,7 @@ fn partial(
     let graph = p.graph();
     for &i in &closure {
         let l = &snap.lines[i];
-        let mut deps: Vec<&str> = graph
-            .deps
-            .get(l.rule.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|d| if let Dep::Rule(r) = d { Some(r.as_str()) } else { None })
-            .collect();
-        deps.sort();
-        if deps.iter().copied().ne(l.deps.iter().map(|d| d.as_ref())) {
+        if rule_deps(graph, &l.rule).into_iter().ne(l.deps.iter().map(|d| d.as_ref())) {
             tracing::debug!(rule = l.rule.as_ref(), "snapshot: a rule reads other rules now");
             return None;
         }
@@ -796,30 +810,15 @@ fn partial(
                 ok = false;
                 break;
             };
-            let l = Line {
-                rule: o.rule.into(),
-                key: o.key.into(),
-                content_hash: o.content_hash.into(),
-                data_hash: o.data_hash.into(),
-                rows: o.rows,
-                bytes: o.bytes,
-                published: o.published.map(|(k, e)| (k.into(), e)),
-                ..snap.lines[i].clone().into_owned()
-            };
-            delta.lines.insert(i as u64, l);
+            let old = &snap.lines[i];
+            let deps = old.deps.iter().map(|d| Cow::Owned(d.to_string())).collect();
+            delta.lines.insert(i as u64, Line::from_output(o, old.file.to_string().into(), deps));
         }
-        let window = racy_window_ns();
         for (i, now) in &changed {
             let e = &snap.entries[*i];
-            let hash = match now.racy(read_at, window) {
-                false => None,
-                true => match p.file_text(Path::new(e.path_str())) {
-                    Some(t) => Some(*blake3::hash(t.as_bytes()).as_bytes()),
-                    None => {
-                        ok = false;
-                        None
-                    }
-                },
+            let Some(hash) = racy_hash(now, read_at, p.file_text(Path::new(e.path_str())).as_deref()) else {
+                ok = false;
+                break;
             };
             delta.entries.insert(*i as u64, Entry { stamp: *now, hash, ..e.clone().into_owned() });
         }
@@ -865,7 +864,7 @@ struct Small<'a> {
 }
 
 impl<'a> Small<'a> {
-    fn of(items: HashSet<&'a str>) -> Self {
+    fn of(items: impl IntoIterator<Item = &'a str>) -> Self {
         let mut s = Small::default();
         for i in items {
             s.insert(i);

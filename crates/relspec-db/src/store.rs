@@ -410,18 +410,13 @@ impl Store {
         fs::rename(&tmp, path).map_err(|e| io("cannot move into place", path, e))
     }
 
-    /// Publish the object of `rec` at `dest` (copy to a sibling temp file, then
-    /// rename) and record it in the ledger. Callers skip outputs whose ledger
-    /// entry has the same content hash and [`Store::published_file_matches`].
-    pub fn publish(&self, rec: &Record, dest: &Path, published: &mut Published, rel: &str) -> Result<()> {
-        let (tmp, stage) = self.stage_publish(rec, dest)?;
-        self.finish_publish(rec, dest, rel, &tmp, &stage, published)
-    }
-
-    /// Publish many outputs (see [`Store::publish`]): the copies and their
-    /// syncs, the slow part, run on up to 16 threads at once (the file
-    /// system commits concurrent syncs together), then each is renamed into
-    /// place and entered in `published` in order. One result per item.
+    /// Publish outputs: each `(record, dest, path in the ledger)` has its
+    /// object copied to a sibling temp file of `dest` and synced, and its
+    /// sidecar staged (the slow part, on up to 16 threads at once: the file
+    /// system commits concurrent syncs together); then each is renamed into
+    /// place and entered in `published`, in order. One result per item.
+    /// Callers skip outputs whose ledger entry has the same content hash and
+    /// [`Store::published_file_matches`].
     pub fn publish_many(&self, items: &[(&Record, PathBuf, String)], published: &mut Published) -> Vec<Result<()>> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let next = AtomicUsize::new(0);

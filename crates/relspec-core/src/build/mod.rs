@@ -222,7 +222,7 @@ pub fn build(
                 }
                 seeded = Some(state::seeded(&store, &out_dir, &prefix, seed))
             }
-            None => pending = Some(std::thread::spawn(move || prefetch(&store, &out_dir, &prefix, None))),
+            None => pending = Some(std::thread::spawn(move || prefetch(&store, &out_dir, &prefix))),
         }
     }
     let errs = p.static_errors();

@@ -137,26 +137,20 @@ pub(crate) struct Seed {
 /// [`prefetch`], on its rules only).
 pub(crate) fn seeded(store: &Store, out_dir: &Path, prefix: &str, seed: &Seed) -> Prefetched {
     let last = LastBuilt { rules: seed.last.clone() };
-    let intact = last
-        .rules
-        .values()
-        .filter(|le| store.object_intact(&le.content_hash, le.bytes))
-        .map(|le| le.key.clone())
-        .collect();
+    let intact = intact(store, &last);
     let published = Published { entries: seed.published.clone() };
-    let on_disk = on_disk(store, out_dir, prefix, &published, |_| true);
+    let on_disk = on_disk(store, out_dir, prefix, &published);
     Prefetched { last, intact, published, on_disk, staging: vec![] }
+}
+
+/// Keys of the last build whose objects exist with the recorded size.
+fn intact(store: &Store, last: &LastBuilt) -> HashSet<String> {
+    last.rules.values().filter(|le| store.object_intact(&le.content_hash, le.bytes)).map(|le| le.key.clone()).collect()
 }
 
 /// Rule -> the content hash its published file holds, for the ledger's
 /// files that still have the recorded size and mtime.
-fn on_disk(
-    store: &Store,
-    out_dir: &Path,
-    prefix: &str,
-    published: &Published,
-    wanted: impl Fn(&str) -> bool,
-) -> HashMap<String, String> {
+fn on_disk(store: &Store, out_dir: &Path, prefix: &str, published: &Published) -> HashMap<String, String> {
     published
         .entries
         .iter()
@@ -164,9 +158,6 @@ fn on_disk(
             let file = rel.strip_prefix(prefix)?.strip_prefix('/')?;
             // `out/<rule>.parquet`, or a hive directory `out/<rule>/`.
             let rule = file.strip_suffix(".parquet").or_else(|| file.strip_suffix('/'))?;
-            if !wanted(rule) {
-                return None;
-            }
             store
                 .published_file_matches(prev, &out_dir.join(file))
                 .then(|| (rule.to_string(), prev.content_hash.clone()))
@@ -190,10 +181,7 @@ pub(crate) struct Prefetched {
 
 /// Load the last build, check its objects and the published files (one stat
 /// each). Run under the store lock, so nothing else changes them meanwhile.
-/// With `only`, only those rules' objects and published files are checked
-/// (a partial workspace: the others are not resolved by this build).
-pub(crate) fn prefetch(store: &Store, out_dir: &Path, prefix: &str, only: Option<&HashSet<String>>) -> Prefetched {
-    let wanted = |rule: &str| only.is_none_or(|o| o.contains(rule));
+pub(crate) fn prefetch(store: &Store, out_dir: &Path, prefix: &str) -> Prefetched {
     // Staging files of a killed earlier publish (removed when publishing).
     let staging = std::fs::read_dir(out_dir)
         .map(|entries| {
@@ -205,15 +193,8 @@ pub(crate) fn prefetch(store: &Store, out_dir: &Path, prefix: &str, only: Option
         })
         .unwrap_or_default();
     let last = load_last(store);
-    let intact = last
-        .rules
-        .iter()
-        .filter(|(rule, _)| wanted(rule))
-        .map(|(_, le)| le)
-        .filter(|le| store.object_intact(&le.content_hash, le.bytes))
-        .map(|le| le.key.clone())
-        .collect();
+    let intact = intact(store, &last);
     let published = store.load_published();
-    let on_disk = on_disk(store, out_dir, prefix, &published, wanted);
+    let on_disk = on_disk(store, out_dir, prefix, &published);
     Prefetched { last, intact, published, on_disk, staging }
 }
