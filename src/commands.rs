@@ -17,6 +17,9 @@ pub(crate) type CliResult = Result<ExitCode, Vec<Diag>>;
 /// `errors`, or the summary line (errors are printed by the caller).
 fn print_build(report: &BuildReport, json: bool, check: bool, errors: serde_json::Value) {
     let stale = report.count(Status::Stale);
+    for w in report.remote.iter().flat_map(|r| &r.warnings) {
+        eprintln!("warning: {w}");
+    }
     if json {
         /// The report with its verdict and located errors.
         #[derive(serde::Serialize)]

@@ -42,15 +42,30 @@ fn socket_path(manifest: &Path) -> Option<PathBuf> {
 }
 
 /// What a daemon must share with a client to answer for it: the binary
-/// (its stamp) and the `RELSPEC_*` variables (but the log filter).
+/// (its stamp), the `RELSPEC_*` variables (but the log filter) and the
+/// object stores' `AWS_*`, `GOOGLE_*`, `AZURE_*` variables.
 fn identity() -> String {
     let exe = std::env::current_exe().and_then(std::fs::metadata).ok();
     let exe = exe.map(|m| {
         use std::os::unix::fs::MetadataExt;
         format!("{}:{}:{}:{}", m.dev(), m.ino(), m.size(), m.mtime_nsec() + m.mtime() * 1_000_000_000)
     });
-    let mut vars: Vec<(String, String)> =
-        std::env::vars().filter(|(k, _)| k.starts_with("RELSPEC_") && k != "RELSPEC_LOG").collect();
+    // The object stores' variables too (credentials, endpoints: the remote
+    // cache reads them), hashed rather than sent.
+    let cloud = |k: &str| ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|p| k.starts_with(p));
+    let mut vars: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| (k.starts_with("RELSPEC_") && k != "RELSPEC_LOG") || cloud(k))
+        .map(|(k, v)| {
+            if cloud(&k) {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                v.hash(&mut h);
+                (k, format!("{:016x}", h.finish()))
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
     vars.sort();
     serde_json::json!({ "exe": exe, "env": vars }).to_string()
 }

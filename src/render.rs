@@ -75,6 +75,19 @@ fn sources(report: &BuildReport) {
 
 pub(crate) fn summary(report: &BuildReport, check: bool) {
     sources(report);
+    if let Some(r) = &report.remote
+        && r.hits + r.misses + r.rejected + r.uploaded > 0
+    {
+        println!(
+            "remote cache {}: {} reused ({:.1} MB), {} not there{}{}",
+            r.url,
+            r.hits,
+            r.downloaded_bytes as f64 / 1e6,
+            r.misses,
+            if r.rejected > 0 { format!(", {} rejected", r.rejected) } else { String::new() },
+            if r.write { format!(", {} uploaded", r.uploaded) } else { String::new() },
+        );
+    }
     let (built, reused, failed, stale) = (
         report.count(Status::Built),
         report.count(Status::Reused),
@@ -148,6 +161,7 @@ impl Progress for Display {
         let why = if r.reasons.is_empty() { String::new() } else { format!(" ({})", r.reasons.join("; ")) };
         let s = match r.status {
             Status::Built => format!("built   {:<28} {rows:>12}  {:>8.1} ms{why}", r.rule, r.elapsed_ms),
+            Status::Reused if r.remote => format!("reused  {:<28} {rows:>12}  (remote)", r.rule),
             Status::Reused => format!("reused  {:<28} {rows:>12}", r.rule),
             Status::Stale => format!("stale   {}{why}", r.rule),
             Status::Failed => format!("FAILED  {}{why}", r.rule),

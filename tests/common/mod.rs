@@ -2,6 +2,8 @@
 //! binary, reading Parquet outputs back.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use assert_cmd::Command;
 use relspec_core::datafusion::arrow::array::RecordBatch;
 use relspec_core::datafusion::arrow::util::display::array_value_to_string;

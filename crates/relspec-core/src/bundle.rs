@@ -123,6 +123,9 @@ pub struct RunRule {
     /// rule's are in its artifact).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernels: Vec<KernelUse>,
+    /// Reused from the remote cache (downloaded by this run).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
 }
 
 impl RunRule {

@@ -16,6 +16,7 @@ pub mod graph;
 pub mod inspect;
 pub mod maintenance;
 pub mod project;
+pub mod remote;
 pub mod scaffold;
 pub mod snapshot;
 pub mod status;

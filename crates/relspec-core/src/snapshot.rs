@@ -321,6 +321,7 @@ pub fn try_build(manifest: &Path, params: &[(String, String)], opts: &BuildOptio
             sources: vec![],
             errors: vec![],
             snapshot: Some(SnapshotUse::Unchanged),
+            remote: None,
             outputs: vec![],
         });
     }
@@ -346,6 +347,7 @@ fn reused(l: &Line<'_>) -> RuleReport {
         error: None,
         checks: vec![],
         partitions: None,
+        remote: false,
     }
 }
 
@@ -850,6 +852,7 @@ fn partial(
         sources: part.sources,
         errors: part.errors,
         snapshot: Some(SnapshotUse::Partial),
+        remote: part.remote,
         outputs: vec![],
     };
     Some(Fast::Partial(report, Box::new(p)))

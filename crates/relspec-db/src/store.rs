@@ -333,6 +333,22 @@ impl Store {
         Ok(rec)
     }
 
+    /// Install an output fetched from elsewhere (the remote cache): its
+    /// object, downloaded to `tmp` and verified by the caller against `rec`,
+    /// moved into place, then its record. Same order as [`Store::put_file`].
+    pub fn put_fetched(&self, rec: &Record, tmp: &Path) -> Result<()> {
+        let obj = self.object_path(&rec.content_hash);
+        if self.object_intact(&rec.content_hash, rec.bytes) {
+            let _ = fs::remove_file(tmp);
+        } else {
+            let parent = obj.parent().unwrap();
+            fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+            fs::rename(tmp, &obj).map_err(|e| io("cannot move into place", &obj, e))?;
+        }
+        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
+        self.write_atomic(&self.record_path(&rec.key), &bytes, true)
+    }
+
     /// Remove everything the store keeps (see [`layout`]) but the lock; the
     /// caller holds the lock.
     pub fn clean(&self) -> Result<()> {

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod kernels;
 pub mod lineage;
 pub mod lower;
+pub mod object_stores;
 pub mod parquet;
 pub mod planner;
 pub mod registry;

@@ -52,6 +52,7 @@ pub(crate) fn run_bundle(
                     reasons,
                     artifact,
                     kernels: r.kernels.clone(),
+                    remote: r.remote,
                 },
             ))
         })

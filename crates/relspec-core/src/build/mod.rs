@@ -89,6 +89,9 @@ pub struct RuleReport {
     /// An incremental rule that ran: how many partitions it computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<PartitionsRun>,
+    /// Reused from the remote cache (downloaded in this build).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
 }
 
 /// How much of an incremental rule one build computed.
@@ -123,6 +126,10 @@ pub struct BuildReport {
     /// (see [`crate::snapshot`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotUse>,
+    /// What the build did with the remote cache, when one is configured
+    /// and the local cache missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::remote::RemoteReport>,
     /// A clean partial build's outputs, for its snapshot.
     #[serde(skip)]
     pub(crate) outputs: Vec<crate::snapshot::Output>,
@@ -250,6 +257,7 @@ pub fn build(
 
     let Prefetched { last, intact, published, on_disk, staging } = state;
     let mut s = Scheduler::new(opts, store.clone(), spec.clone(), jobs, last);
+    s.remote_spec = spec.remote_cache.clone();
     // Rules a partial workspace did not load: their outputs are known.
     for (name, record) in p.seed.iter().flat_map(|seed| &seed.frozen) {
         let r = RuleReport {
@@ -288,6 +296,17 @@ pub fn build(
         let now = publish::Published { ledger: published, on_disk: &on_disk, staging: &staging };
         ledger = Some(publish::publish(p, &order, &targets, outcome, now, t0).map_err(|e| vec![e])?);
     }
+    // Uploads ran beside execution and publishing; wait for the rest.
+    let remote = match (&s.remote, s.remote_warning.take()) {
+        (Some(r), _) => Some(r.finish()),
+        (None, Some(w)) => Some(crate::remote::RemoteReport {
+            url: s.remote_spec.as_ref().map(|r| r.url.clone()).unwrap_or_default(),
+            warnings: vec![w],
+            ..Default::default()
+        }),
+        (None, None) => None,
+    };
+    tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "remote cache done");
 
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "published and saved");
     let target_set: HashSet<&String> = targets.iter().collect();
@@ -341,11 +360,21 @@ pub fn build(
         sources,
         errors,
         snapshot: None,
+        remote,
         outputs,
     })
 }
 
-type Task = (String, std::result::Result<Executed, LowerError>);
+type Task = (String, Done);
+
+/// What a task of the scheduler finished (one per rule, moved once: not boxed).
+#[allow(clippy::large_enum_variant)]
+enum Done {
+    /// A rule's run.
+    Ran(std::result::Result<Executed, LowerError>),
+    /// A rule's remote lookup.
+    Fetched(crate::remote::Fetched),
+}
 
 /// The DAG scheduler's state: what each rule resolved to, what runs.
 struct Scheduler {
@@ -374,6 +403,19 @@ struct Scheduler {
     /// Extracted facts per source (extracted once per build, on first reader).
     sources: HashMap<String, Arc<Vec<Arc<relspec_extract::FileFacts>>>>,
     source_reports: Vec<SourceReport>,
+    /// `[cache.remote]`, opened on the first local miss.
+    remote_spec: Option<crate::workspace::RemoteCacheSpec>,
+    remote: Option<Arc<crate::remote::Remote>>,
+    /// Whether opening the remote was tried (on the first local miss).
+    remote_tried: bool,
+    /// Why the configured remote could not be opened.
+    remote_warning: Option<String>,
+    /// Rules being looked up in the remote, with their decision to run.
+    fetching: HashMap<String, Decision>,
+    /// Rules reused from the remote.
+    from_remote: HashSet<String>,
+    /// Keys whose remote entry failed verification (a writer repairs them).
+    repair: HashSet<String>,
 }
 
 impl Scheduler {
@@ -406,6 +448,13 @@ impl Scheduler {
             tasks: tokio::task::JoinSet::new(),
             sources: HashMap::new(),
             source_reports: Vec::new(),
+            remote_spec: None,
+            remote: None,
+            remote_tried: false,
+            remote_warning: None,
+            fetching: HashMap::new(),
+            from_remote: HashSet::new(),
+            repair: HashSet::new(),
         }
     }
 
@@ -421,6 +470,8 @@ impl Scheduler {
     ) -> std::result::Result<(), Vec<Diag>> {
         let mut remaining: Vec<String> = order.to_vec();
         let mut ready: HashMap<String, Decision> = HashMap::new();
+        // Rules looked up in the remote already (a miss is not asked again).
+        let mut asked: HashSet<String> = HashSet::new();
         loop {
             if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
                 for name in remaining.drain(..) {
@@ -445,6 +496,10 @@ impl Scheduler {
                     };
                     match decision {
                         Decision::Wait => still.push(name),
+                        d @ Decision::Run { .. } if !self.dry_run && !asked.contains(&name) && self.remote_reads() => {
+                            asked.insert(name.clone());
+                            self.fetch(&name, d);
+                        }
                         d @ Decision::Run { .. } if !self.dry_run && self.running.len() >= self.parallel => {
                             ready.insert(name.clone(), d);
                             still.push(name)
@@ -457,14 +512,73 @@ impl Scheduler {
                 }
                 remaining = still;
             }
-            if self.running.is_empty() {
+            if self.running.is_empty() && self.fetching.is_empty() {
                 break;
             }
-            let Some(engine) = self.planner.as_ref().map(|pl| pl.engine().clone()) else { break };
-            let Some(joined) = engine.block_on(self.tasks.join_next()) else { break };
+            let joined = match (self.planner.as_ref(), self.remote.as_ref()) {
+                (Some(pl), _) => pl.engine().clone().block_on(self.tasks.join_next()),
+                (None, Some(remote)) => remote.clone().block_on(self.tasks.join_next()),
+                (None, None) => break,
+            };
+            let Some(joined) = joined else { break };
+            let name = match &joined {
+                Ok((name, _)) => name.clone(),
+                Err(e) => self.task_names.get(&e.id()).cloned().unwrap_or_default(),
+            };
+            if let Some(decision) = self.fetching.remove(&name) {
+                // A remote lookup: a hit is reused, anything else runs.
+                let fetched = match joined {
+                    Ok((_, Done::Fetched(f))) => f,
+                    _ => crate::remote::Fetched::Miss,
+                };
+                match (fetched, decision) {
+                    (crate::remote::Fetched::Hit(record), Decision::Run { key, .. }) => {
+                        self.from_remote.insert(name.clone());
+                        self.apply(p, &name, Decision::Reuse { key, record: *record }, progress, t0)?;
+                    }
+                    (f, d) => {
+                        if let (crate::remote::Fetched::Rejected(_), Decision::Run { key, .. }) = (&f, &d) {
+                            self.repair.insert(key.clone());
+                        }
+                        ready.insert(name.clone(), d);
+                        remaining.push(name);
+                    }
+                }
+                continue;
+            }
             self.finish(p, joined, progress, t0);
         }
         Ok(())
+    }
+
+    /// Whether rules that miss locally are looked up in the remote cache
+    /// (opening it on the first miss).
+    fn remote_reads(&mut self) -> bool {
+        self.open_remote();
+        self.remote.as_ref().is_some_and(|r| r.reads())
+    }
+
+    /// Open the configured remote cache, once.
+    fn open_remote(&mut self) {
+        if std::mem::replace(&mut self.remote_tried, true) {
+            return;
+        }
+        if let Some(spec) = &self.remote_spec {
+            match crate::remote::Remote::open(spec) {
+                Ok(r) => self.remote = r,
+                Err(w) => self.remote_warning = Some(w),
+            }
+        }
+    }
+
+    /// Look a rule that missed locally up in the remote cache.
+    fn fetch(&mut self, name: &str, decision: Decision) {
+        let (Some(remote), Decision::Run { key, .. }) = (self.remote.clone(), &decision) else { return };
+        let task = remote.clone().fetch(self.store.clone(), name.to_string(), key.clone());
+        let rule = name.to_string();
+        let handle = self.tasks.spawn_on(async move { (rule, Done::Fetched(task.await)) }, &remote.handle());
+        self.task_names.insert(handle.id(), name.to_string());
+        self.fetching.insert(name.to_string(), decision);
     }
 
     /// Act on a decision (other than waiting).
@@ -494,6 +608,7 @@ impl Scheduler {
                     rows: Some(record.rows),
                     key: Some(key),
                     content_hash: Some(record.content_hash.clone()),
+                    remote: self.from_remote.contains(name),
                     ..skipped(name, String::new())
                 };
                 self.records.insert(name.to_string(), record);
@@ -556,7 +671,7 @@ impl Scheduler {
         {
             self.spawn(name, async move {
                 let rule = run.to.rule.clone();
-                (rule, union::execute_union(run).await)
+                (rule, Done::Ran(union::execute_union(run).await))
             });
             return Ok(());
         }
@@ -625,7 +740,7 @@ impl Scheduler {
         };
         self.spawn(name, async move {
             let rule = run.to.rule.clone();
-            (rule, execute::execute(run).await)
+            (rule, Done::Ran(execute::execute(run).await))
         });
         Ok(())
     }
@@ -729,7 +844,11 @@ impl Scheduler {
         t0: Instant,
     ) {
         let (name, res) = match joined {
-            Ok(v) => v,
+            Ok((name, Done::Ran(res))) => (name, res),
+            Ok((name, Done::Fetched(_))) => {
+                let diag = Diag::new(ErrorKind::Internal("a remote lookup finished as a run".into()));
+                (name, Err(LowerError { diag, pos: None }))
+            }
             Err(e) => {
                 let name = self.task_names.get(&e.id()).cloned().unwrap_or_default();
                 let diag = Diag::new(ErrorKind::Execution(format!("the engine failed on this rule: {e}")));
@@ -760,6 +879,11 @@ impl Scheduler {
                     r.partitions = Some(run);
                 }
                 self.artifacts.insert(name.clone(), ex.artifact);
+                self.open_remote();
+                if let Some(remote) = self.remote.as_ref().filter(|r| r.writes()) {
+                    let repair = self.repair.contains(&ex.record.key);
+                    remote.upload(self.store.clone(), ex.record.clone(), repair);
+                }
                 self.last.rules.insert(name.clone(), LastEntry::new(&ex.record));
                 self.last_dirty = true;
                 self.records.insert(name.clone(), ex.record);
@@ -802,6 +926,7 @@ fn skipped(name: &str, reason: String) -> RuleReport {
         error: None,
         checks: vec![],
         partitions: None,
+        remote: false,
     }
 }
 

@@ -129,7 +129,8 @@ pub(crate) fn publish(
         super::state::save_last(store, last, p.seed.as_ref().map(|s| &s.last))?;
     }
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "side caches saved");
-    let ran = reports.values().any(|r| matches!(r.status, Status::Built | Status::Failed));
+    // A run that executed, failed or downloaded something has a bundle.
+    let ran = reports.values().any(|r| r.remote || matches!(r.status, Status::Built | Status::Failed));
     if ran {
         let run = bundle_of::run_bundle(p, order, reports, artifacts, t0.elapsed().as_secs_f64() * 1000.0);
         crate::bundle::write_run(store, &run)?;

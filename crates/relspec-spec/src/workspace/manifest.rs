@@ -24,6 +24,24 @@ struct ManifestToml {
     contracts: IndexMap<String, Spanned<ContractToml>>,
     #[serde(default)]
     rules: IndexMap<String, Spanned<RuleToml>>,
+    #[serde(default)]
+    cache: CacheToml,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CacheToml {
+    remote: Option<Spanned<RemoteToml>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteToml {
+    url: Spanned<String>,
+    read: Option<bool>,
+    write: Option<bool>,
+    timeout: Option<Spanned<toml::Value>>,
+    connect_timeout: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -245,6 +263,75 @@ pub fn parse_bytes(v: &toml::Value) -> std::result::Result<u64, String> {
         }
         _ => Err("expected a byte count or a string like \"1GiB\"".into()),
     }
+}
+
+/// Parse a duration: whole milliseconds, or a string like `"500ms"`, `"5s"`, `"2m"`.
+pub fn parse_duration_ms(v: &toml::Value) -> std::result::Result<u64, String> {
+    match v {
+        toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
+        toml::Value::String(s) => {
+            let t = s.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let num: f64 = num.parse().map_err(|_| format!("invalid duration `{s}`"))?;
+            let mult: f64 = match unit.trim() {
+                "ms" => 1.0,
+                "s" | "" => 1e3,
+                "m" | "min" => 60e3,
+                other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s or m)")),
+            };
+            Ok((num * mult) as u64)
+        }
+        _ => Err("expected milliseconds or a string like \"5s\"".into()),
+    }
+}
+
+/// The `[cache.remote]` table, checked: a URL of a backend relspec can reach.
+fn remote_cache(file: &Path, r: Spanned<RemoteToml>) -> Result<RemoteCacheSpec> {
+    let r = r.into_inner();
+    let url_span = span_of(&r.url);
+    let url = r.url.into_inner();
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+    if !REMOTE_SCHEMES.contains(&scheme) {
+        return Err(invalid(
+            file,
+            url_span,
+            format!(
+                "[cache.remote] url `{url}` is not an object store URL (expected {})",
+                REMOTE_SCHEMES.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    if scheme == "file" && !rest.starts_with('/') {
+        return Err(invalid(
+            file,
+            url_span,
+            format!("[cache.remote] url `{url}`: a file URL needs an absolute path (file:///...)"),
+        ));
+    }
+    if scheme != "file" && rest.split('/').next().unwrap_or_default().is_empty() {
+        return Err(invalid(file, url_span, format!("[cache.remote] url `{url}` names no bucket or container")));
+    }
+    let ms = |v: Option<Spanned<toml::Value>>, what: &str, default: u64| -> Result<u64> {
+        match v {
+            None => Ok(default),
+            Some(v) => match parse_duration_ms(v.get_ref()) {
+                Ok(0) => Err(invalid(file, span_of(&v), format!("[cache.remote] {what} must be more than zero"))),
+                Ok(ms) => Ok(ms),
+                Err(e) => Err(invalid(file, span_of(&v), format!("[cache.remote] {what}: {e}"))),
+            },
+        }
+    };
+    let timeout_ms = ms(r.timeout, "timeout", 30_000)?;
+    let connect_timeout_ms = ms(r.connect_timeout, "connect_timeout", 5_000)?;
+    Ok(RemoteCacheSpec {
+        url,
+        read: r.read.unwrap_or(true),
+        write: r.write.unwrap_or(false),
+        timeout_ms,
+        connect_timeout_ms,
+    })
 }
 
 /// Parse `workspace.toml` text. `file` is the path shown in diagnostics.
@@ -488,6 +575,7 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
     }
 
     let rules = convert_rules(file, text, m.rules)?;
+    let remote_cache = m.cache.remote.map(|r| remote_cache(file, r)).transpose()?;
     Ok(WorkspaceSpec {
         name: m.workspace.name.unwrap_or_else(|| "workspace".into()),
         output_dir: m.workspace.output_dir.unwrap_or_else(|| "out".into()),
@@ -498,6 +586,7 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
         datasets,
         contracts,
         rules,
+        remote_cache,
     })
 }
 

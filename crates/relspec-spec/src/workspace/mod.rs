@@ -37,6 +37,30 @@ pub struct WorkspaceSpec {
     pub contracts: BTreeMap<String, ContractSpec>,
     /// Rules declared inline in `workspace.toml`.
     pub rules: Vec<RuleDecl>,
+    /// The shared remote cache (`[cache.remote]`), if configured.
+    pub remote_cache: Option<RemoteCacheSpec>,
+}
+
+/// URL schemes `[cache.remote]` accepts: S3, Google Cloud Storage, Azure
+/// Blob Storage and a local directory.
+pub const REMOTE_SCHEMES: &[&str] = &["s3", "gs", "az", "abfs", "abfss", "file"];
+
+/// A shared cache on object storage (`[cache.remote]`): where, and whether
+/// this machine reads and writes it. Credentials come from each backend's
+/// standard environment variables, never from the manifest. Tuning only: no
+/// part of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RemoteCacheSpec {
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` or `file:///path`.
+    pub url: String,
+    /// Look outputs up in the remote after the local cache (default true).
+    pub read: bool,
+    /// Upload outputs this machine builds (default false; CI turns it on).
+    pub write: bool,
+    /// Timeout of one request, ms (default 30 s).
+    pub timeout_ms: u64,
+    /// Timeout of connecting, ms (default 5 s).
+    pub connect_timeout_ms: u64,
 }
 
 /// The typed runtime profile (`[profile]`).

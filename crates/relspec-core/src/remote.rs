@@ -1,0 +1,496 @@
+//! The shared remote cache (`[cache.remote]`): outputs on object storage that
+//! every machine reads and trusted machines (CI) write.
+//!
+//! Remote layout under the URL's prefix: `entries/<k[..2]>/<k>`, one per
+//! output key (the record, the artifact and, for objects up to 1 MiB, the
+//! object itself: one request per hit), and `objects/<h[..2]>/<h>.parquet`
+//! for larger objects, by content hash.
+//!
+//! Architecture invariants:
+//! - Consulted only after a local miss, so a build the local cache answers
+//!   (a no-op) makes no request; the client is opened on the first miss.
+//! - A fetched object is verified (size, content hash, data hash) against
+//!   its record before it enters the local store; a mismatch is a warning
+//!   and a local rebuild, never a publish of the bad bytes.
+//! - Uploads put a large object first, then the entry, each create-only: an
+//!   entry is visible only with its object, two writers never overwrite each
+//!   other's entry (the loser's identical entry is dropped), and a put is
+//!   atomic on every backend (a half-written upload is never visible). Only
+//!   a writer that found an entry corrupt overwrites it.
+//! - Any transport failure (server down, timeout, refused credentials) marks
+//!   the remote unavailable for the rest of the build with one warning: the
+//!   build goes on locally, it never fails because of the remote.
+
+use crate::store::{Record, Store, hash_parquet};
+use crate::workspace::RemoteCacheSpec;
+use futures::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use relspec_exec::object_stores::{self, OpenedStore, Patience};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Downloads in flight at once.
+const FETCHES: usize = 32;
+/// Uploads in flight at once.
+const UPLOADS: usize = 8;
+/// Objects up to this size are stored inside their entry (override:
+/// `RELSPEC_REMOTE_INLINE_MAX`, bytes).
+const INLINE_MAX: u64 = 1 << 20;
+/// Objects at least this large are uploaded in parts.
+const MULTIPART_BYTES: u64 = 64 << 20;
+
+/// What one build did with the remote cache (in `build --json` and the run bundle).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RemoteReport {
+    /// The remote's URL.
+    pub url: String,
+    /// Whether this machine writes to it.
+    pub write: bool,
+    /// Outputs found there (and downloaded, verified, stored locally).
+    pub hits: usize,
+    /// Outputs looked up and not found.
+    pub misses: usize,
+    /// Outputs found there that failed verification (rebuilt locally).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rejected: usize,
+    /// Outputs uploaded.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uploaded: usize,
+    /// Bytes downloaded.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub downloaded_bytes: u64,
+    /// Warnings (the remote unavailable, a corrupt entry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The answer of one remote lookup.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Found, verified and installed in the local store.
+    Hit(Box<Record>),
+    /// Not there (or the remote is unavailable): build locally.
+    Miss,
+    /// There but wrong (reason): build locally, and a writer repairs it.
+    Rejected(String),
+}
+
+/// An open remote cache for one build.
+pub struct Remote {
+    url: String,
+    at: OpenedStore,
+    read: bool,
+    write: bool,
+    runtime: tokio::runtime::Runtime,
+    /// Objects up to this size travel inside their entry (one request per hit).
+    inline_max: u64,
+    down: AtomicBool,
+    fetch_slots: Arc<tokio::sync::Semaphore>,
+    upload_slots: Arc<tokio::sync::Semaphore>,
+    hits: AtomicUsize,
+    misses: AtomicUsize,
+    rejected: AtomicUsize,
+    uploaded: AtomicUsize,
+    downloaded: std::sync::atomic::AtomicU64,
+    warnings: Mutex<Vec<String>>,
+    uploads: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("url", &self.url).field("read", &self.read).field("write", &self.write).finish()
+    }
+}
+
+/// Whether the environment turns the remote off (`RELSPEC_REMOTE=0`) and
+/// whether it overrides writing (`RELSPEC_REMOTE_WRITE=1|0`).
+fn env_flag(name: &str) -> Option<bool> {
+    match std::env::var(name).ok()?.trim() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl Remote {
+    /// Open the configured remote for a build, or `None` when there is none,
+    /// the environment turns it off, or it neither reads nor writes. Makes no
+    /// request. An unusable configuration (a URL the backend refuses) is a
+    /// warning in the returned error and the build goes on locally.
+    pub fn open(spec: &RemoteCacheSpec) -> Result<Option<Arc<Remote>>, String> {
+        if env_flag("RELSPEC_REMOTE") == Some(false) {
+            return Ok(None);
+        }
+        let write = env_flag("RELSPEC_REMOTE_WRITE").unwrap_or(spec.write);
+        if !spec.read && !write {
+            return Ok(None);
+        }
+        let patience = Patience {
+            timeout: Duration::from_millis(spec.timeout_ms),
+            connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
+            retries: 2,
+        };
+        let at = object_stores::open(&spec.url, patience)
+            .map_err(|e| format!("remote cache unavailable ({e}); building locally"))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("relspec-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("remote cache unavailable (cannot start its runtime: {e}); building locally"))?;
+        Ok(Some(Arc::new(Remote {
+            url: spec.url.clone(),
+            at,
+            read: spec.read,
+            write,
+            runtime,
+            inline_max: std::env::var("RELSPEC_REMOTE_INLINE_MAX")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(INLINE_MAX),
+            down: AtomicBool::new(false),
+            fetch_slots: Arc::new(tokio::sync::Semaphore::new(FETCHES)),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(UPLOADS)),
+            hits: AtomicUsize::new(0),
+            misses: AtomicUsize::new(0),
+            rejected: AtomicUsize::new(0),
+            uploaded: AtomicUsize::new(0),
+            downloaded: Default::default(),
+            warnings: Mutex::new(vec![]),
+            uploads: Mutex::new(vec![]),
+        })))
+    }
+
+    /// Whether lookups go to the remote.
+    pub fn reads(&self) -> bool {
+        self.read && !self.down.load(Ordering::Relaxed)
+    }
+
+    /// Whether built outputs are uploaded.
+    pub fn writes(&self) -> bool {
+        self.write
+    }
+
+    /// The runtime its requests run on.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime.handle().clone()
+    }
+
+    /// Run a future to completion on the remote's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    fn warn(&self, msg: String) {
+        tracing::debug!("{msg}");
+        self.warnings.lock().unwrap().push(msg);
+    }
+
+    /// A transport failure: the remote is unavailable for the rest of the build.
+    fn went_down(&self, e: &object_store::Error) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            self.warn(format!("remote cache {} unavailable ({e}); building locally", self.url));
+        }
+    }
+
+    /// Look `key` up in the remote: download its object and artifact, verify
+    /// the object against the record, install both in `store`.
+    pub async fn fetch(self: Arc<Self>, store: Store, rule: String, key: String) -> Fetched {
+        if !self.reads() {
+            return Fetched::Miss;
+        }
+        let _slot = self.fetch_slots.clone().acquire_owned().await;
+        match self.fetch_inner(&store, &key).await {
+            Ok(Some(rec)) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Fetched::Hit(Box::new(rec))
+            }
+            Ok(None) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                Fetched::Miss
+            }
+            Err(FetchError::Down(e)) => {
+                self.went_down(&e);
+                Fetched::Miss
+            }
+            Err(FetchError::Bad(why)) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                let msg = format!(
+                    "remote cache entry of rule `{rule}` (key {}) rejected: {why}; rebuilding locally",
+                    &key[..16.min(key.len())]
+                );
+                self.warn(msg.clone());
+                Fetched::Rejected(msg)
+            }
+        }
+    }
+
+    async fn fetch_inner(&self, store: &Store, key: &str) -> Result<Option<Record>, FetchError> {
+        if self.down.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let bytes = match self.at.store.get(&self.at.path(&entry_rel(key))).await {
+            Ok(r) => r.bytes().await.map_err(FetchError::Down)?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(FetchError::Down(e)),
+        };
+        let (head, inline) = Entry::decode(&bytes).map_err(FetchError::Bad)?;
+        let rec = head.record;
+        if rec.key != key {
+            return Err(FetchError::Bad(format!("its record names key {}", rec.key)));
+        }
+        if rec.content_hash.len() < 2 {
+            return Err(FetchError::Bad("its record names no object".into()));
+        }
+        // The object: in the entry, or streamed from `objects/` to a staging file.
+        let tmp = store.tmp_path(".parquet");
+        let got = async {
+            let mut file = std::fs::File::create(&tmp).map_err(|e| FetchError::Bad(format!("cannot stage: {e}")))?;
+            let stage = |e: std::io::Error| FetchError::Bad(format!("cannot stage: {e}"));
+            if let Some(object) = inline {
+                file.write_all(object).map_err(stage)?;
+                return Ok(object.len() as u64);
+            }
+            let res = match self.at.store.get(&self.at.path(&object_rel(&rec.content_hash))).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(FetchError::Bad("its object is missing".into()));
+                }
+                Err(e) => return Err(FetchError::Down(e)),
+            };
+            let mut stream = res.into_stream();
+            let mut n = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(FetchError::Down)?;
+                n += chunk.len() as u64;
+                file.write_all(&chunk).map_err(stage)?;
+            }
+            Ok(n)
+        }
+        .await;
+        let n = match got {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        self.downloaded.fetch_add(bytes.len() as u64 + if inline.is_some() { 0 } else { n }, Ordering::Relaxed);
+        let (store2, tmp2, rec2, artifact) = (store.clone(), tmp.clone(), rec.clone(), head.artifact);
+        let installed = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            verify(&tmp2, &rec2)?;
+            if let Some(a) = artifact.filter(|a| a.get("key").and_then(|k| k.as_str()) == Some(rec2.key.as_str())) {
+                let rel = crate::bundle::artifact_path(&rec2.key);
+                let text = serde_json::to_vec_pretty(&a).map_err(|e| e.to_string())?;
+                let _ = store2.write_atomic(&store2.dir().join(rel), &text, false);
+            }
+            store2.put_fetched(&rec2, &tmp2).map_err(|e| format!("cannot store it locally: {e}"))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match installed {
+            Ok(()) => Ok(Some(rec)),
+            Err(why) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(FetchError::Bad(why))
+            }
+        }
+    }
+
+    /// Upload a built output in the background (object, artifact, record);
+    /// `repair` overwrites an entry found corrupt. [`Remote::finish`] waits.
+    pub fn upload(self: &Arc<Self>, store: Store, rec: Record, repair: bool) {
+        if !self.write {
+            return;
+        }
+        let me = self.clone();
+        let h = self.runtime.spawn(async move {
+            if me.down.load(Ordering::Relaxed) {
+                return;
+            }
+            let _slot = me.upload_slots.clone().acquire_owned().await;
+            match me.upload_inner(&store, &rec, repair).await {
+                Ok(()) => {
+                    me.uploaded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => me.went_down(&e),
+            }
+        });
+        self.uploads.lock().unwrap().push(h);
+    }
+
+    async fn upload_inner(&self, store: &Store, rec: &Record, repair: bool) -> Result<(), object_store::Error> {
+        let mode = if repair { PutMode::Overwrite } else { PutMode::Create };
+        let object = store.object_path(&rec.content_hash);
+        let artifact = std::fs::read(store.dir().join(crate::bundle::artifact_path(&rec.key)))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let head =
+            Head { format: ENTRY_FORMAT.into(), record: rec.clone(), artifact, inline: rec.bytes <= self.inline_max };
+        let inline = if head.inline { Some(std::fs::read(&object).map_err(|e| local(&object, e))?) } else { None };
+        if inline.is_none() {
+            let at = self.at.path(&object_rel(&rec.content_hash));
+            if rec.bytes >= MULTIPART_BYTES {
+                // Parts become visible only when the upload completes; the object
+                // is content-addressed, so another writer's copy is the same bytes.
+                if repair || !exists(&*self.at.store, &at).await? {
+                    let mut w = object_store::WriteMultipart::new(self.at.store.put_multipart(&at).await?);
+                    let mut f = std::fs::File::open(&object).map_err(|e| local(&object, e))?;
+                    let mut buf = vec![0u8; 8 << 20];
+                    loop {
+                        let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| local(&object, e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        w.write(&buf[..n]);
+                    }
+                    w.finish().await?;
+                }
+            } else {
+                let bytes = std::fs::read(&object).map_err(|e| local(&object, e))?;
+                put(&*self.at.store, &at, bytes, mode.clone()).await?;
+            }
+        }
+        let entry = head.encode(inline.as_deref());
+        put(&*self.at.store, &self.at.path(&entry_rel(&rec.key)), entry, mode).await
+    }
+
+    /// Wait for the uploads and say what the build did with the remote.
+    pub fn finish(&self) -> RemoteReport {
+        let uploads = std::mem::take(&mut *self.uploads.lock().unwrap());
+        let t = Instant::now();
+        self.runtime.block_on(async {
+            for h in uploads {
+                let _ = h.await;
+            }
+        });
+        tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "waited for uploads");
+        RemoteReport {
+            url: self.url.clone(),
+            write: self.write,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            uploaded: self.uploaded.load(Ordering::Relaxed),
+            downloaded_bytes: self.downloaded.load(Ordering::Relaxed),
+            warnings: self.warnings.lock().unwrap().clone(),
+        }
+    }
+}
+
+enum FetchError {
+    /// The remote could not be reached or refused the request.
+    Down(object_store::Error),
+    /// The entry is there but wrong.
+    Bad(String),
+}
+
+/// `entries/<k[..2]>/<k>`.
+fn entry_rel(key: &str) -> String {
+    format!("entries/{}/{key}", &key[..2.min(key.len())])
+}
+
+/// Format tag of a remote entry.
+const ENTRY_FORMAT: &str = "relspec-remote-entry/v1";
+
+/// The head of a remote entry: the record, the artifact, whether the object follows.
+#[derive(Serialize, Deserialize)]
+struct Head {
+    format: String,
+    record: Record,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    artifact: Option<serde_json::Value>,
+    inline: bool,
+}
+
+/// A remote entry: `u32` little-endian length of the JSON head, the head,
+/// then the object's bytes when `inline`.
+struct Entry;
+
+impl Entry {
+    fn decode(bytes: &[u8]) -> Result<(Head, Option<&[u8]>), String> {
+        let bad = || "its entry is truncated".to_string();
+        let len = u32::from_le_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
+        let head = bytes.get(4..4 + len).ok_or_else(bad)?;
+        let head: Head = serde_json::from_slice(head).map_err(|e| format!("its entry does not parse ({e})"))?;
+        if head.format != ENTRY_FORMAT {
+            return Err(format!("its entry is `{}`, not `{ENTRY_FORMAT}`", head.format));
+        }
+        let rest = &bytes[4 + len..];
+        Ok(match head.inline {
+            true => (head, Some(rest)),
+            false => (head, None),
+        })
+    }
+}
+
+impl Head {
+    fn encode(&self, object: Option<&[u8]>) -> Vec<u8> {
+        let head = serde_json::to_vec(self).expect("an entry head serializes");
+        let mut out = Vec::with_capacity(4 + head.len() + object.map_or(0, <[u8]>::len));
+        out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(object.unwrap_or_default());
+        out
+    }
+}
+
+/// `objects/<h[..2]>/<h>.parquet`.
+fn object_rel(hash: &str) -> String {
+    format!("{}/{}/{hash}.parquet", crate::store::layout::OBJECTS, &hash[..2.min(hash.len())])
+}
+
+/// A put; an existing entry under a create-only put is another writer's
+/// identical one (keys and object names are content hashes): success.
+async fn put(
+    store: &dyn ObjectStore,
+    at: &object_store::path::Path,
+    bytes: Vec<u8>,
+    mode: PutMode,
+) -> Result<(), object_store::Error> {
+    let opts = PutOptions { mode, ..Default::default() };
+    match store.put_opts(at, PutPayload::from(bytes), opts).await {
+        Ok(_) | Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn exists(store: &dyn ObjectStore, at: &object_store::path::Path) -> Result<bool, object_store::Error> {
+    match store.head(at).await {
+        Ok(_) => Ok(true),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn local(p: &std::path::Path, e: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic { store: "local cache", source: format!("{}: {e}", p.display()).into() }
+}
+
+/// Check a downloaded object against its record: size, content hash and data hash.
+fn verify(tmp: &std::path::Path, rec: &Record) -> Result<(), String> {
+    let size = std::fs::metadata(tmp).map_err(|e| e.to_string())?.len();
+    if size != rec.bytes {
+        return Err(format!("its object has {size} bytes, its record says {}", rec.bytes));
+    }
+    let (content, data) = hash_parquet(tmp, &rec.schema).map_err(|e| format!("its object does not read ({e})"))?;
+    if content != rec.content_hash {
+        return Err(format!("its object's content hash is {content}, its record says {}", rec.content_hash));
+    }
+    if !rec.data_hash.is_empty() && data != rec.data_hash {
+        return Err(format!("its object's data hash is {data}, its record says {}", rec.data_hash));
+    }
+    Ok(())
+}
