@@ -109,7 +109,13 @@ impl Project {
             return Err(Diag::new(ErrorKind::Io(format!("{}: no such file", manifest.display())))
                 .with_help("run relspec in a directory with a workspace.toml, pass --workspace PATH, or create one with `relspec init DIR`"));
         }
-        let mut loader = Loader::new(manifest, crate::engine::info()).with_param_overrides(params.to_vec());
+        let mut loader =
+            Loader::new(manifest, crate::engine::info()).with_param_overrides(params.to_vec()).with_remote_lister(
+                crate::db::datasets::RemoteLister(std::sync::Arc::new(|ds: &crate::workspace::DatasetSpec| {
+                    let ext = if ds.path.ends_with('/') { ds.format.extension() } else { "" };
+                    relspec_exec::object_stores::list_files(&ds.path, ext, relspec_exec::object_stores::DATASETS)
+                })),
+            );
         let partial = match partial {
             Some((files, frozen)) => {
                 loader = loader.with_rule_files(files, frozen);

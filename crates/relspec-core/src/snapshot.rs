@@ -592,6 +592,11 @@ pub(crate) fn record(p: &Project, outputs: Vec<Output>) {
     if !enabled() {
         return;
     }
+    // A dataset on object storage has no stamp to re-stat: every build lists it.
+    if spec.datasets.values().any(|ds| crate::db::datasets::is_remote(&ds.path)) {
+        tracing::debug!("snapshot: not recorded, a dataset is on object storage");
+        return;
+    }
     let root = &p.root;
     // The manifest and rule files, with the texts the build read.
     let manifest = p.ws.manifest(&p.db);

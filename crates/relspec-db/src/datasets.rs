@@ -8,6 +8,28 @@ use relspec_spec::key::KeyHasher;
 use relspec_spec::workspace::DatasetSpec;
 use std::path::Path;
 
+/// Whether a dataset location is on object storage (`s3://`, `gs://`,
+/// `az://`, `abfs[s]://`): listed through the workspace's [`RemoteLister`],
+/// fingerprinted by the listing's ETags and sizes, read by DataFusion through
+/// the same store.
+pub fn is_remote(path: &str) -> bool {
+    path.split_once("://").is_some_and(|(scheme, _)| relspec_spec::workspace::DATASET_SCHEMES.contains(&scheme))
+}
+
+/// Lists a dataset on object storage: `(URL of each file, its version tag)`,
+/// sorted by URL; the tag (ETag and size) stands for the file's content hash.
+#[derive(Clone)]
+pub struct RemoteLister(pub std::sync::Arc<ListFn>);
+
+/// The function behind a [`RemoteLister`].
+pub type ListFn = dyn Fn(&DatasetSpec) -> std::result::Result<Vec<(String, String)>, String> + Send + Sync;
+
+impl std::fmt::Debug for RemoteLister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteLister")
+    }
+}
+
 /// How a dataset's location is interpreted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocationKind {
@@ -37,8 +59,12 @@ impl<'a> DatasetLocation<'a> {
         crate::paths::is_glob(self.path)
     }
 
-    /// File, directory or glob (a directory is one that exists under `root`).
+    /// File, directory or glob (a directory is one that exists under `root`;
+    /// on object storage, a location ending in `/`).
     pub fn kind(&self, root: &Path) -> LocationKind {
+        if is_remote(self.path) {
+            return if self.path.ends_with('/') { LocationKind::Dir } else { LocationKind::File };
+        }
         if self.is_glob() {
             LocationKind::Glob
         } else if root.join(self.path).is_dir() {
@@ -70,6 +96,9 @@ pub fn location_kind(root: &Path, path: &str) -> LocationKind {
 /// What decides the listing of [`resolve_files`] for `spec`, besides its
 /// files: the directories it walks (and, for a source, its ignore files).
 pub fn listing_paths(root: &Path, spec: &DatasetSpec) -> Vec<std::path::PathBuf> {
+    if is_remote(&spec.path) {
+        return vec![];
+    }
     if spec.extract.is_some() {
         return crate::paths::source_listing_paths(root, &spec.path);
     }

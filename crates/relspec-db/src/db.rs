@@ -897,6 +897,8 @@ pub struct Loader {
     /// A partial workspace: only these rule files, and these rules of others.
     only_rule_files: Option<Vec<String>>,
     frozen: BTreeSet<String>,
+    /// Lists datasets on object storage (set by the caller that can reach it).
+    remote_lister: Option<crate::datasets::RemoteLister>,
 }
 
 impl Loader {
@@ -918,7 +920,15 @@ impl Loader {
             files_stated: 0,
             only_rule_files: None,
             frozen: BTreeSet::new(),
+            remote_lister: None,
         }
+    }
+
+    /// How datasets on object storage are listed (without one, such a
+    /// dataset is an error).
+    pub fn with_remote_lister(mut self, lister: crate::datasets::RemoteLister) -> Self {
+        self.remote_lister = Some(lister);
+        self
     }
 
     /// Load only the rule files `paths` (relative, sorted) instead of the
@@ -1174,6 +1184,41 @@ impl Loader {
         files
     }
 
+    /// A dataset on object storage: its listing's files, each hashed by its
+    /// version tag (ETag and size), listed again on every sync.
+    fn list_remote_dataset(&mut self, db: &mut RelspecDb, name: &str, ds: &workspace::DatasetSpec) -> DatasetFiles {
+        let err = |message: String| {
+            Diag::new(ErrorKind::DatasetRead { dataset: name.to_string(), message }).at(&ds.file, ds.span)
+        };
+        let Some(lister) = self.remote_lister.clone() else {
+            return Err(err(format!("`{}` is on object storage, which this command cannot reach", ds.path)));
+        };
+        let listed = (lister.0)(ds).map_err(err)?;
+        if listed.is_empty() {
+            return Err(Diag::new(ErrorKind::MissingData { dataset: ds.name.clone(), location: ds.path.clone() })
+                .at(&ds.file, ds.span)
+                .with_help("check `path` and the bucket (an object, or a prefix ending in `/`)"));
+        }
+        let mut out = Vec::with_capacity(listed.len());
+        for (url, tag) in listed {
+            self.files_stated += 1;
+            out.push(match self.data.get(&url) {
+                Some(f) => {
+                    if f.hash(db) != &tag {
+                        f.set_hash(db).to(tag);
+                    }
+                    *f
+                }
+                None => {
+                    let f = DataFile::new(db, url.clone(), tag);
+                    self.data.insert(url, f);
+                    f
+                }
+            });
+        }
+        Ok(out)
+    }
+
     fn list_dataset_files(
         &mut self,
         db: &mut RelspecDb,
@@ -1182,6 +1227,9 @@ impl Loader {
         ds: &workspace::DatasetSpec,
         changed: Option<&BTreeSet<String>>,
     ) -> DatasetFiles {
+        if crate::datasets::is_remote(&ds.path) {
+            return self.list_remote_dataset(db, name, ds);
+        }
         crate::datasets::resolve_files(&self.root, ds).and_then(|paths| {
             let mut out = Vec::with_capacity(paths.len());
             for p in paths {

@@ -103,6 +103,64 @@ pub fn open(url: &str, patience: Patience) -> Result<OpenedStore, String> {
     Ok(OpenedStore { store, prefix })
 }
 
+/// The patience of dataset listings and reads: DataFusion's requests go
+/// through the same store.
+pub const DATASETS: Patience =
+    Patience { timeout: Duration::from_secs(60), connect_timeout: Duration::from_secs(10), retries: 3 };
+
+/// `scheme://bucket` of a URL: what DataFusion's object store registry keys a store by.
+pub fn store_url(url: &str) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    url::Url::parse(&format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or_default()))
+        .map_err(|e| format!("`{url}`: {e}"))
+}
+
+/// The files of a dataset on object storage: the object `url` names, or
+/// every object under it with extension `ext` when it ends with `/` (hidden
+/// names, `.x` and `_x`, left out as locally). Each with its version tag,
+/// `etag:<etag>:<size>` (or the last-modified time where a store has no
+/// ETag), sorted by URL.
+pub fn list_files(url: &str, ext: &str, patience: Patience) -> Result<Vec<(String, String)>, String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let at = open(url, patience)?;
+    let base = store_url(url)?;
+    let base = base.as_str().trim_end_matches('/');
+    let tag = |m: &object_store::ObjectMeta| match &m.e_tag {
+        Some(e) => format!("etag:{}:{}", e.trim_matches('"'), m.size),
+        None => format!("modified:{}:{}", m.last_modified.timestamp_nanos_opt().unwrap_or_default(), m.size),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime to list `{url}`: {e}"))?;
+    rt.block_on(async {
+        let metas: Vec<object_store::ObjectMeta> = if url.ends_with('/') {
+            at.store.list(Some(&at.prefix)).try_collect().await.map_err(|e| format!("cannot list `{url}`: {e}"))?
+        } else {
+            match at.store.head(&at.prefix).await {
+                Ok(m) => vec![m],
+                Err(object_store::Error::NotFound { .. }) => vec![],
+                Err(e) => return Err(format!("cannot read `{url}`: {e}")),
+            }
+        };
+        let mut files: Vec<(String, String)> = metas
+            .iter()
+            .filter(|m| {
+                !url.ends_with('/')
+                    || (m.location.as_ref().ends_with(ext)
+                        && !m.location.prefix_match(&at.prefix).into_iter().flatten().any(|p| {
+                            let p = p.as_ref();
+                            p.starts_with('.') || p.starts_with('_')
+                        }))
+            })
+            .map(|m| (format!("{base}/{}", m.location), tag(m)))
+            .collect();
+        files.sort();
+        Ok(files)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,12 +76,33 @@ pub fn listing_options(root: &Path, spec: &DatasetSpec) -> Result<ListingOptions
 
 /// The URL DataFusion lists for a dataset.
 pub fn table_url(root: &Path, spec: &DatasetSpec) -> Result<ListingTableUrl> {
+    if relspec_db::datasets::is_remote(&spec.path) {
+        return ListingTableUrl::parse(&spec.path).map_err(|e| read_err(spec, e));
+    }
     let abs = root.join(spec.path.trim_start_matches("./"));
     let mut s = abs.to_string_lossy().to_string();
     if location_kind(root, &spec.path) == LocationKind::Dir && !s.ends_with('/') {
         s.push('/');
     }
     ListingTableUrl::parse(&s).map_err(|e| read_err(spec, e))
+}
+
+/// Give the session the object store a dataset on object storage lives in
+/// (built from the backend's environment, as the listing was); local
+/// datasets need none.
+pub fn register_store(ctx: &SessionContext, spec: &DatasetSpec) -> Result<()> {
+    if !relspec_db::datasets::is_remote(&spec.path) {
+        return Ok(());
+    }
+    let url = crate::object_stores::store_url(&spec.path).map_err(|e| read_err(spec, e))?;
+    let known = datafusion::execution::object_store::ObjectStoreUrl::parse(url.as_str())
+        .is_ok_and(|u| ctx.runtime_env().object_store(&u).is_ok());
+    if !known {
+        let at =
+            crate::object_stores::open(&spec.path, crate::object_stores::DATASETS).map_err(|e| read_err(spec, e))?;
+        ctx.register_object_store(&url, at.store);
+    }
+    Ok(())
 }
 
 /// Resolve a dataset's schema: the hint if given, else inferred from its files
@@ -97,6 +118,7 @@ pub async fn schema(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> Re
         }
         return Ok(Arc::new(Schema::new(fields)));
     }
+    register_store(ctx, spec)?;
     let opts = listing_options(root, spec)?;
     let url = table_url(root, spec)?;
     let state = ctx.state();
@@ -115,6 +137,7 @@ pub async fn register(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> 
     if spec.extract.is_some() {
         return register_extracted(ctx, spec, Vec::new());
     }
+    register_store(ctx, spec)?;
     let file_schema = schema(ctx, root, spec).await?;
     let config = ListingTableConfig::new(table_url(root, spec)?)
         .with_listing_options(listing_options(root, spec)?)

@@ -402,6 +402,16 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
     for (name, d) in m.datasets {
         let span = span_of(&d);
         let d = d.into_inner();
+        if let Some((scheme, _)) = d.path.split_once("://")
+            && !DATASET_SCHEMES.contains(&scheme)
+        {
+            return Err(invalid(
+                file,
+                span,
+                format!("dataset `{name}`: `{}` is not a path or an object store URL", d.path),
+            )
+            .with_help("use a path relative to the workspace, or s3://, gs://, az:// (a prefix ends with `/`)"));
+        }
         let format = match d.format {
             Some(f @ (DataFormat::Code | DataFormat::Scip)) => {
                 return Err(invalid(
@@ -459,6 +469,14 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
     for (name, src) in m.sources {
         let span = span_of(&src);
         let src = src.into_inner();
+        if src.path.contains("://") {
+            return Err(invalid(
+                file,
+                span,
+                format!("source `{name}`: `{}`: sources are read from local files", src.path),
+            )
+            .with_help("check the code out (or fetch the SCIP index) into the workspace and point `path` at it"));
+        }
         let format = match src.format.as_deref() {
             Some("scip") => DataFormat::Scip,
             Some("tree-sitter" | "code") => DataFormat::Code,

@@ -45,6 +45,10 @@ pub struct WorkspaceSpec {
 /// Blob Storage and a local directory.
 pub const REMOTE_SCHEMES: &[&str] = &["s3", "gs", "az", "abfs", "abfss", "file"];
 
+/// URL schemes a dataset's `path` may use: object storage, listed and read
+/// through the backend's `object_store`.
+pub const DATASET_SCHEMES: &[&str] = &["s3", "gs", "az", "abfs", "abfss"];
+
 /// A shared cache on object storage (`[cache.remote]`): where, and whether
 /// this machine reads and writes it. Credentials come from each backend's
 /// standard environment variables, never from the manifest. Tuning only: no
