@@ -220,6 +220,18 @@ pub fn footer_metadata(key: &str, rule: &str, parts: &serde_json::Value) -> BTre
     m
 }
 
+/// Publishing this many outputs at once syncs their file system once
+/// instead of each file.
+pub const SYNC_FS_BATCH: usize = 8;
+
+/// Flush everything written to the file system holding `dir` (`syncfs`).
+pub fn sync_file_system(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(dir)?;
+    // SAFETY: `syncfs` takes an open descriptor, which `f` keeps open.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
 /// The on-disk store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -335,7 +347,9 @@ impl Store {
 
     /// Install an output fetched from elsewhere (the remote cache): its
     /// object, downloaded to `tmp` and verified by the caller against `rec`,
-    /// moved into place, then its record. Same order as [`Store::put_file`].
+    /// moved into place, then its record. Same order as [`Store::put_file`],
+    /// but nothing is synced here: the caller syncs the file system once
+    /// after a batch (a lost download costs a download again).
     pub fn put_fetched(&self, rec: &Record, tmp: &Path) -> Result<()> {
         let obj = self.object_path(&rec.content_hash);
         if self.object_intact(&rec.content_hash, rec.bytes) {
@@ -346,7 +360,7 @@ impl Store {
             fs::rename(tmp, &obj).map_err(|e| io("cannot move into place", &obj, e))?;
         }
         let bytes = serde_json::to_vec_pretty(rec).map_err(|e| Diag::new(ErrorKind::Store(e.to_string())))?;
-        self.write_atomic(&self.record_path(&rec.key), &bytes, true)
+        self.write_atomic(&self.record_path(&rec.key), &bytes, false)
     }
 
     /// Remove everything the store keeps (see [`layout`]) but the lock; the
@@ -436,6 +450,7 @@ impl Store {
     pub fn publish_many(&self, items: &[(&Record, PathBuf, String)], published: &mut Published) -> Vec<Result<()>> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let next = AtomicUsize::new(0);
+        let batch = items.len() >= SYNC_FS_BATCH;
         type Staged = std::sync::Mutex<Option<Result<(PathBuf, PathBuf)>>>;
         let staged: Vec<Staged> = items.iter().map(|_| std::sync::Mutex::new(None)).collect();
         std::thread::scope(|s| {
@@ -444,11 +459,23 @@ impl Store {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some((rec, dest, _)) = items.get(i) else { return };
-                        *staged[i].lock().unwrap() = Some(self.stage_publish(rec, dest));
+                        *staged[i].lock().unwrap() = Some(self.stage_publish(rec, dest, !batch));
                     }
                 });
             }
         });
+        // A batch is made durable at once: one `syncfs` of each destination's
+        // file system instead of a sync per file (each of which commits the
+        // file system's journal), before anything is renamed into place.
+        if batch {
+            let dirs: std::collections::BTreeSet<&Path> =
+                items.iter().filter_map(|(_, dest, _)| dest.parent()).collect();
+            for dir in dirs {
+                if let Err(e) = sync_file_system(dir) {
+                    return items.iter().map(|_| Err(io("cannot sync", dir, e.kind().into()))).collect();
+                }
+            }
+        }
         items
             .iter()
             .zip(staged)
@@ -462,14 +489,16 @@ impl Store {
             .collect()
     }
 
-    /// Copy `rec`'s object next to `dest` and sync it, and stage its sidecar.
-    fn stage_publish(&self, rec: &Record, dest: &Path) -> Result<(PathBuf, PathBuf)> {
+    /// Copy `rec`'s object next to `dest` (and sync it when `sync`), and stage its sidecar.
+    fn stage_publish(&self, rec: &Record, dest: &Path, sync: bool) -> Result<(PathBuf, PathBuf)> {
         let parent = dest.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
         let tmp =
             parent.join(format!(".{}.relspec-tmp-{}", dest.file_name().unwrap().to_string_lossy(), std::process::id()));
         fs::copy(self.object_path(&rec.content_hash), &tmp).map_err(|e| io("cannot copy to", &tmp, e))?;
-        File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("cannot sync", &tmp, e))?;
+        if sync {
+            File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("cannot sync", &tmp, e))?;
+        }
         // The sidecar, staged next to it too (the output dir may be on another
         // file system than the cache).
         let sidecar = sidecar_path(dest);

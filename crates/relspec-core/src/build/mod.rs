@@ -272,6 +272,10 @@ pub fn build(
     }
     s.run(p, &order, &intact, progress, t0)?;
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "scheduled and executed");
+    if !s.from_remote.is_empty() {
+        crate::remote::sync_downloads(&store);
+        tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "downloads synced");
+    }
 
     let mut ledger = None;
     if !opts.dry_run {
