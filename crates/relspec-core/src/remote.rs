@@ -97,6 +97,8 @@ pub struct Remote {
     /// Held while a download is installed in the local store.
     install: Arc<Mutex<()>>,
     down: AtomicBool,
+    /// Set when the remote refused an upload.
+    no_writes: AtomicBool,
     fetch_slots: Arc<tokio::sync::Semaphore>,
     upload_slots: Arc<tokio::sync::Semaphore>,
     hits: AtomicUsize,
@@ -162,6 +164,7 @@ impl Remote {
                 .unwrap_or(INLINE_MAX),
             install: Arc::new(Mutex::new(())),
             down: AtomicBool::new(false),
+            no_writes: AtomicBool::new(false),
             fetch_slots: Arc::new(tokio::sync::Semaphore::new(FETCHES)),
             upload_slots: Arc::new(tokio::sync::Semaphore::new(UPLOADS)),
             hits: AtomicUsize::new(0),
@@ -202,7 +205,20 @@ impl Remote {
     /// A transport failure: the remote is unavailable for the rest of the build.
     fn went_down(&self, e: &object_store::Error) {
         if !self.down.swap(true, Ordering::Relaxed) {
-            self.warn(format!("remote cache {} unavailable ({e}); building locally", self.url));
+            self.warn(format!("remote cache {} unavailable ({}); building locally", self.url, short(e)));
+        }
+    }
+
+    /// An upload failed: refused credentials stop uploads (lookups go on),
+    /// anything else is a transport failure.
+    fn upload_failed(&self, e: &object_store::Error) {
+        match e {
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                if !self.no_writes.swap(true, Ordering::Relaxed) {
+                    self.warn(format!("remote cache {} refuses uploads ({}); not uploading", self.url, short(e)));
+                }
+            }
+            _ => self.went_down(e),
         }
     }
 
@@ -327,7 +343,7 @@ impl Remote {
         }
         let me = self.clone();
         let h = self.runtime.spawn(async move {
-            if me.down.load(Ordering::Relaxed) {
+            if me.down.load(Ordering::Relaxed) || me.no_writes.load(Ordering::Relaxed) {
                 return;
             }
             let _slot = me.upload_slots.clone().acquire_owned().await;
@@ -335,7 +351,7 @@ impl Remote {
                 Ok(()) => {
                     me.uploaded.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => me.went_down(&e),
+                Err(e) => me.upload_failed(&e),
             }
         });
         self.uploads.lock().unwrap().push(h);
@@ -404,6 +420,16 @@ impl Remote {
 /// `syncfs` of the cache's file system rather than a sync per file).
 pub fn sync_downloads(store: &Store) {
     let _ = crate::store::sync_file_system(store.dir());
+}
+
+/// An error as one line of at most 300 characters (a server's XML body left out).
+fn short(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or_default().trim_end_matches(':').trim();
+    match line.char_indices().nth(300) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line.to_string(),
+    }
 }
 
 enum FetchError {
