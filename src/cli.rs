@@ -143,6 +143,9 @@ pub(crate) enum Command {
     },
     /// Remove cached objects no current rule output uses.
     Gc,
+    /// Upload the current outputs that the shared remote cache
+    /// (`[cache.remote]`) lacks, e.g. to seed it from an existing cache.
+    Push,
     /// Write a synthetic workspace of N rules (for benchmarks).
     #[command(hide = true)]
     Synth {
@@ -177,6 +180,7 @@ impl Command {
             Command::Graph { .. }
             | Command::Init { .. }
             | Command::Gc
+            | Command::Push
             | Command::Synth { .. }
             | Command::Clean
             | Command::Daemon

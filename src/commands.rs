@@ -340,6 +340,15 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Push => {
+            let mut p = open(manifest, params)?;
+            let r = relspec_core::remote::push(&mut p)?;
+            println!("push: uploaded {} outputs to {}; {} already there", r.uploaded, r.url, r.present);
+            if r.stale > 0 {
+                eprintln!("warning: {} rules have no current output (run `relspec build` first)", r.stale);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Clean => {
             let p = open(manifest, params)?;
             let (cache, out) = relspec_core::maintenance::clean(&p).map_err(|e| vec![e])?;

@@ -352,3 +352,29 @@ fn a_dataset_url_of_an_unknown_scheme_or_a_remote_source_is_an_error() {
     let err = fails(ws.path(), &["build"]);
     assert!(err.contains("sources are read from local files"), "{err}");
 }
+
+#[test]
+fn push_seeds_a_remote_from_an_existing_cache() {
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("url = \"file://{}\"", shared.path().join("remote").display());
+    // A read-only machine builds: nothing uploaded.
+    let a = workspace(&url);
+    let ra = ok_build(a.path(), "", &[]);
+    assert!(ra["remote"].get("uploaded").is_none(), "{ra}");
+    // `relspec push` uploads every current output, whatever `write` says.
+    let text = ok(a.path(), &["push"]);
+    assert!(text.contains(&format!("uploaded {DEFAULT_RULES} outputs")), "{text}");
+    let again = ok(a.path(), &["push"]);
+    assert!(
+        again.contains(&format!("uploaded 0 outputs")) && again.contains(&format!("{DEFAULT_RULES} already there")),
+        "{again}"
+    );
+    let b = copy_sources(a.path());
+    let rb = ok_build(b.path(), "", &[]);
+    assert!(built_rules(&rb).is_empty(), "{rb}");
+    assert_eq!(published(a.path()), published(b.path()));
+    // Without a remote, push says so.
+    let c = default_workspace();
+    let err = fails(c.path(), &["push"]);
+    assert!(err.contains("no [cache.remote] in workspace.toml"), "{err}");
+}

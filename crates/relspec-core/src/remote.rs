@@ -139,6 +139,12 @@ impl Remote {
         if !spec.read && !write {
             return Ok(None);
         }
+        Self::open_with(spec, write).map(Some)
+    }
+
+    /// Open `spec`'s remote, writing or not as `write` says (no environment
+    /// consulted). Makes no request.
+    pub fn open_with(spec: &RemoteCacheSpec, write: bool) -> Result<Arc<Remote>, String> {
         let patience = Patience {
             timeout: Duration::from_millis(spec.timeout_ms),
             connect_timeout: Duration::from_millis(spec.connect_timeout_ms),
@@ -152,7 +158,7 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| format!("remote cache unavailable (cannot start its runtime: {e}); building locally"))?;
-        Ok(Some(Arc::new(Remote {
+        Ok(Arc::new(Remote {
             url: spec.url.clone(),
             at,
             read: spec.read,
@@ -174,7 +180,7 @@ impl Remote {
             downloaded: Default::default(),
             warnings: Mutex::new(vec![]),
             uploads: Mutex::new(vec![]),
-        })))
+        }))
     }
 
     /// Whether lookups go to the remote.
@@ -393,6 +399,34 @@ impl Remote {
         put(&*self.at.store, &self.at.path(&entry_rel(&rec.key)), entry, mode).await
     }
 
+    /// Upload each of `records` whose entry the remote lacks (a `HEAD`
+    /// each, up to 8 at once): how many were uploaded and already there.
+    /// Stops at the first failure.
+    fn push_records(&self, store: &Store, records: Vec<Record>) -> Result<(usize, usize), String> {
+        self.runtime.block_on(async {
+            let results = futures::stream::iter(records)
+                .map(|rec| async move {
+                    match exists(&*self.at.store, &self.at.path(&entry_rel(&rec.key))).await {
+                        Ok(true) => Ok(false),
+                        Ok(false) => self.upload_inner(store, &rec, false).await.map(|()| true),
+                        Err(e) => Err(e),
+                    }
+                })
+                .buffer_unordered(UPLOADS)
+                .collect::<Vec<_>>()
+                .await;
+            let (mut uploaded, mut present) = (0, 0);
+            for r in results {
+                match r {
+                    Ok(true) => uploaded += 1,
+                    Ok(false) => present += 1,
+                    Err(e) => return Err(format!("cannot upload to {}: {}", self.url, short(&e))),
+                }
+            }
+            Ok((uploaded, present))
+        })
+    }
+
     /// Wait for the uploads and say what the build did with the remote.
     pub fn finish(&self) -> RemoteReport {
         let uploads = std::mem::take(&mut *self.uploads.lock().unwrap());
@@ -537,4 +571,47 @@ fn verify(tmp: &std::path::Path, rec: &Record) -> Result<(), String> {
         return Err(format!("its object's data hash is {data}, its record says {}", rec.data_hash));
     }
     Ok(())
+}
+
+/// What `relspec push` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PushReport {
+    /// The remote's URL.
+    pub url: String,
+    /// Outputs uploaded.
+    pub uploaded: usize,
+    /// Outputs the remote had already.
+    pub present: usize,
+    /// Rules with no current output locally (build them first).
+    pub stale: usize,
+}
+
+/// Upload every current output of the workspace (the keys a dry-run build
+/// computes, found in the local cache) that the configured remote cache
+/// lacks, whatever its `write` says: seeds a remote from an existing cache.
+pub fn push(p: &mut crate::project::Project) -> Result<PushReport, Vec<crate::error::Diag>> {
+    use crate::error::{Diag, ErrorKind};
+    let usage = |m: String| vec![Diag::new(ErrorKind::Usage(m))];
+    let spec = p.spec().map_err(|e| vec![e])?;
+    let Some(remote_spec) = spec.remote_cache.clone() else {
+        return Err(usage("no [cache.remote] in workspace.toml: nothing to push to".into()));
+    };
+    if env_flag("RELSPEC_REMOTE") == Some(false) {
+        return Err(usage("RELSPEC_REMOTE=0 turns the remote cache off".into()));
+    }
+    let opts = crate::build::BuildOptions { dry_run: true, ..Default::default() };
+    let report = crate::build::build(p, &opts, &crate::build::NoProgress)?;
+    let store = p.store().map_err(|e| vec![e])?.clone();
+    let mut records = Vec::new();
+    let mut stale = 0;
+    for r in &report.rules {
+        match r.key.as_deref().filter(|_| r.status == crate::build::Status::Reused).and_then(|k| store.lookup(k)) {
+            Some(rec) => records.push(rec),
+            None => stale += 1,
+        }
+    }
+    // An explicit push writes, whatever `write` and RELSPEC_REMOTE_WRITE say.
+    let remote = Remote::open_with(&remote_spec, true).map_err(usage)?;
+    let (uploaded, present) = remote.push_records(&store, records).map_err(|e| vec![Diag::new(ErrorKind::Store(e))])?;
+    Ok(PushReport { url: remote_spec.url, uploaded, present, stale })
 }
