@@ -366,7 +366,7 @@ fn push_seeds_a_remote_from_an_existing_cache() {
     assert!(text.contains(&format!("uploaded {DEFAULT_RULES} outputs")), "{text}");
     let again = ok(a.path(), &["push"]);
     assert!(
-        again.contains(&format!("uploaded 0 outputs")) && again.contains(&format!("{DEFAULT_RULES} already there")),
+        again.contains("uploaded 0 outputs") && again.contains(&format!("{DEFAULT_RULES} already there")),
         "{again}"
     );
     let b = copy_sources(a.path());
