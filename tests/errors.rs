@@ -297,3 +297,31 @@ fn json_errors_are_json() {
     let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
     assert!(v["errors"][0]["file"].as_str().unwrap_or("").contains("workspace.toml"), "{v}");
 }
+
+#[test]
+fn bad_executor_settings_name_the_profile_line() {
+    let msg = breaks(
+        |r| edit_file(r, "workspace.toml", "[profile]", "[profile]\nexecutor = \"ballista\""),
+        &["workspace.toml:13", "executor = \"ballista\" needs a scheduler"],
+    );
+    assert!(msg.contains("standalone"), "the help names the in-process cluster: {msg}");
+    breaks(
+        |r| edit_file(r, "workspace.toml", "[profile]", "[profile]\nexecutor = \"spark\""),
+        &["workspace.toml:13", "executor `spark` is not \"local\" or \"ballista\""],
+    );
+    breaks(
+        |r| {
+            edit_file(
+                r,
+                "workspace.toml",
+                "[profile]",
+                "[profile]\nexecutor = \"ballista\"\nscheduler = \"http://x:1\"",
+            )
+        },
+        &["workspace.toml:14", "scheduler `http://x:1` is not `df://host:port` or `standalone`"],
+    );
+    breaks(
+        |r| edit_file(r, "workspace.toml", "[profile]", "[profile]\nscheduler = \"df://x:1\""),
+        &["workspace.toml:13", "scheduler is set, but executor is not \"ballista\""],
+    );
+}

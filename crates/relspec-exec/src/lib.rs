@@ -9,6 +9,7 @@
 //! It reads tables by logical name; dataset paths come from
 //! `relspec_db::datasets`, the same listing the fingerprints use.
 
+pub mod cluster;
 pub mod contracts;
 pub mod distributive;
 pub mod engine;

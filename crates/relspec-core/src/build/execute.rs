@@ -23,6 +23,9 @@ pub(crate) struct Executed {
     pub(crate) artifact: String,
     /// An incremental rule's partitions (how many ran).
     pub(crate) partitions: Option<crate::bundle::PartitionState>,
+    /// Where it executed, when not here (`Ballista at df://...`), or why
+    /// not on the configured cluster.
+    pub(crate) executed_on: Option<String>,
 }
 
 /// Where a rule's output goes: the store, under its key, with the
@@ -77,14 +80,35 @@ pub(crate) struct Run {
     pub(crate) partition_by: Vec<String>,
     /// `incremental = { by }`: its check, partitions and partial build.
     pub(crate) incremental: Option<super::partitions::Incremental>,
+    /// A Ballista session holding the rule's inputs: the plan executes there
+    /// when it can travel (see [`travels`]); contracts stay local.
+    pub(crate) cluster: Option<SessionContext>,
 }
 
 /// Execute one rule and store its output; nothing is published here.
 pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerError> {
-    let Run { ctx, to, plan, spec, contract, partition_by, incremental } = run;
-    let (ctx, contract) = (&ctx, contract.as_ref());
+    let Run { ctx, to, plan, spec, contract, partition_by, incremental, cluster } = run;
+    let (local, contract) = (&ctx, contract.as_ref());
     let t = Instant::now();
-    let lowered = relspec_exec::planner::prepare(ctx, &spec, &plan, contract).await?;
+    // On the cluster when the rule's plan can travel there, else here.
+    let mut executed_on = None;
+    let mut on_cluster = None;
+    if let Some(cl) = cluster.as_ref().filter(|_| incremental.is_none()) {
+        match relspec_exec::planner::prepare(cl, &spec, &plan, contract).await {
+            Ok(l) => match travels(l.df.logical_plan()) {
+                Ok(()) => on_cluster = Some((cl, l)),
+                Err(why) => executed_on = Some(format!("executed here: {why}")),
+            },
+            Err(e) => executed_on = Some(format!("executed here: the cluster cannot plan it ({})", e.diag)),
+        }
+    }
+    let (ctx, lowered) = match on_cluster {
+        Some((cl, l)) => {
+            executed_on = Some("executed on the Ballista cluster".to_string());
+            (cl, l)
+        }
+        None => (local, relspec_exec::planner::prepare(local, &spec, &plan, contract).await?),
+    };
     let have: Vec<&str> = lowered.df.schema().fields().iter().map(|f| f.name().as_str()).collect();
     lower::check_partition_by(&have, &partition_by).map_err(|diag| LowerError { diag, pos: None })?;
     let mut partitions = None;
@@ -156,7 +180,7 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         }
     };
     snaps.physical_metrics = Some(render_physical(physical.as_ref(), true));
-    let checks = data_checks(ctx, contract, &written.tmp).await?;
+    let checks = data_checks(local, contract, &written.tmp).await?;
     tracing::debug!(rule = to.rule.as_str(), ms = t.elapsed().as_secs_f64() * 1e3, "written and checked");
     let lineage = crate::lineage::of_plan(&lowered.body);
     #[cfg(feature = "substrait")]
@@ -185,6 +209,33 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
         started: t,
     })
     .await
+    .map(|ex| Executed { executed_on, ..ex })
+}
+
+/// Whether a lowered plan can travel to a Ballista cluster: it reads only
+/// listing tables (files) and has no extension nodes (kernels' own plans);
+/// else why not.
+pub(crate) fn travels(plan: &datafusion::logical_expr::LogicalPlan) -> std::result::Result<(), String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::datasource::listing::ListingTable;
+    use datafusion::datasource::source_as_provider;
+    use datafusion::logical_expr::LogicalPlan;
+    let mut why = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) => {
+                let listing =
+                    source_as_provider(&scan.source).is_ok_and(|p| p.downcast_ref::<ListingTable>().is_some());
+                if !listing {
+                    why = Some(format!("`{}` is not a file table", scan.table_name));
+                }
+            }
+            LogicalPlan::Extension(e) => why = Some(format!("it uses `{}`", e.node.name())),
+            _ => {}
+        }
+        Ok(if why.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    why.map_or(Ok(()), Err)
 }
 
 /// Evaluate the contract's data checks over the written file `tmp`; a
@@ -300,5 +351,5 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
     tracing::debug!(rule = artifact.rule.as_str(), ms = started.elapsed().as_secs_f64() * 1e3, "stored");
     let artifact = crate::bundle::write_artifact(&store, &artifact).map_err(|diag| LowerError { diag, pos: None })?;
     tracing::debug!(rule = rule_name.as_str(), ms = started.elapsed().as_secs_f64() * 1e3, "artifact written");
-    Ok(Executed { record, kernels, checks, artifact, partitions })
+    Ok(Executed { record, kernels, checks, artifact, partitions, executed_on: None })
 }

@@ -418,6 +418,10 @@ struct Scheduler {
     fetching: HashMap<String, Decision>,
     /// Rules reused from the remote.
     from_remote: HashSet<String>,
+    /// The Ballista session (`[profile] executor = "ballista"`), once connected.
+    cluster: Option<datafusion::prelude::SessionContext>,
+    /// Datasets registered in it.
+    cluster_datasets: HashSet<String>,
     /// Keys whose remote entry failed verification (a writer repairs them).
     repair: HashSet<String>,
 }
@@ -458,6 +462,8 @@ impl Scheduler {
             remote_warning: None,
             fetching: HashMap::new(),
             from_remote: HashSet::new(),
+            cluster: None,
+            cluster_datasets: HashSet::new(),
             repair: HashSet::new(),
         }
     }
@@ -733,13 +739,16 @@ impl Scheduler {
         tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "inputs registered");
         let plan = p.plan(name).map_err(StartError::Fatal)?;
         let contract = pl.contract_of(job.decl.def.produces.as_ref());
+        let (partition_by, ctx) = (job.decl.def.partition_by.clone(), pl.ctx().clone());
+        let cluster = self.cluster_inputs(p, name, incremental.is_some()).map_err(StartError::Fatal)?;
         let run = execute::Run {
-            ctx: pl.ctx().clone(),
+            cluster,
+            ctx,
             to: self.target(name, &key, &parts),
             plan,
             spec: self.spec.clone(),
             contract,
-            partition_by: job.decl.def.partition_by.clone(),
+            partition_by,
             incremental,
         };
         self.spawn(name, async move {
@@ -747,6 +756,57 @@ impl Scheduler {
             (rule, Done::Ran(execute::execute(run).await))
         });
         Ok(())
+    }
+
+    /// With `[profile] executor = "ballista"`: the cluster session (connected
+    /// on first use) with `name`'s inputs registered, unless the rule reads a
+    /// source's tables (rows in memory here) or runs per partition.
+    fn cluster_inputs(
+        &mut self,
+        p: &Project,
+        name: &str,
+        incremental: bool,
+    ) -> Result<Option<datafusion::prelude::SessionContext>, Diag> {
+        let crate::workspace::Executor::Ballista { scheduler } = &self.spec.profile.executor else { return Ok(None) };
+        let job = &self.jobs[name];
+        let reads_source = job
+            .deps
+            .iter()
+            .any(|d| matches!(d, Dep::Dataset(ds) if self.spec.datasets.get(ds).is_some_and(|d| d.extract.is_some())));
+        if incremental || reads_source {
+            return Ok(None);
+        }
+        let Some(pl) = self.planner.as_ref() else { return Ok(None) };
+        let engine = pl.engine().clone();
+        let ctx = match &self.cluster {
+            Some(ctx) => ctx.clone(),
+            None => {
+                // A fresh session (relspec's functions and options, no tables:
+                // the local one's catalog must not be shared).
+                let fresh = engine.session()?;
+                let ctx = engine.block_on(relspec_exec::cluster::connect(&fresh, scheduler)).map_err(|e| {
+                    e.with_help("check `[profile] scheduler` and that the Ballista scheduler is running")
+                })?;
+                self.cluster = Some(ctx.clone());
+                ctx
+            }
+        };
+        for d in &job.deps {
+            match d {
+                Dep::Dataset(ds) if !self.cluster_datasets.contains(ds) => {
+                    let Some(spec) = self.spec.datasets.get(ds) else { continue };
+                    engine.block_on(relspec_exec::cluster::register_dataset(&ctx, &p.root, spec))?;
+                    self.cluster_datasets.insert(ds.clone());
+                }
+                Dep::Dataset(_) => {}
+                Dep::Rule(u) => {
+                    let Some(r) = self.records.get(u) else { continue };
+                    let object = self.store.object_path(&r.content_hash);
+                    engine.block_on(relspec_exec::registry::register_output(&ctx, u, &object))?;
+                }
+            }
+        }
+        Ok(Some(ctx))
     }
 
     /// Run a rule's task on the engine's runtime.
@@ -882,6 +942,7 @@ impl Scheduler {
                     r.reasons.push(partitions_reason(true, run.ran, run.total, &run.by));
                     r.partitions = Some(run);
                 }
+                r.reasons.extend(ex.executed_on.clone());
                 self.artifacts.insert(name.clone(), ex.artifact);
                 self.open_remote();
                 if let Some(remote) = self.remote.as_ref().filter(|r| r.writes()) {

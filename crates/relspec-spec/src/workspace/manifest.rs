@@ -67,6 +67,8 @@ struct ProfileToml {
     schema: Option<String>,
     information_schema: Option<bool>,
     time_zone: Option<String>,
+    executor: Option<Spanned<String>>,
+    scheduler: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -354,6 +356,37 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
         Some(v) => Some(parse_bytes(v.get_ref()).map_err(|e| invalid(file, span_of(v), e))?),
         None => None,
     };
+    let executor = match (p.executor.as_ref().map(|e| e.get_ref().as_str()), &p.scheduler) {
+        (None | Some("local"), None) => Executor::Local,
+        (None | Some("local"), Some(sch)) => {
+            return Err(invalid(file, span_of(sch), "[profile] scheduler is set, but executor is not \"ballista\""));
+        }
+        (Some("ballista"), Some(sch)) => {
+            let url = sch.get_ref().trim();
+            if url != "standalone" && !url.starts_with("df://") {
+                return Err(invalid(
+                    file,
+                    span_of(sch),
+                    format!("[profile] scheduler `{url}` is not `df://host:port` or `standalone`"),
+                ));
+            }
+            Executor::Ballista { scheduler: url.to_string() }
+        }
+        (Some("ballista"), None) => {
+            let e = p.executor.as_ref().unwrap();
+            return Err(invalid(file, span_of(e), "[profile] executor = \"ballista\" needs a scheduler").with_help(
+                "add `scheduler = \"df://host:50050\"`, or `scheduler = \"standalone\"` for an in-process cluster",
+            ));
+        }
+        (Some(other), _) => {
+            let e = p.executor.as_ref().unwrap();
+            return Err(invalid(
+                file,
+                span_of(e),
+                format!("[profile] executor `{other}` is not \"local\" or \"ballista\""),
+            ));
+        }
+    };
     let defaults = Profile::default();
     let profile = Profile {
         target_partitions: p.target_partitions,
@@ -365,6 +398,7 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<WorkspaceSpec> {
         schema: p.schema.unwrap_or(defaults.schema),
         information_schema: p.information_schema.unwrap_or(false),
         time_zone: p.time_zone,
+        executor,
     };
 
     let mut params = BTreeMap::new();

@@ -88,6 +88,22 @@ pub struct Profile {
     pub information_schema: bool,
     /// Session time zone, if set (semantic).
     pub time_zone: Option<String>,
+    /// Where rules' plans execute; tuning only (results are byte-identical).
+    pub executor: Executor,
+}
+
+/// Where rules' plans execute (`[profile] executor`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Executor {
+    /// In this process (DataFusion).
+    #[default]
+    Local,
+    /// On a Ballista cluster: `scheduler` is `df://host:port`, or
+    /// `standalone` for a scheduler and executor started in this process.
+    Ballista {
+        /// The scheduler's URL, or `standalone`.
+        scheduler: String,
+    },
 }
 
 impl Default for Profile {
@@ -102,6 +118,7 @@ impl Default for Profile {
             schema: "public".into(),
             information_schema: false,
             time_zone: None,
+            executor: Executor::Local,
         }
     }
 }
