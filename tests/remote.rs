@@ -24,18 +24,25 @@ fn workspace(remote: &str) -> tempfile::TempDir {
     dir
 }
 
-/// `relspec build --json` with the S3 environment of `endpoint`, and more
-/// variables; (exit code, report, stderr).
-fn build(root: &Path, endpoint: &str, env: &[(&str, &str)]) -> (i32, serde_json::Value, String) {
+/// The relspec process with the S3 environment of `endpoint` (moto's test
+/// credentials), no daemon and no remote switches from the caller.
+fn s3_process(root: &Path, endpoint: &str) -> std::process::Command {
     let mut c = relspec_process(root);
-    c.args(["build", "--json"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
+    c.env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL", endpoint)
         .env("RELSPEC_DAEMON", "0")
         .env_remove("RELSPEC_REMOTE")
         .env_remove("RELSPEC_REMOTE_WRITE");
+    c
+}
+
+/// `relspec build --json` with the S3 environment of `endpoint`, and more
+/// variables; (exit code, report, stderr).
+fn build(root: &Path, endpoint: &str, env: &[(&str, &str)]) -> (i32, serde_json::Value, String) {
+    let mut c = s3_process(root, endpoint);
+    c.args(["build", "--json"]);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -264,15 +271,7 @@ fn a_bad_remote_configuration_is_an_error_with_its_location() {
 
 /// `relspec` with the S3 environment of `endpoint`: (exit code, stdout, stderr).
 fn run_s3(root: &Path, endpoint: &str, args: &[&str]) -> (i32, String, String) {
-    let out = relspec_process(root)
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("RELSPEC_DAEMON", "0")
-        .output()
-        .unwrap();
+    let out = s3_process(root, endpoint).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).to_string(),

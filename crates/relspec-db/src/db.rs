@@ -1202,21 +1202,27 @@ impl Loader {
         let mut out = Vec::with_capacity(listed.len());
         for (url, tag) in listed {
             self.files_stated += 1;
-            out.push(match self.data.get(&url) {
-                Some(f) => {
-                    if f.hash(db) != &tag {
-                        f.set_hash(db).to(tag);
-                    }
-                    *f
-                }
-                None => {
-                    let f = DataFile::new(db, url.clone(), tag);
-                    self.data.insert(url, f);
-                    f
-                }
-            });
+            out.push(self.data_file(db, url, tag));
         }
         Ok(out)
+    }
+
+    /// The input of data file `path`, its hash set to `hash` (set only when
+    /// it changed), created when new.
+    fn data_file(&mut self, db: &mut RelspecDb, path: String, hash: String) -> DataFile {
+        match self.data.get(&path) {
+            Some(f) => {
+                if f.hash(db) != &hash {
+                    f.set_hash(db).to(hash);
+                }
+                *f
+            }
+            None => {
+                let f = DataFile::new(db, path.clone(), hash);
+                self.data.insert(path, f);
+                f
+            }
+        }
     }
 
     fn list_dataset_files(
@@ -1243,19 +1249,7 @@ impl Loader {
                     Diag::new(ErrorKind::DatasetRead { dataset: name.to_string(), message: format!("{p}: {e}") })
                 })?;
                 self.files_stated += 1;
-                out.push(match self.data.get(&p) {
-                    Some(f) => {
-                        if f.hash(db) != &hash {
-                            f.set_hash(db).to(hash);
-                        }
-                        *f
-                    }
-                    None => {
-                        let f = DataFile::new(db, p.clone(), hash);
-                        self.data.insert(p, f);
-                        f
-                    }
-                });
+                out.push(self.data_file(db, p, hash));
             }
             Ok(out)
         })

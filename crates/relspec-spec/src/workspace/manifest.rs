@@ -242,16 +242,21 @@ fn invalid(file: &Path, span: Option<(usize, usize)>, msg: impl Into<String>) ->
     Diag::new(ErrorKind::Invalid(msg.into())).at(file, span)
 }
 
+/// `"1.5 GiB"` -> `(1.5, "GiB")`: the leading number and the trimmed rest.
+fn number_and_unit(s: &str) -> Option<(f64, &str)> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    Some((num.parse().ok()?, unit.trim()))
+}
+
 /// Parse a byte size: an integer, or a string like `"512MiB"`, `"2GB"`, `"1g"`.
 pub fn parse_bytes(v: &toml::Value) -> std::result::Result<u64, String> {
     match v {
         toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
         toml::Value::String(s) => {
-            let t = s.trim();
-            let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-            let (num, unit) = t.split_at(split);
-            let num: f64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
-            let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            let (num, unit) = number_and_unit(s).ok_or_else(|| format!("invalid size `{s}`"))?;
+            let mult: f64 = match unit.to_ascii_lowercase().as_str() {
                 "" | "b" => 1.0,
                 "k" | "kb" => 1e3,
                 "kib" => 1024.0,
@@ -272,11 +277,8 @@ pub fn parse_duration_ms(v: &toml::Value) -> std::result::Result<u64, String> {
     match v {
         toml::Value::Integer(i) if *i >= 0 => Ok(*i as u64),
         toml::Value::String(s) => {
-            let t = s.trim();
-            let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-            let (num, unit) = t.split_at(split);
-            let num: f64 = num.parse().map_err(|_| format!("invalid duration `{s}`"))?;
-            let mult: f64 = match unit.trim() {
+            let (num, unit) = number_and_unit(s).ok_or_else(|| format!("invalid duration `{s}`"))?;
+            let mult: f64 = match unit {
                 "ms" => 1.0,
                 "s" | "" => 1e3,
                 "m" | "min" => 60e3,
