@@ -269,7 +269,7 @@ impl Remote {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(FetchError::Down(e)),
         };
-        let (head, inline) = Entry::decode(&bytes).map_err(FetchError::Bad)?;
+        let (head, inline) = Head::decode(&bytes).map_err(FetchError::Bad)?;
         let rec = head.record;
         if rec.key != key {
             return Err(FetchError::Bad(format!("its record names key {}", rec.key)));
@@ -450,12 +450,6 @@ impl Remote {
     }
 }
 
-/// Make what downloads put in the local store durable, all at once (one
-/// `syncfs` of the cache's file system rather than a sync per file).
-pub fn sync_downloads(store: &Store) {
-    let _ = crate::store::sync_file_system(store.dir());
-}
-
 /// An error as one line of at most 300 characters (a server's XML body left out).
 fn short(e: &object_store::Error) -> String {
     let text = e.to_string();
@@ -491,11 +485,9 @@ struct Head {
     inline: bool,
 }
 
-/// A remote entry: `u32` little-endian length of the JSON head, the head,
-/// then the object's bytes when `inline`.
-struct Entry;
-
-impl Entry {
+/// A remote entry is a `u32` little-endian length of the JSON head, the
+/// head, then the object's bytes when `inline`.
+impl Head {
     fn decode(bytes: &[u8]) -> Result<(Head, Option<&[u8]>), String> {
         let bad = || "its entry is truncated".to_string();
         let len = u32::from_le_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().unwrap()) as usize;
@@ -504,15 +496,10 @@ impl Entry {
         if head.format != ENTRY_FORMAT {
             return Err(format!("its entry is `{}`, not `{ENTRY_FORMAT}`", head.format));
         }
-        let rest = &bytes[4 + len..];
-        Ok(match head.inline {
-            true => (head, Some(rest)),
-            false => (head, None),
-        })
+        let rest = head.inline.then(|| &bytes[4 + len..]);
+        Ok((head, rest))
     }
-}
 
-impl Head {
     fn encode(&self, object: Option<&[u8]>) -> Vec<u8> {
         let head = serde_json::to_vec(self).expect("an entry head serializes");
         let mut out = Vec::with_capacity(4 + head.len() + object.map_or(0, <[u8]>::len));

@@ -273,7 +273,8 @@ pub fn build(
     s.run(p, &order, &intact, progress, t0)?;
     tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "scheduled and executed");
     if !s.from_remote.is_empty() {
-        crate::remote::sync_downloads(&store);
+        // Downloads were installed without syncs: make them durable at once.
+        let _ = crate::store::sync_file_system(store.dir());
         tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "downloads synced");
     }
 
