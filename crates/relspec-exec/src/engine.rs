@@ -147,6 +147,7 @@ pub fn info() -> relspec_db::EngineInfo {
         .field("relspec", RELSPEC_VERSION)
         .field("datafusion", datafusion::DATAFUSION_VERSION)
         .field("parquet_writer", crate::parquet::PARQUET_CREATED_BY)
+        .field("row_groups", crate::row_groups::LAYOUT)
         .field("kernels", &crate::kernels::registry_fingerprint())
         .finish();
     relspec_db::EngineInfo { versions }

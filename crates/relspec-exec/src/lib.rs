@@ -20,6 +20,7 @@ pub mod object_stores;
 pub mod parquet;
 pub mod planner;
 pub mod registry;
+pub mod row_groups;
 #[cfg(feature = "substrait")]
 pub mod substrait;
 

@@ -3,10 +3,12 @@
 //!
 //! Architecture invariant: the bytes depend only on the rows (in their total
 //! order), the schema and the footer metadata, never on the engine's batch
-//! sizes or partition count: rows are written in fixed chunks of
-//! `WRITE_CHUNK`, with fixed writer settings.
+//! sizes or partition count: row groups end where the content-defined
+//! layout says, each group's rows are encoded in fixed slices of
+//! `WRITE_CHUNK` from its start, with fixed writer settings.
 
 use crate::error::{Diag, ErrorKind, Result};
+use crate::row_groups::{Chunker, FOOTER_ROW_GROUPS, Layout};
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -46,7 +48,7 @@ pub fn writer_properties(footer: &BTreeMap<String, String>) -> WriterProperties 
     WriterProperties::builder()
         .set_created_by(PARQUET_CREATED_BY.to_string())
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
-        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_max_row_group_row_count(Some(crate::row_groups::GROUP_MAX))
         .set_key_value_metadata((!kv.is_empty()).then_some(kv))
         .build()
 }
@@ -62,11 +64,15 @@ pub enum WriteError {
     Cancelled,
 }
 
-/// A Parquet file being written from a stream of batches, re-chunked to
-/// fixed-size slices so the bytes do not depend on how the engine batched
-/// the rows. Holds at most one chunk of rows plus the open row group.
+/// A Parquet file being written from a stream of batches: row groups end
+/// where the content-defined layout says ([`crate::row_groups`]), and each
+/// group's rows are encoded in fixed slices of `WRITE_CHUNK` from the
+/// group's start, so a group's bytes depend only on its rows (and a group
+/// copied from an earlier object with [`ChunkedWriter::copy_group`] is
+/// exactly what encoding its rows would write). Holds at most one slice of
+/// rows plus the open row group's encoders.
 ///
-/// The columns of a chunk are encoded in parallel (one task per column):
+/// The columns of a slice are encoded in parallel (one task per column):
 /// each column's encoder sees exactly the calls `ArrowWriter` would make
 /// (the same slices, the same row-group boundaries), so the bytes are the
 /// same as a sequential `ArrowWriter`'s (a unit test compares them).
@@ -75,11 +81,14 @@ pub struct ChunkedWriter {
     schema: SchemaRef,
     file: SerializedFileWriter<BufWriter<File>>,
     factory: ArrowRowGroupWriterFactory,
-    /// The open row group's column writers and its rows so far.
-    group: Option<(Vec<ArrowColumnWriter>, usize)>,
-    max_group_rows: usize,
+    chunker: Chunker,
+    /// The open row group's column writers (opened by its first slice).
+    group: Option<Vec<ArrowColumnWriter>>,
+    /// Rows of the current group not encoded yet (fewer than a slice).
     pending: Vec<RecordBatch>,
     pending_rows: usize,
+    /// Each row group's first row (row-format bytes), for the footer.
+    firsts: Vec<Vec<u8>>,
     rows: u64,
 }
 
@@ -88,7 +97,6 @@ impl ChunkedWriter {
     pub fn create(path: &Path, schema: SchemaRef, footer: &BTreeMap<String, String>) -> Result<ChunkedWriter> {
         let f = File::create(path).map_err(|e| io("cannot create", path, e))?;
         let props = writer_properties(footer);
-        let max_group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
         // `ArrowWriter` sets the file up (Parquet schema, the encoded Arrow
         // schema in the footer); its lower-level parts then write row groups.
         let (file, factory) = ArrowWriter::try_new(BufWriter::new(f), schema.clone(), Some(props))
@@ -96,40 +104,99 @@ impl ChunkedWriter {
             .map_err(|e| write_err(path, e.to_string()))?;
         Ok(ChunkedWriter {
             path: path.to_path_buf(),
+            chunker: Chunker::new(&schema),
             schema,
             file,
             factory,
             group: None,
-            max_group_rows,
             pending: vec![],
             pending_rows: 0,
+            firsts: vec![],
             rows: 0,
         })
     }
 
-    /// Add a batch; full chunks are written out.
+    /// Add a batch: its rows join the open row group, which is encoded a
+    /// slice at a time and closed where the layout ends it.
     pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.pending_rows += batch.num_rows();
-        self.pending.push(batch);
-        if self.pending_rows >= WRITE_CHUNK {
-            self.drain(false)?;
+        let path = self.path.clone();
+        let werr = |e: String| write_err(&path, e);
+        let (cuts, starts) = self.chunker.cuts(&batch).map_err(|e| werr(e.to_string()))?;
+        self.firsts.extend(starts.into_iter().map(|(_, row)| row));
+        let mut off = 0;
+        for end in cuts.iter().copied().chain(std::iter::once(batch.num_rows())) {
+            if end > off {
+                self.pending_rows += end - off;
+                self.pending.push(batch.slice(off, end - off));
+                self.rows += (end - off) as u64;
+            }
+            let ends_group = end < batch.num_rows() || cuts.last() == Some(&end);
+            self.drain(ends_group).map_err(|e| werr(e.to_string()))?;
+            if ends_group {
+                self.close_group().map_err(|e| werr(e.to_string()))?;
+            }
+            off = end;
         }
         Ok(())
     }
 
-    /// Write every full chunk held (and, when `all`, the remainder).
-    fn drain(&mut self, all: bool) -> Result<()> {
+    /// Whether the rows written so far end exactly at a row-group boundary
+    /// (so a copied group may follow).
+    pub fn at_boundary(&self) -> bool {
+        self.chunker.at_boundary() && self.pending_rows == 0 && self.group.is_none()
+    }
+
+    /// Whether this writer's groups are content-defined (else it never splices).
+    pub fn content_defined(&self) -> bool {
+        self.chunker.content_defined()
+    }
+
+    /// Copy row group `index` of `layout`'s object (open as `source`) byte
+    /// for byte: its column chunks, statistics and page index. Only at a
+    /// boundary (see [`ChunkedWriter::at_boundary`]); the caller knows the
+    /// group's rows are unchanged and a boundary follows them (they were a
+    /// whole group under the same layout).
+    pub fn copy_group(&mut self, source: &File, layout: &Layout, index: usize) -> Result<()> {
+        use datafusion::parquet::column::writer::ColumnCloseResult;
         let path = self.path.clone();
-        let buf = concat_batches(&self.schema, &self.pending).map_err(|e| write_err(&path, e.to_string()))?;
+        let werr = |e: String| write_err(&path, e);
+        if !self.at_boundary() {
+            return Err(werr("a row group can only be copied at a row-group boundary".into()));
+        }
+        let meta = &layout.meta;
+        let rg = meta.row_group(index);
+        let mut out = self.file.next_row_group().map_err(|e| werr(e.to_string()))?;
+        for (c, column) in rg.columns().iter().enumerate() {
+            let close = ColumnCloseResult {
+                bytes_written: column.compressed_size() as u64,
+                rows_written: rg.num_rows() as u64,
+                metadata: as_written(column).map_err(|e| werr(e.to_string()))?,
+                bloom_filter: None,
+                column_index: meta.column_index().and_then(|ci| ci.get(index)).and_then(|r| r.get(c)).cloned(),
+                offset_index: meta.offset_index().and_then(|oi| oi.get(index)).and_then(|r| r.get(c)).cloned(),
+            };
+            out.append_column(source, close).map_err(|e| werr(e.to_string()))?;
+        }
+        out.close().map_err(|e| werr(e.to_string()))?;
+        self.firsts.push(layout.firsts[index].clone());
+        self.rows += rg.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Encode every full slice held (and, when `all`, the remainder).
+    fn drain(&mut self, all: bool) -> datafusion::parquet::errors::Result<()> {
+        if self.pending_rows < WRITE_CHUNK && !(all && self.pending_rows > 0) {
+            return Ok(());
+        }
+        let buf = concat_batches(&self.schema, &self.pending)?;
         self.pending.clear();
         let mut off = 0;
         while buf.num_rows() - off >= WRITE_CHUNK || (all && off < buf.num_rows()) {
             let len = WRITE_CHUNK.min(buf.num_rows() - off);
-            self.write_chunk(&buf.slice(off, len)).map_err(|e| write_err(&path, e.to_string()))?;
-            self.rows += len as u64;
+            self.write_slice(&buf.slice(off, len))?;
             off += len;
         }
         self.pending_rows = buf.num_rows() - off;
@@ -139,39 +206,24 @@ impl ChunkedWriter {
         Ok(())
     }
 
-    /// Write one chunk into the open row group (split at the row-group
-    /// limit, as `ArrowWriter::write` splits), closing full row groups.
-    fn write_chunk(&mut self, batch: &RecordBatch) -> datafusion::parquet::errors::Result<()> {
+    /// Encode one slice into the open row group (opening it).
+    fn write_slice(&mut self, batch: &RecordBatch) -> datafusion::parquet::errors::Result<()> {
         use rayon::prelude::*;
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
         if self.group.is_none() {
-            let writers = self.factory.create_column_writers(self.file.flushed_row_groups().len())?;
-            self.group = Some((writers, 0));
+            self.group = Some(self.factory.create_column_writers(self.file.flushed_row_groups().len())?);
         }
-        let Some((writers, buffered)) = self.group.as_mut() else { unreachable!("opened above") };
-        if *buffered + batch.num_rows() > self.max_group_rows {
-            let fit = self.max_group_rows - *buffered;
-            self.write_chunk(&batch.slice(0, fit))?;
-            return self.write_chunk(&batch.slice(fit, batch.num_rows() - fit));
-        }
+        let Some(writers) = self.group.as_mut() else { unreachable!("opened above") };
         let mut leaves = Vec::with_capacity(writers.len());
         for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
             leaves.extend(compute_leaves(field.as_ref(), column)?);
         }
-        writers.par_iter_mut().zip(leaves.par_iter()).try_for_each(|(w, leaf)| w.write(leaf))?;
-        *buffered += batch.num_rows();
-        if *buffered >= self.max_group_rows {
-            self.close_group()?;
-        }
-        Ok(())
+        writers.par_iter_mut().zip(leaves.par_iter()).try_for_each(|(w, leaf)| w.write(leaf))
     }
 
     /// Close the open row group's columns (in parallel) and append them.
     fn close_group(&mut self) -> datafusion::parquet::errors::Result<()> {
         use rayon::prelude::*;
-        let Some((writers, _)) = self.group.take() else { return Ok(()) };
+        let Some(writers) = self.group.take() else { return Ok(()) };
         let chunks: Vec<ArrowColumnChunk> = writers.into_par_iter().map(|w| w.close()).collect::<Result<_, _>>()?;
         let mut rg = self.file.next_row_group()?;
         for chunk in chunks {
@@ -181,16 +233,44 @@ impl ChunkedWriter {
         Ok(())
     }
 
-    /// Write the remainder and the footer, sync the file; returns the row count.
+    /// Write the remainder and the footer (with the row groups' first rows),
+    /// sync the file; returns the row count.
     pub fn finish(mut self) -> Result<u64> {
-        self.drain(true)?;
         let path = self.path.clone();
+        self.drain(true).map_err(|e| write_err(&path, e.to_string()))?;
         self.close_group().map_err(|e| write_err(&path, e.to_string()))?;
+        if self.chunker.content_defined() {
+            let list = crate::row_groups::encode_firsts(&self.firsts);
+            self.file.append_key_value_metadata(KeyValue::new(FOOTER_ROW_GROUPS.to_string(), list));
+        }
         let inner = self.file.into_inner().map_err(|e| write_err(&path, e.to_string()))?;
         let f = inner.into_inner().map_err(|e| write_err(&path, e.to_string()))?;
         f.sync_all().map_err(|e| io("cannot sync", &path, e))?;
         Ok(self.rows)
     }
+}
+
+/// A column chunk's metadata as the writer produced it, from the metadata
+/// read back: the reader does not recover the flag that makes the writer
+/// also store min/max in the deprecated statistics fields (set for signed
+/// sort orders), so it is set again as the writer sets it.
+fn as_written(
+    column: &datafusion::parquet::file::metadata::ColumnChunkMetaData,
+) -> datafusion::parquet::errors::Result<datafusion::parquet::file::metadata::ColumnChunkMetaData> {
+    use datafusion::parquet::file::statistics::Statistics as S;
+    let Some(stats) = column.statistics() else { return Ok(column.clone()) };
+    let b = column.column_descr().sort_order().is_signed();
+    let stats = match stats.clone() {
+        S::Boolean(v) => S::Boolean(v.with_backwards_compatible_min_max(b)),
+        S::Int32(v) => S::Int32(v.with_backwards_compatible_min_max(b)),
+        S::Int64(v) => S::Int64(v.with_backwards_compatible_min_max(b)),
+        S::Int96(v) => S::Int96(v.with_backwards_compatible_min_max(b)),
+        S::Float(v) => S::Float(v.with_backwards_compatible_min_max(b)),
+        S::Double(v) => S::Double(v.with_backwards_compatible_min_max(b)),
+        S::ByteArray(v) => S::ByteArray(v.with_backwards_compatible_min_max(b)),
+        S::FixedLenByteArray(v) => S::FixedLenByteArray(v.with_backwards_compatible_min_max(b)),
+    };
+    column.clone().into_builder().set_statistics(stats).build()
 }
 
 fn write_err(path: &Path, e: String) -> Diag {
@@ -366,14 +446,29 @@ mod tests {
             off += len;
         }
         assert_eq!(w.finish().unwrap(), n as u64);
+        // The sequential writer is told where the layout ends groups.
+        let mut chunker = Chunker::new(&schema);
+        let (cuts, starts) = chunker.cuts(&batch).unwrap();
+        assert!(cuts.len() >= 3, "several content-defined groups: {cuts:?}");
+        assert!(cuts.windows(2).all(|w| w[1] - w[0] >= crate::row_groups::GROUP_MIN));
         let mut seq =
             ArrowWriter::try_new(File::create(&b).unwrap(), schema.clone(), Some(writer_properties(&footer))).unwrap();
-        let mut off = 0;
-        while off < n {
-            let len = WRITE_CHUNK.min(n - off);
-            seq.write(&batch.slice(off, len)).unwrap();
-            off += len;
+        let mut start = 0;
+        for end in cuts.iter().copied().chain(std::iter::once(n)) {
+            let mut off = start;
+            while off < end {
+                let len = WRITE_CHUNK.min(end - off);
+                seq.write(&batch.slice(off, len)).unwrap();
+                off += len;
+            }
+            seq.flush().unwrap();
+            start = end;
         }
+        let firsts: Vec<Vec<u8>> = starts.into_iter().map(|(_, r)| r).collect();
+        seq.append_key_value_metadata(KeyValue::new(
+            FOOTER_ROW_GROUPS.to_string(),
+            crate::row_groups::encode_firsts(&firsts),
+        ));
         seq.close().unwrap();
         let (x, y) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         assert!(x.len() > 100_000);

@@ -68,6 +68,36 @@ impl Target {
             })?;
         Ok(Written { footer, tmp, rows })
     }
+
+    /// Write the object as the object at `previous` with `change` applied,
+    /// copying the row groups the change does not touch (see
+    /// [`super::splice`]); `None` when splicing does not apply.
+    pub(crate) async fn write_spliced(
+        &self,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        previous: std::path::PathBuf,
+        change: super::splice::Change,
+    ) -> std::result::Result<Option<(Written, super::splice::Spliced)>, LowerError> {
+        let null = serde_json::Value::Null;
+        let footer = crate::store::footer_metadata(&self.key, &self.rule, self.parts.as_ref().unwrap_or(&null));
+        let tmp = self.store.tmp_path(".parquet");
+        let (cancel, path, meta) = (self.cancel.clone(), tmp.clone(), footer.clone());
+        let res = tokio::task::spawn_blocking(move || {
+            let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+            super::splice::splice(&schema, &previous, change, &path, &meta, &cancelled)
+        })
+        .await
+        .map_err(super::union::internal)
+        .and_then(|r| r);
+        match res {
+            Ok(Some(s)) => Ok(Some((Written { footer, tmp, rows: s.rows }, s))),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Everything one execution needs (moved into its task).
@@ -152,14 +182,13 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
                 ms = t.elapsed().as_secs_f64() * 1e3,
                 "partial: changed partitions computed"
             );
-            let (stream, cutoff) = super::partitions::merge_stream(schema.clone(), &state.key, pt, fresh)?;
-            let written = to.write(stream).await?;
+            let (written, changed) =
+                super::partitions::write_partial(&to, schema.clone(), &state.key, pt, fresh).await?;
             tracing::debug!(
                 rule = to.rule.as_str(),
                 ms = t.elapsed().as_secs_f64() * 1e3,
                 "partial: merged and written"
             );
-            let changed = cutoff.lock().ok().and_then(|mut c| c.take()).unwrap_or_else(|| pt.changed.clone());
             state.delta =
                 Some(crate::bundle::Delta { from: pt.prev_data_hash.clone(), changed: changed.into_iter().collect() });
             state.ran = Some(pt.run.len());

@@ -18,6 +18,7 @@ pub mod decide;
 mod execute;
 mod partitions;
 mod publish;
+mod splice;
 pub(crate) mod state;
 mod union;
 

@@ -21,6 +21,7 @@
 //! else the rule runs whole. The previous output is the store of the
 //! partitions' rows (found by the key columns): no per-partition objects.
 
+use super::execute::{Target, Written};
 use super::state::{LastBuilt, last_parts};
 use super::union::{Feed, Merge, Retract, internal, open_files, partition_ids, row_converter};
 use crate::bundle::{PartitionState, artifact_path, read_artifact};
@@ -202,31 +203,71 @@ pub(crate) fn restrict(
 /// Which retracted partitions' rows really changed, once the merge ran.
 pub(crate) type Cutoff = Arc<Mutex<Option<BTreeSet<String>>>>;
 
-/// The merged output of a partial build as a stream: the previous output
-/// (read as `schema`) less the changed partitions' rows, merged with
-/// `fresh` (the rule's sorted rows over the changed partitions). When the
-/// stream ends, `Cutoff` holds the partitions whose rows differ.
-pub(crate) fn merge_stream(
+/// Per partition, the hash of its rows in order (to tell which partitions'
+/// rows changed).
+type PartHashes = HashMap<String, blake3::Hasher>;
+
+/// The partitions of `changed` whose retracted rows differ from their new rows.
+fn differing(changed: &BTreeSet<String>, removed: &PartHashes, added: &PartHashes) -> BTreeSet<String> {
+    let digest = |m: &PartHashes, id: &str| m.get(id).map(|h| h.finalize());
+    changed.iter().filter(|id| digest(removed, id) != digest(added, id)).cloned().collect()
+}
+
+/// A partial build's output: the previous output (read as `schema`) less
+/// the changed partitions' rows, merged with `fresh` (the rule's sorted
+/// rows over the changed partitions). Spliced when the previous object's
+/// layout allows it (the row groups the change does not touch are copied),
+/// else merged whole. Returns the object and the partitions whose rows
+/// differ from before.
+pub(crate) async fn write_partial(
+    to: &Target,
     schema: SchemaRef,
     key: &[String],
     partial: &Partial,
     fresh: Vec<RecordBatch>,
-) -> Result<(SendableRecordBatchStream, Cutoff), LowerError> {
+) -> Result<(Written, BTreeSet<String>), LowerError> {
     let cols: Vec<usize> = key.iter().map(|k| schema.index_of(k).map_err(internal)).collect::<Result<_, _>>()?;
-    // The fresh rows' hashes per partition, in order.
     let conv = row_converter(&schema)?;
-    let mut added: HashMap<String, blake3::Hasher> = HashMap::new();
+    let mut added: PartHashes = HashMap::new();
     for b in &fresh {
         let rows = conv.convert_columns(b.columns()).map_err(internal)?;
         super::union::hash_rows(&mut added, &partition_ids(b, &cols)?, &rows);
     }
     let plain = Arc::new(Schema::new(schema.fields().clone()));
+    let ids: HashSet<String> = partial.changed.iter().cloned().collect();
+    let retract = Retract { cols, ids, hashes: HashMap::new() };
+    let change = super::splice::Change { retract: Some(retract.clone()), removed: vec![], added: fresh.clone() };
+    let t = std::time::Instant::now();
+    if let Some((written, spliced)) = to.write_spliced(plain.clone(), partial.previous.clone(), change).await? {
+        tracing::debug!(
+            rule = to.rule.as_str(),
+            ms = t.elapsed().as_secs_f64() * 1e3,
+            copied = spliced.copied,
+            encoded = spliced.encoded,
+            "partial: spliced"
+        );
+        let removed = spliced.retract.map(|r| r.hashes).unwrap_or_default();
+        return Ok((written, differing(&partial.changed, &removed, &added)));
+    }
+    let (stream, cutoff) = merge_stream(plain, retract, partial, fresh, added)?;
+    let written = to.write(stream).await?;
+    let changed = cutoff.lock().ok().and_then(|mut c| c.take()).unwrap_or_else(|| partial.changed.clone());
+    Ok((written, changed))
+}
+
+/// The whole merge of a partial build as a stream (see [`write_partial`]).
+/// When the stream ends, `Cutoff` holds the partitions whose rows differ.
+fn merge_stream(
+    plain: SchemaRef,
+    retract: Retract,
+    partial: &Partial,
+    fresh: Vec<RecordBatch>,
+    added: PartHashes,
+) -> Result<(SendableRecordBatchStream, Cutoff), LowerError> {
     let mut feeds = open_files(std::slice::from_ref(&partial.previous), std::slice::from_ref(&plain))?;
     let mut fresh = Feed::Batches(fresh.into_iter());
     let first = fresh.next_non_empty()?;
     feeds.push((fresh, first));
-    let ids: HashSet<String> = partial.changed.iter().cloned().collect();
-    let retract = Retract { cols, ids, hashes: HashMap::new() };
     let mut merge = Merge::of_feeds(plain.clone(), feeds, vec![false, false], Some((0, retract)))?;
     let cutoff: Cutoff = Arc::new(Mutex::new(None));
     let (out, changed) = (cutoff.clone(), partial.changed.clone());
@@ -245,10 +286,7 @@ pub(crate) fn merge_stream(
                 done = true;
                 tracing::debug!(ms = in_merge.as_secs_f64() * 1e3, "partial: time in the merge (reading included)");
                 let removed = merge.retracted().map(|r| r.hashes).unwrap_or_default();
-                let digest = |m: &HashMap<String, blake3::Hasher>, id: &str| m.get(id).map(|h| h.finalize());
-                let differ: BTreeSet<String> =
-                    changed.iter().filter(|id| digest(&removed, id) != digest(&added, id)).cloned().collect();
-                *out.lock().expect("cutoff lock") = Some(differ);
+                *out.lock().expect("cutoff lock") = Some(differing(&changed, &removed, &added));
                 None
             }
             Err(e) => Some(Err(datafusion::error::DataFusionError::Execution(e.diag.kind.to_string()))),

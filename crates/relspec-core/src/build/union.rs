@@ -243,6 +243,7 @@ pub(crate) fn open_files(
 /// Rows of one source that a merge leaves out: those whose partition key
 /// (columns `cols`, as text) is one of `ids`. What it leaves out is hashed
 /// per partition, in order, to tell which partitions' rows changed.
+#[derive(Clone)]
 pub(crate) struct Retract {
     pub(crate) cols: Vec<usize>,
     pub(crate) ids: std::collections::HashSet<String>,
@@ -344,6 +345,8 @@ pub(crate) struct Merge {
     retract: Option<(usize, Retract)>,
     /// The row being removed and how many more copies of it to drop.
     dropping: Option<(Vec<u8>, usize)>,
+    /// Removals that found no equal row (a splice then merges whole).
+    lost: usize,
     schema: SchemaRef,
     conv: RowConverter,
     cursors: Vec<Option<Cursor>>,
@@ -379,6 +382,7 @@ impl Merge {
             removes,
             retract,
             dropping: None,
+            lost: 0,
             schema,
             conv,
             cursors: Vec::new(),
@@ -402,6 +406,11 @@ impl Merge {
             m.sift_down(k);
         }
         Ok(m)
+    }
+
+    /// How many removed rows found no equal row to take out (after the merge ran).
+    pub(crate) fn lost_removals(&self) -> usize {
+        self.lost + self.dropping.as_ref().map_or(0, |(_, n)| *n)
     }
 
     /// The retracted rows' hashes per partition (after the merge ran).
@@ -567,7 +576,10 @@ impl Merge {
                 let row = c.rows.row(c.pos);
                 match &mut self.dropping {
                     Some((r, n)) if r.as_slice() == row.as_ref() => *n += 1,
-                    d => *d = Some((row.as_ref().to_vec(), 1)),
+                    d => {
+                        self.lost += d.as_ref().map_or(0, |(_, n)| *n);
+                        *d = Some((row.as_ref().to_vec(), 1));
+                    }
                 }
             } else {
                 let drop = match &mut self.dropping {
@@ -686,11 +698,23 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(internal)?;
         lower::check_contract(&df_schema, c).map_err(fail)?;
     }
-    let merge = Merge::new(schema.clone(), &paths, &source_schemas, removes)?;
-    tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "union: readers open");
+    let spliced = match &previous {
+        Some(prev) => splice_changed(&to, &schema, &schemas, prev, &all).await?,
+        None => None,
+    };
+    let (written, how) = match spliced {
+        Some((written, s)) => {
+            let how = format!("{how}; spliced: {} row group(s) copied, {} re-encoded", s.copied, s.encoded);
+            (written, how)
+        }
+        None => {
+            let merge = Merge::new(schema.clone(), &paths, &source_schemas, removes)?;
+            tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "union: readers open");
+            let stream = ahead(schema.clone(), merge.into_iter());
+            (to.write(stream).await?, how)
+        }
+    };
     let n_branches = branches.len();
-    let stream = ahead(schema.clone(), merge.into_iter());
-    let written = to.write(stream).await?;
     let rows = written.rows;
     tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, rows, "union: merged and written");
     let checks = super::execute::data_checks(&ctx, contract.as_ref(), &written.tmp).await?;
@@ -723,6 +747,63 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
         started: t,
     })
     .await
+}
+
+/// Most rows a splice of a union loads (the changed branches' old and new
+/// rows); beyond it the union is merged whole.
+const SPLICE_MAX_ROWS: i64 = 1 << 20;
+
+/// The union as its previous object less the changed branches' old rows
+/// plus their new rows, copying the row groups those rows do not touch;
+/// `None` when splicing does not apply.
+async fn splice_changed(
+    to: &Target,
+    schema: &SchemaRef,
+    schemas: &[SchemaRef],
+    prev: &Previous,
+    all: &[PathBuf],
+) -> Result<Option<(super::execute::Written, super::splice::Spliced)>, LowerError> {
+    let read = |path: &PathBuf, s: &SchemaRef| -> Result<(i64, Vec<RecordBatch>), LowerError> {
+        let f = std::fs::File::open(path).map_err(internal)?;
+        let opts = ArrowReaderOptions::new().with_schema(s.clone());
+        let b = ParquetRecordBatchReaderBuilder::try_new_with_options(f, opts).map_err(internal)?;
+        let rows = b.metadata().file_metadata().num_rows();
+        if rows > SPLICE_MAX_ROWS {
+            return Ok((rows, vec![]));
+        }
+        let batches = b.with_batch_size(BATCH).build().map_err(internal)?.collect::<Result<Vec<_>, _>>();
+        Ok((rows, batches.map_err(internal)?))
+    };
+    let (mut removed, mut added, mut total) = (vec![], vec![], 0);
+    for (old, &i) in prev.removed.iter().zip(&prev.added) {
+        let (r, b) = read(old, &schemas[i])?;
+        removed.extend(b);
+        let (a, c) = read(&all[i], &schemas[i])?;
+        added.extend(c);
+        total += r + a;
+    }
+    if total > SPLICE_MAX_ROWS {
+        return Ok(None);
+    }
+    // Each side sorted: a changed branch's rows are, the union of several is merged.
+    let sorted = |batches: Vec<RecordBatch>, n: usize| -> Result<Vec<RecordBatch>, LowerError> {
+        if n <= 1 {
+            return Ok(batches);
+        }
+        let feeds = batches
+            .into_iter()
+            .map(|b| {
+                let b = RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(internal)?;
+                Ok((Feed::Batches(vec![].into_iter()), Some(b)))
+            })
+            .collect::<Result<Vec<_>, LowerError>>()?;
+        let k = feeds.len();
+        let m = Merge::of_feeds(schema.clone(), feeds, vec![false; k], None)?;
+        m.into_iter().collect::<Result<Vec<_>, _>>().map_err(internal)
+    };
+    let n = prev.added.len();
+    let change = super::splice::Change { retract: None, removed: sorted(removed, n)?, added: sorted(added, n)? };
+    to.write_spliced(schema.clone(), prev.object.clone(), change).await
 }
 
 /// Each output column is copied from the same position of every branch.
