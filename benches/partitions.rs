@@ -199,6 +199,10 @@ fn callgraph(n: usize) {
         // The same edit's report from a build process (per rule).
         std::fs::write(root.join("pkg/m00003.py"), module(3, n, 99)).unwrap();
         let (_, v) = relspec(root, &["build", "--json"]);
+        if std::env::var_os("RELSPEC_BENCH_KEEP").is_some() {
+            eprintln!("kept: {}", dir.keep().display());
+            continue;
+        }
         println!(
             "| {n} | {} | {cold:.0} ms | {edges} | {:.0} ms (min {:.0}, max {:.0}) | {} |",
             if declared { "incremental by file" } else { "whole rules" },

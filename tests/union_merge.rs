@@ -183,3 +183,64 @@ fn incremental_merges_equal_clean_builds_step_by_step() {
     }
     assert!(incremental_steps >= 3, "the previous output was the start of {incremental_steps} merges");
 }
+
+/// A union whose branches' rows are clustered (a leading `branch` column)
+/// splices: editing one branch re-encodes the union's row groups holding
+/// that branch's rows and copies the others; the bytes equal a clean build's.
+/// Branches whose rows interleave touch most row groups: merged whole.
+#[test]
+fn a_changed_branch_splices_the_union_when_its_rows_are_clustered() {
+    let n = 12;
+    let manifest = |clustered: bool, edited: Option<(usize, u32)>| {
+        let mut m = String::from("[workspace]\nname = \"splice\"\n\n[datasets.t]\npath = \"t.csv\"\n\n");
+        for i in 0..n {
+            let extra = match edited {
+                Some((b, k)) if b == i => format!(" AND score <> {k}"),
+                _ => String::new(),
+            };
+            let lead = if clustered { format!("'b{i:02}' AS branch, ") } else { String::new() };
+            m.push_str(&format!(
+                "[rules.b{i}]\nsql = \"SELECT {lead}id, name, score FROM t WHERE id % {n} = {i}{extra}\"\n\n"
+            ));
+        }
+        let union: Vec<String> = (0..n).map(|i| format!("SELECT * FROM b{i}")).collect();
+        m.push_str(&format!("[rules.u]\nsql = \"{}\"\n", union.join(" UNION ALL ")));
+        m
+    };
+    let mut data = String::from("id,name,score\n");
+    for id in 0..60_000 {
+        data.push_str(&format!("{id},n{},{}\n", id % 97, id % 17));
+    }
+    for clustered in [true, false] {
+        let ws = common::workspace_with(&[("workspace.toml", &manifest(clustered, None)), ("t.csv", &data)]);
+        let root = ws.path();
+        common::ok(root, &["build"]);
+        for (step, edit) in [(3, 5), (3, 6), (0, 1), (11, 2)].into_iter().enumerate() {
+            common::write(root, "workspace.toml", &manifest(clustered, Some(edit)));
+            common::ok(root, &["build"]);
+            let e = common::ok(root, &["explain", "u"]);
+            // Each step edits one branch and restores the one edited before.
+            let changed = if step == 0 || edit.0 == 3 && step == 1 { 1 } else { 2 };
+            assert!(
+                e.contains(&format!("merged from: the previous output, {changed} changed branch(es)")),
+                "step {step}: {e}"
+            );
+            if clustered {
+                let line = e.lines().find(|l| l.contains("spliced: ")).unwrap_or_else(|| panic!("step {step}: {e}"));
+                let nums: Vec<u64> = line
+                    .split("spliced: ")
+                    .nth(1)
+                    .unwrap()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|t| t.parse().ok())
+                    .collect();
+                assert!(nums[0] >= 2 && nums[0] > nums[1], "step {step}: {line}");
+            } else {
+                assert!(!e.contains("spliced: "), "interleaved branches touch most row groups: {e}");
+            }
+            let clean = common::copy_sources(root);
+            common::ok(clean.path(), &["build"]);
+            assert_eq!(bytes(root, "u"), bytes(clean.path(), "u"), "step {step} (clustered: {clustered})");
+        }
+    }
+}

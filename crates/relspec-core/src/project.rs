@@ -12,7 +12,7 @@ use crate::workspace::{RuleDecl, WorkspaceSpec};
 use datafusion::prelude::SessionContext;
 use relspec_exec::lower::{self, LowerError};
 use relspec_exec::planner::{Planner, Upstream};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,6 +49,9 @@ pub struct Project {
     /// rules' cache state.
     pub(crate) seed: Option<crate::build::state::Seed>,
     partial: bool,
+    /// Per dataset, its one-file partitions' fingerprints (see
+    /// [`relspec_db::datasets::PartitionMemo`]).
+    partition_memos: std::sync::Mutex<HashMap<String, relspec_db::datasets::PartitionMemo>>,
 }
 
 /// Everything a rule needs to be planned or executed, detached from salsa.
@@ -143,6 +146,7 @@ impl Project {
             synced_at_ns: None,
             seed: None,
             partial,
+            partition_memos: Default::default(),
         };
         if let Ok(spec) = p.spec() {
             let store = Store::open(&spec.cache_path(&p.root))?;
@@ -495,9 +499,10 @@ impl Project {
             spec.datasets.get(name).ok_or_else(|| Diag::new(ErrorKind::Internal(format!("no dataset `{name}`"))))?;
         match self.ws.datasets(&self.db).get(name) {
             Some(Ok(files)) => {
-                let pairs: Vec<(String, String)> =
-                    files.iter().map(|f| (f.path(&self.db).clone(), f.hash(&self.db).clone())).collect();
-                Ok(relspec_db::datasets::partitions(ds, &pairs))
+                let mut memos = self.partition_memos.lock().unwrap_or_else(|e| e.into_inner());
+                let memo = memos.entry(name.to_string()).or_default();
+                let pairs = files.iter().map(|f| (f.path(&self.db).as_str(), f.hash(&self.db).as_str()));
+                Ok(relspec_db::datasets::partitions_memo(ds, pairs, memo))
             }
             Some(Err(e)) => Err(e.clone()),
             None => Err(Diag::new(ErrorKind::Internal(format!("dataset `{name}` is not loaded")))),

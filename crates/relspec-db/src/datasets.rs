@@ -178,6 +178,11 @@ pub fn resolve_files(root: &Path, spec: &DatasetSpec) -> Result<Vec<String>> {
 /// Scan options and the schema hint enter as their serde JSON (the names
 /// `workspace.toml` uses, fixed by serde attributes, in declaration order).
 pub fn fingerprint(spec: &DatasetSpec, files: &[(String, String)]) -> String {
+    fingerprint_of(spec, files.iter().map(|(p, c)| (p.as_str(), c.as_str())))
+}
+
+/// [`fingerprint`] over borrowed `(path, content hash)` pairs, in order.
+pub fn fingerprint_of<'a>(spec: &DatasetSpec, files: impl ExactSizeIterator<Item = (&'a str, &'a str)>) -> String {
     let scan = serde_json::to_string(&spec.scan).unwrap_or_default();
     let schema = serde_json::to_string(&spec.schema).unwrap_or_default();
     let mut h = KeyHasher::new("relspec/dataset/v1");
@@ -187,7 +192,7 @@ pub fn fingerprint(spec: &DatasetSpec, files: &[(String, String)]) -> String {
         h.field("extract", &serde_json::to_string(x).unwrap_or_default())
             .field("extractor", relspec_spec::workspace::EXTRACTOR_VERSION);
     }
-    h.map("files", files.iter().map(|(p, c)| (p.as_str(), c.as_str()))).finish()
+    h.map("files", files).finish()
 }
 
 /// Separates the values of a multi-column partition id.
@@ -246,20 +251,52 @@ fn percent_decoded(raw: &str) -> String {
 /// scan options and schema, and its files' paths and content hashes), by
 /// partition id. Empty for a plain dataset.
 pub fn partitions(spec: &DatasetSpec, files: &[(String, String)]) -> std::collections::BTreeMap<String, String> {
-    let mut groups: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    partitions_memo(spec, files.iter().map(|(p, c)| (p.as_str(), c.as_str())), &mut PartitionMemo::default())
+}
+
+/// Fingerprints of one-file partitions from earlier calls, by file path:
+/// a dataset of many files recomputes only its changed files' (a resident
+/// process keeps one per dataset).
+#[derive(Debug, Default)]
+pub struct PartitionMemo {
+    base: String,
+    files: std::collections::HashMap<String, (String, String)>,
+}
+
+/// [`partitions`] over borrowed `(path, content hash)` pairs, reusing and
+/// updating `memo`.
+pub fn partitions_memo<'a>(
+    spec: &DatasetSpec,
+    files: impl Iterator<Item = (&'a str, &'a str)>,
+    memo: &mut PartitionMemo,
+) -> std::collections::BTreeMap<String, String> {
+    let mut groups: std::collections::BTreeMap<String, Vec<(&str, &str)>> = Default::default();
     for (p, c) in files {
         if let Some(id) = partition_id(spec, p) {
-            groups.entry(id).or_default().push((p.clone(), c.clone()));
+            groups.entry(id).or_default().push((p, c));
         }
     }
     let base = fingerprint(spec, &[]);
+    if memo.base != base || memo.files.len() > 2 * groups.len() + 64 {
+        *memo = PartitionMemo { base: base.clone(), files: Default::default() };
+    }
+    let compute = |fs: &[(&str, &str)]| {
+        KeyHasher::new("relspec/partition/v1").field("dataset", &base).map("files", fs.iter().copied()).finish()
+    };
     groups
         .into_iter()
         .map(|(id, fs)| {
-            let fp = KeyHasher::new("relspec/partition/v1")
-                .field("dataset", &base)
-                .map("files", fs.iter().map(|(p, c)| (p.as_str(), c.as_str())))
-                .finish();
+            let fp = match fs.as_slice() {
+                [(p, c)] => match memo.files.get(*p) {
+                    Some((hash, fp)) if hash == c => fp.clone(),
+                    _ => {
+                        let fp = compute(&fs);
+                        memo.files.insert(p.to_string(), (c.to_string(), fp.clone()));
+                        fp
+                    }
+                },
+                _ => compute(&fs),
+            };
             (id, fp)
         })
         .collect()

@@ -413,11 +413,10 @@ pub fn dataset_fingerprints(db: &dyn Db, ws: Workspace) -> BTreeMap<String, Resu
         .iter()
         .map(|(name, ds)| {
             let fp = match files.get(name) {
-                Some(Ok(fs)) => {
-                    let pairs: Vec<(String, String)> =
-                        fs.iter().map(|f| (f.path(db).clone(), f.hash(db).clone())).collect();
-                    Ok(crate::datasets::fingerprint(ds, &pairs))
-                }
+                Some(Ok(fs)) => Ok(crate::datasets::fingerprint_of(
+                    ds,
+                    fs.iter().map(|f| (f.path(db).as_str(), f.hash(db).as_str())),
+                )),
                 Some(Err(e)) => Err(e.clone()),
                 None => Err(Diag::new(ErrorKind::MissingData { dataset: name.clone(), location: ds.path.clone() })),
             };
@@ -1090,6 +1089,14 @@ impl Loader {
                 .collect();
             if !hit.is_empty() || !datasets.contains_key(name) {
                 let only = if hit.iter().any(|r| outside(r)) { None } else { Some(&hit) };
+                // Files of the listing edited in place: the listing stands,
+                // only they are hashed again (no walk of the tree).
+                if let (Some(only), Some(Ok(current))) = (only, datasets.get(name))
+                    && !crate::datasets::is_remote(&ds.path)
+                    && self.rehash_listed(db, stat, current, only)
+                {
+                    continue;
+                }
                 datasets.insert(name.clone(), self.dataset_files(db, stat, name, ds, only, &mut listed));
             }
         }
@@ -1182,6 +1189,33 @@ impl Loader {
             listed.insert(k, files.clone());
         }
         files
+    }
+
+    /// When every path in `changed` is a file of the listing `current` that
+    /// is still a file, hash those again and return true (the listing is
+    /// unchanged); false (nothing done) when any path is new, gone or not a
+    /// file: the caller lists the dataset again.
+    fn rehash_listed(
+        &mut self,
+        db: &mut RelspecDb,
+        stat: &mut StatCache,
+        current: &[DataFile],
+        changed: &BTreeSet<String>,
+    ) -> bool {
+        let mut hashes = Vec::with_capacity(changed.len());
+        for r in changed {
+            let Some(f) = self.data.get(r) else { return false };
+            if !current.contains(f) || !self.root.join(r).is_file() {
+                return false;
+            }
+            let Ok(hash) = stat.hash(r, &self.root.join(r)) else { return false };
+            hashes.push((r.clone(), hash));
+        }
+        for (r, hash) in hashes {
+            self.files_stated += 1;
+            self.data_file(db, r, hash);
+        }
+        true
     }
 
     /// A dataset on object storage: its listing's files, each hashed by its

@@ -124,8 +124,9 @@ impl ChunkedWriter {
         }
         let path = self.path.clone();
         let werr = |e: String| write_err(&path, e);
-        let (cuts, starts) = self.chunker.cuts(&batch).map_err(|e| werr(e.to_string()))?;
-        self.firsts.extend(starts.into_iter().map(|(_, row)| row));
+        let crate::row_groups::Cuts { ends: cuts, firsts } =
+            self.chunker.cuts(&batch).map_err(|e| werr(e.to_string()))?;
+        self.firsts.extend(firsts);
         let mut off = 0;
         for end in cuts.iter().copied().chain(std::iter::once(batch.num_rows())) {
             if end > off {
@@ -448,7 +449,7 @@ mod tests {
         assert_eq!(w.finish().unwrap(), n as u64);
         // The sequential writer is told where the layout ends groups.
         let mut chunker = Chunker::new(&schema);
-        let (cuts, starts) = chunker.cuts(&batch).unwrap();
+        let crate::row_groups::Cuts { ends: cuts, firsts } = chunker.cuts(&batch).unwrap();
         assert!(cuts.len() >= 3, "several content-defined groups: {cuts:?}");
         assert!(cuts.windows(2).all(|w| w[1] - w[0] >= crate::row_groups::GROUP_MIN));
         let mut seq =
@@ -464,7 +465,6 @@ mod tests {
             seq.flush().unwrap();
             start = end;
         }
-        let firsts: Vec<Vec<u8>> = starts.into_iter().map(|(_, r)| r).collect();
         seq.append_key_value_metadata(KeyValue::new(
             FOOTER_ROW_GROUPS.to_string(),
             crate::row_groups::encode_firsts(&firsts),

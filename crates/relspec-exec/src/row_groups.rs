@@ -80,7 +80,7 @@ pub fn row_hash(bytes: &[u8]) -> u64 {
 
 /// Whether a group of `since` rows ends after a row hashing to `hash`.
 fn ends(since: usize, hash: u64) -> bool {
-    since >= GROUP_MAX || (since >= GROUP_MIN && hash % GROUP_AVG == 0)
+    since >= GROUP_MAX || (since >= GROUP_MIN && hash.is_multiple_of(GROUP_AVG))
 }
 
 /// Decides where row groups end, row by row.
@@ -108,17 +108,16 @@ impl Chunker {
         self.conv.is_some()
     }
 
-    /// The positions in `batch` after which a group ends (exclusive ends,
-    /// ascending), and each group start's row bytes (for the footer's list
-    /// of first rows), for starts that fall in this batch.
-    pub fn cuts(&mut self, batch: &RecordBatch) -> Result<(Vec<usize>, Vec<(usize, Vec<u8>)>), ArrowError> {
+    /// Where groups end in `batch`, and the first rows of the groups that
+    /// start in it.
+    pub fn cuts(&mut self, batch: &RecordBatch) -> Result<Cuts, ArrowError> {
         let n = batch.num_rows();
         let mut cuts = Vec::new();
         let mut starts = Vec::new();
         let Some(conv) = &self.conv else {
             for r in 0..n {
                 if self.since == 0 {
-                    starts.push((r, Vec::new()));
+                    starts.push(Vec::new());
                 }
                 self.since += 1;
                 if self.since >= GROUP_MAX {
@@ -126,12 +125,12 @@ impl Chunker {
                     self.since = 0;
                 }
             }
-            return Ok((cuts, starts));
+            return Ok(Cuts { ends: cuts, firsts: starts });
         };
         let rows = conv.convert_columns(batch.columns())?;
         for r in 0..n {
             if self.since == 0 {
-                starts.push((r, rows.row(r).as_ref().to_vec()));
+                starts.push(rows.row(r).as_ref().to_vec());
             }
             self.since += 1;
             // Hash only rows that may end a group.
@@ -140,8 +139,17 @@ impl Chunker {
                 self.since = 0;
             }
         }
-        Ok((cuts, starts))
+        Ok(Cuts { ends: cuts, firsts: starts })
     }
+}
+
+/// Where row groups end in one batch (see [`Chunker::cuts`]).
+pub struct Cuts {
+    /// Positions after which a group ends (exclusive ends, ascending).
+    pub ends: Vec<usize>,
+    /// The row bytes of each group that starts in the batch, in order (for
+    /// the footer's list of first rows; empty when not content-defined).
+    pub firsts: Vec<Vec<u8>>,
 }
 
 /// Encode the first rows of an object's row groups for its footer.

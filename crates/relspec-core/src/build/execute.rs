@@ -182,7 +182,7 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
                 ms = t.elapsed().as_secs_f64() * 1e3,
                 "partial: changed partitions computed"
             );
-            let (written, changed) =
+            let (written, changed, groups) =
                 super::partitions::write_partial(&to, schema.clone(), &state.key, pt, fresh).await?;
             tracing::debug!(
                 rule = to.rule.as_str(),
@@ -192,8 +192,11 @@ pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerErro
             state.delta =
                 Some(crate::bundle::Delta { from: pt.prev_data_hash.clone(), changed: changed.into_iter().collect() });
             state.ran = Some(pt.run.len());
+            let spliced = groups.map_or(String::new(), |(c, e)| {
+                format!("\n  spliced: {c} row group(s) copied from the previous output, {e} re-encoded")
+            });
             snaps.physical = format!(
-                "{}\nPartialMerge: previous output less {} partition(s) of `{}`, plus this plan's rows over {} of them",
+                "{}\nPartialMerge: previous output less {} partition(s) of `{}`, plus this plan's rows over {} of them{spliced}",
                 snaps.physical,
                 pt.changed.len(),
                 state.by,

@@ -217,15 +217,15 @@ fn differing(changed: &BTreeSet<String>, removed: &PartHashes, added: &PartHashe
 /// the changed partitions' rows, merged with `fresh` (the rule's sorted
 /// rows over the changed partitions). Spliced when the previous object's
 /// layout allows it (the row groups the change does not touch are copied),
-/// else merged whole. Returns the object and the partitions whose rows
-/// differ from before.
+/// else merged whole. Returns the object, the partitions whose rows differ
+/// from before and, when spliced, the row groups copied and re-encoded.
 pub(crate) async fn write_partial(
     to: &Target,
     schema: SchemaRef,
     key: &[String],
     partial: &Partial,
     fresh: Vec<RecordBatch>,
-) -> Result<(Written, BTreeSet<String>), LowerError> {
+) -> Result<(Written, BTreeSet<String>, Option<(usize, usize)>), LowerError> {
     let cols: Vec<usize> = key.iter().map(|k| schema.index_of(k).map_err(internal)).collect::<Result<_, _>>()?;
     let conv = row_converter(&schema)?;
     let mut added: PartHashes = HashMap::new();
@@ -247,12 +247,13 @@ pub(crate) async fn write_partial(
             "partial: spliced"
         );
         let removed = spliced.retract.map(|r| r.hashes).unwrap_or_default();
-        return Ok((written, differing(&partial.changed, &removed, &added)));
+        let groups = Some((spliced.copied, spliced.encoded));
+        return Ok((written, differing(&partial.changed, &removed, &added), groups));
     }
     let (stream, cutoff) = merge_stream(plain, retract, partial, fresh, added)?;
     let written = to.write(stream).await?;
     let changed = cutoff.lock().ok().and_then(|mut c| c.take()).unwrap_or_else(|| partial.changed.clone());
-    Ok((written, changed))
+    Ok((written, changed, None))
 }
 
 /// The whole merge of a partial build as a stream (see [`write_partial`]).
