@@ -151,9 +151,18 @@ pub struct RunDataset {
     pub format: String,
     /// Fingerprint.
     pub fingerprint: Option<String>,
-    /// Files (relative paths) and content hashes.
+    /// Files (relative paths) and content hashes; empty for a dataset of
+    /// more than [`RUN_FILES_MAX`] files (its fingerprint covers them).
     pub files: Vec<(String, String)>,
+    /// How many files the dataset had.
+    #[serde(default)]
+    pub file_count: usize,
 }
+
+/// Datasets with more files than this are recorded in a run bundle by
+/// fingerprint and count only: a 10,000-file source listed in full made
+/// every watch rebuild write megabytes of bundle.
+pub const RUN_FILES_MAX: usize = 1000;
 
 /// One build.
 #[derive(Debug, Clone, Serialize, Deserialize)]

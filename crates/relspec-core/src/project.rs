@@ -52,6 +52,39 @@ pub struct Project {
     /// Per dataset, its one-file partitions' fingerprints (see
     /// [`relspec_db::datasets::PartitionMemo`]).
     partition_memos: std::sync::Mutex<HashMap<String, relspec_db::datasets::PartitionMemo>>,
+    /// Per source, its facts as of the last [`Project::source_facts`].
+    source_memos: HashMap<String, SourceMemo>,
+}
+
+/// A source's extracted facts, per file in listing order, and what its
+/// files' extraction warned about (skipped files, syntax errors).
+pub struct SourceFacts {
+    /// Each file's facts.
+    pub facts: Vec<Arc<relspec_extract::FileFacts>>,
+    /// One line per warning, with the file's path.
+    pub warnings: Vec<String>,
+}
+
+/// A source's facts and warnings from the last call, with the file inputs
+/// and content hashes they were computed for.
+struct SourceMemo {
+    files: Vec<(relspec_db::DataFile, String)>,
+    fragments: Option<PathBuf>,
+    language: Option<String>,
+    facts: Vec<Arc<relspec_extract::FileFacts>>,
+    warnings: Vec<Vec<String>>,
+}
+
+/// What extracting one file warns about.
+fn file_warnings(f: &relspec_extract::FileFacts) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(why) = f.skipped() {
+        out.push(format!("{}: skipped ({why})", f.path));
+    }
+    for (line, col, msg) in f.syntax_errors() {
+        out.push(format!("{}:{}:{}: {msg}", f.path, line + 1, col + 1));
+    }
+    out
 }
 
 /// Everything a rule needs to be planned or executed, detached from salsa.
@@ -147,6 +180,7 @@ impl Project {
             seed: None,
             partial,
             partition_memos: Default::default(),
+            source_memos: HashMap::new(),
         };
         if let Ok(spec) = p.spec() {
             let store = Store::open(&spec.cache_path(&p.root))?;
@@ -248,7 +282,7 @@ impl Project {
     /// The facts of every file of source `source` (see `relspec_extract`):
     /// memoized per file, read from the cache's fragments, parsed (in
     /// parallel) only where neither has them.
-    pub fn source_facts(&mut self, source: &str) -> Result<Vec<Arc<relspec_extract::FileFacts>>> {
+    pub fn source_facts(&mut self, source: &str) -> Result<SourceFacts> {
         let spec = self.spec()?;
         let Some(ds) = spec.datasets.values().find(|d| d.extract.as_ref().is_some_and(|x| x.source == source)) else {
             return Err(Diag::new(ErrorKind::Internal(format!("no source `{source}`"))));
@@ -263,18 +297,55 @@ impl Project {
             Some(r) => {
                 use salsa::Setter;
                 if r.fragments(&self.db) != &fragments {
-                    r.set_fragments(&mut self.db).to(fragments);
+                    r.set_fragments(&mut self.db).to(fragments.clone());
                 }
                 r
             }
             None => {
-                let r = relspec_extract::ExtractRoot::new(&self.db, self.root.clone(), fragments);
+                let r = relspec_extract::ExtractRoot::new(&self.db, self.root.clone(), fragments.clone());
                 self.extract_root = Some(r);
                 r
             }
         };
         let language = ds.extract.as_ref().and_then(|x| x.language.clone());
-        Ok(relspec_extract::collect(&self.db, root, &files, language.as_deref()))
+        // The same files as last time (a resident process): only those whose
+        // content changed are asked for again, not every file's memo.
+        let memo = self.source_memos.remove(source).filter(|m| {
+            m.fragments == fragments
+                && m.language == language
+                && m.files.len() == files.len()
+                && m.files.iter().zip(&files).all(|((a, _), b)| a == b)
+        });
+        let memo = match memo {
+            Some(mut m) => {
+                let changed: Vec<usize> =
+                    (0..files.len()).filter(|&i| &m.files[i].1 != files[i].hash(&self.db)).collect();
+                if !changed.is_empty() {
+                    let subset: Vec<relspec_db::DataFile> = changed.iter().map(|&i| files[i]).collect();
+                    let fresh = relspec_extract::collect(&self.db, root, &subset, language.as_deref());
+                    for (f, &i) in fresh.into_iter().zip(&changed) {
+                        m.warnings[i] = file_warnings(&f);
+                        m.facts[i] = f;
+                        m.files[i].1 = files[i].hash(&self.db).clone();
+                    }
+                }
+                m
+            }
+            None => {
+                let facts = relspec_extract::collect(&self.db, root, &files, language.as_deref());
+                SourceMemo {
+                    files: files.iter().map(|f| (*f, f.hash(&self.db).clone())).collect(),
+                    fragments,
+                    language,
+                    warnings: facts.iter().map(|f| file_warnings(f)).collect(),
+                    facts,
+                }
+            }
+        };
+        let out =
+            SourceFacts { facts: memo.facts.clone(), warnings: memo.warnings.iter().flatten().cloned().collect() };
+        self.source_memos.insert(source.to_string(), memo);
+        Ok(out)
     }
 
     /// Drop the engine (after a profile change).

@@ -1192,9 +1192,11 @@ impl Loader {
     }
 
     /// When every path in `changed` is a file of the listing `current` that
-    /// is still a file, hash those again and return true (the listing is
-    /// unchanged); false (nothing done) when any path is new, gone or not a
-    /// file: the caller lists the dataset again.
+    /// is still a file (or a path that is neither listed nor there, such as
+    /// an editor's temporary file), hash those files again and return true
+    /// (the listing is unchanged); false (nothing done) when any path is
+    /// new, a listed file gone or not a file: the caller lists the dataset
+    /// again.
     fn rehash_listed(
         &mut self,
         db: &mut RelspecDb,
@@ -1203,13 +1205,24 @@ impl Loader {
         changed: &BTreeSet<String>,
     ) -> bool {
         let mut hashes = Vec::with_capacity(changed.len());
+        let mut gone = Vec::new();
         for r in changed {
-            let Some(f) = self.data.get(r) else { return false };
-            if !current.contains(f) || !self.root.join(r).is_file() {
-                return false;
+            let abs = self.root.join(r);
+            match self.data.get(r).filter(|f| current.contains(f)) {
+                Some(_) if abs.is_file() => match stat.hash(r, &abs) {
+                    Ok(hash) => hashes.push((r.clone(), hash)),
+                    Err(_) => return false,
+                },
+                Some(_) => return false,
+                // Not a listed file and not there now (an editor's temporary
+                // file, come and gone): the listing stands unless it was a
+                // directory holding listed files.
+                None if !abs.exists() && std::fs::symlink_metadata(&abs).is_err() => gone.push(r),
+                None => return false,
             }
-            let Ok(hash) = stat.hash(r, &self.root.join(r)) else { return false };
-            hashes.push((r.clone(), hash));
+        }
+        if !gone.is_empty() && current.iter().any(|f| gone.iter().any(|r| covers(r, f.path(db)))) {
+            return false;
         }
         for (r, hash) in hashes {
             self.files_stated += 1;

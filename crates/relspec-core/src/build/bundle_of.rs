@@ -17,9 +17,12 @@ pub(crate) fn run_bundle(
     let mut datasets = BTreeMap::new();
     if let Some(spec) = &spec {
         for (name, ds) in &spec.datasets {
-            let files = match p.ws.datasets(&p.db).get(name) {
-                Some(Ok(fs)) => fs.iter().map(|f| (f.path(&p.db).clone(), f.hash(&p.db).clone())).collect(),
-                _ => vec![],
+            let (files, file_count) = match p.ws.datasets(&p.db).get(name) {
+                Some(Ok(fs)) if fs.len() <= crate::bundle::RUN_FILES_MAX => {
+                    (fs.iter().map(|f| (f.path(&p.db).clone(), f.hash(&p.db).clone())).collect(), fs.len())
+                }
+                Some(Ok(fs)) => (vec![], fs.len()),
+                _ => (vec![], 0),
             };
             datasets.insert(
                 name.clone(),
@@ -28,6 +31,7 @@ pub(crate) fn run_bundle(
                     format: format!("{:?}", ds.format).to_lowercase(),
                     fingerprint: fps.get(name).and_then(|f| f.as_ref().ok()).cloned(),
                     files,
+                    file_count,
                 },
             );
         }

@@ -701,9 +701,17 @@ impl Scheduler {
                 Some(f) => f.clone(),
                 None => {
                     let (t, (parsed0, frag0)) = (Instant::now(), relspec_extract::counters());
-                    let facts = Arc::new(p.source_facts(&x.source).map_err(StartError::Inputs)?);
+                    let got = p.source_facts(&x.source).map_err(StartError::Inputs)?;
+                    let facts = Arc::new(got.facts);
                     let (parsed1, frag1) = relspec_extract::counters();
-                    self.source_reports.push(source_report(&x.source, &facts, parsed1 - parsed0, frag1 - frag0, t));
+                    self.source_reports.push(SourceReport {
+                        source: x.source.clone(),
+                        files: facts.len(),
+                        parsed: parsed1 - parsed0,
+                        from_fragments: frag1 - frag0,
+                        ms: t.elapsed().as_secs_f64() * 1e3,
+                        warnings: got.warnings,
+                    });
                     self.sources.insert(x.source.clone(), facts.clone());
                     facts
                 }
@@ -1014,31 +1022,4 @@ fn partitions_reason(done: bool, ran: Option<usize>, total: Option<usize>, by: &
 /// `memory_limit`, else 1 GiB.
 fn shared_scan_budget(profile: &crate::workspace::Profile) -> usize {
     profile.memory_limit.map(|l| (l / 4) as usize).unwrap_or(1 << 30)
-}
-
-/// A source's extraction report, with its files' syntax errors and skips as warnings.
-fn source_report(
-    source: &str,
-    facts: &[Arc<relspec_extract::FileFacts>],
-    parsed: usize,
-    from_fragments: usize,
-    t: Instant,
-) -> SourceReport {
-    let mut warnings = Vec::new();
-    for f in facts {
-        if let Some(why) = f.skipped() {
-            warnings.push(format!("{}: skipped ({why})", f.path));
-        }
-        for (line, col, msg) in f.syntax_errors() {
-            warnings.push(format!("{}:{}:{}: {msg}", f.path, line + 1, col + 1));
-        }
-    }
-    SourceReport {
-        source: source.to_string(),
-        files: facts.len(),
-        parsed,
-        from_fragments,
-        ms: t.elapsed().as_secs_f64() * 1e3,
-        warnings,
-    }
 }
