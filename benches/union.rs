@@ -4,7 +4,10 @@
 //! alternately in one run: the cold build (process start included) and the
 //! union rule's own time in it; then one branch edited so its output changes
 //! (5 edits, medians): that branch's time, the union's, and the build's wall
-//! time. See benches/README.md.
+//! time. A third configuration leads each branch's rows with a constant
+//! `branch` column, so a branch's rows are contiguous in the union's sorted
+//! output and an edit touches few of its row groups (spliced). See
+//! benches/README.md.
 
 mod common;
 use common::{median, sizes};
@@ -13,7 +16,7 @@ use std::path::Path;
 
 const ROWS: u64 = 200_000;
 
-fn write_workspace(root: &Path, n: usize, data: &Path) {
+fn write_workspace(root: &Path, n: usize, data: &Path, clustered: bool) {
     std::fs::create_dir_all(root.join("rules")).unwrap();
     std::fs::write(
         root.join("workspace.toml"),
@@ -24,14 +27,15 @@ fn write_workspace(root: &Path, n: usize, data: &Path) {
     )
     .unwrap();
     for i in 0..n {
-        std::fs::write(root.join(format!("rules/b{i:05}.sql")), branch_sql(i, n, 0)).unwrap();
+        std::fs::write(root.join(format!("rules/b{i:05}.sql")), branch_sql(i, n, 0, clustered)).unwrap();
     }
     let union: Vec<String> = (0..n).map(|i| format!("SELECT * FROM b{i:05}")).collect();
     std::fs::write(root.join("rules/all_events.sql"), union.join("\nUNION ALL\n")).unwrap();
 }
 
-fn branch_sql(i: usize, n: usize, variant: usize) -> String {
-    format!("SELECT id, file_id, name, value + {variant} AS value FROM events WHERE id % {n} = {i}\n")
+fn branch_sql(i: usize, n: usize, variant: usize, clustered: bool) -> String {
+    let lead = if clustered { format!("'b{i:05}' AS branch, ") } else { String::new() };
+    format!("SELECT {lead}id, file_id, name, value + {variant} AS value FROM events WHERE id % {n} = {i}\n")
 }
 
 /// (wall ms, the union's ms, the edited branch's ms) of one `build --json`.
@@ -73,23 +77,25 @@ fn main() {
     println!("| branches | lane | cold build | of which the union | one branch edited: branch | union | build wall |");
     println!("|---:|---|---:|---:|---:|---:|---:|");
     for n in sizes(&[100, 1000]) {
-        for lane in ["merge", "datafusion"] {
+        for (lane, clustered) in [("merge", false), ("datafusion", false), ("merge", true)] {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
-            write_workspace(root, n, &data);
+            write_workspace(root, n, &data, clustered);
             let target = n / 2;
             let branch = format!("b{target:05}");
             let (cold, cold_union, _) = build(root, lane, &branch);
             let (mut b, mut u, mut w) = (Vec::new(), Vec::new(), Vec::new());
             for variant in 1..=5 {
-                std::fs::write(root.join(format!("rules/{branch}.sql")), branch_sql(target, n, variant)).unwrap();
+                std::fs::write(root.join(format!("rules/{branch}.sql")), branch_sql(target, n, variant, clustered))
+                    .unwrap();
                 let (wall, union, br) = build(root, lane, &branch);
                 w.push(wall);
                 u.push(union);
                 b.push(br);
             }
             println!(
-                "| {n} | {lane} | {cold:.0} ms | {cold_union:.0} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                "| {n} | {lane}{} | {cold:.0} ms | {cold_union:.0} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                if clustered { ", `branch` column first" } else { "" },
                 median(b),
                 median(u),
                 median(w)

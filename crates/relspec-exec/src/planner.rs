@@ -48,7 +48,7 @@ pub struct Planner {
     /// Datasets never shared: rules read a few of their partitions.
     unshared: HashSet<String>,
     /// Extracted rows of source tables, registered on first use.
-    sources: HashMap<String, Vec<datafusion::arrow::array::RecordBatch>>,
+    sources: HashMap<String, crate::registry::SourceRows>,
 }
 
 impl Planner {
@@ -84,11 +84,12 @@ impl Planner {
         self.unshared.insert(name.to_string());
     }
 
-    /// Hand over a source table's extracted rows (before the first rule that
-    /// reads it is registered; without them it is registered empty, enough
-    /// to plan and check).
-    pub fn provide_source(&mut self, name: &str, batches: Vec<datafusion::arrow::array::RecordBatch>) {
-        self.sources.insert(name.to_string(), batches);
+    /// Hand over how to get a source table's extracted rows (before the
+    /// first rule that reads it is registered; without them it is
+    /// registered empty, enough to plan and check). They are gathered on
+    /// the table's first scan.
+    pub fn provide_source(&mut self, name: &str, rows: crate::registry::SourceRows) {
+        self.sources.insert(name.to_string(), rows);
     }
 
     /// Whether a dataset is registered in this planner's session.
@@ -137,7 +138,7 @@ impl Planner {
             .get(name)
             .ok_or_else(|| Diag::new(ErrorKind::Internal(format!("no dataset `{name}` to register"))))?;
         let schema = match (ds.extract.is_some(), self.sources.remove(name)) {
-            (true, Some(batches)) => crate::registry::register_extracted(&self.ctx, ds, batches)?,
+            (true, Some(rows)) => crate::registry::register_extracted(&self.ctx, ds, rows)?,
             _ => crate::registry::register(&self.ctx, &self.root, ds).await?,
         };
         self.datasets.insert(name.to_string());

@@ -135,7 +135,7 @@ pub async fn schema(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> Re
 /// [`register_extracted`] for its rows).
 pub async fn register(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> Result<SchemaRef> {
     if spec.extract.is_some() {
-        return register_extracted(ctx, spec, Vec::new());
+        return register_extracted(ctx, spec, Arc::new(Vec::new));
     }
     register_store(ctx, spec)?;
     let file_schema = schema(ctx, root, spec).await?;
@@ -152,22 +152,75 @@ pub async fn register(ctx: &SessionContext, root: &Path, spec: &DatasetSpec) -> 
 
 /// Register a source's table from its extracted batches (in file order), in
 /// memory: one partition per engine partition.
-pub fn register_extracted(ctx: &SessionContext, spec: &DatasetSpec, batches: Vec<RecordBatch>) -> Result<SchemaRef> {
+pub fn register_extracted(ctx: &SessionContext, spec: &DatasetSpec, rows: SourceRows) -> Result<SchemaRef> {
     let Some(x) = &spec.extract else {
         return Err(Diag::new(ErrorKind::Internal(format!("`{}` is not a source table", spec.name))));
     };
     let schema = relspec_extract::tables::schema(x.table);
     let n = ctx.state().config().target_partitions().max(1);
-    let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
-    // Contiguous runs of files per partition keep file order within each.
-    let per = batches.len().div_ceil(n).max(1);
-    for (i, b) in batches.into_iter().enumerate() {
-        parts[i / per].push(b);
-    }
-    let table = datafusion::datasource::MemTable::try_new(schema.clone(), parts).map_err(|e| read_err(spec, e))?;
+    let table = LazySource { schema: schema.clone(), rows, partitions: n, table: std::sync::OnceLock::new() };
     ctx.register_table(spec.name.as_str(), Arc::new(DatasetTable::new(Arc::new(table))))
         .map_err(|e| read_err(spec, e))?;
     Ok(schema)
+}
+
+/// A source table's rows, produced when a plan first scans the table.
+pub type SourceRows = Arc<dyn Fn() -> Vec<RecordBatch> + Send + Sync>;
+
+/// A source table whose rows (one batch per file) are gathered into a
+/// memory table on its first scan: a partial build scans only the changed
+/// files' rows instead, and never pays for gathering every file's.
+struct LazySource {
+    schema: SchemaRef,
+    rows: SourceRows,
+    partitions: usize,
+    table: std::sync::OnceLock<datafusion::error::Result<Arc<datafusion::datasource::MemTable>>>,
+}
+
+impl std::fmt::Debug for LazySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazySource").field("schema", &self.schema).finish()
+    }
+}
+
+impl LazySource {
+    fn table(&self) -> datafusion::error::Result<Arc<datafusion::datasource::MemTable>> {
+        let made = self.table.get_or_init(|| {
+            let batches = (self.rows)();
+            let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); self.partitions];
+            // Contiguous runs of files per partition keep file order within each.
+            let per = batches.len().div_ceil(self.partitions).max(1);
+            for (i, b) in batches.into_iter().enumerate() {
+                parts[i / per].push(b);
+            }
+            datafusion::datasource::MemTable::try_new(self.schema.clone(), parts).map(Arc::new)
+        });
+        match made {
+            Ok(t) => Ok(t.clone()),
+            Err(e) => Err(datafusion::error::DataFusionError::Execution(e.to_string())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for LazySource {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.table()?.scan(state, projection, filters, limit).await
+    }
 }
 
 /// A registered dataset: a table provider whose source can be replaced in

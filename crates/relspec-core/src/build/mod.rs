@@ -716,7 +716,8 @@ impl Scheduler {
                     facts
                 }
             };
-            pl.provide_source(ds, relspec_extract::table_batches(&facts, x.table));
+            let table = x.table;
+            pl.provide_source(ds, Arc::new(move || relspec_extract::table_batches(&facts, table)));
         }
         let mut incremental = job.decl.def.incremental.as_ref().map(|by| {
             let reads = job.deps.iter().map(|d| d.name().to_string()).collect();
