@@ -51,8 +51,9 @@ fn substrait_plans_are_deterministic_and_execute_to_the_published_output() {
     for (name, ds) in &spec.datasets {
         // Source tables: their extracted rows, as a build registers them.
         if let Some(x) = &ds.extract {
-            let facts = p.source_facts(&x.source).unwrap();
-            planner.provide_source(name, relspec_extract::table_batches(&facts, x.table));
+            let facts = std::sync::Arc::new(p.source_facts(&x.source).unwrap().facts);
+            let table = x.table;
+            planner.provide_source(name, std::sync::Arc::new(move || relspec_extract::table_batches(&facts, table)));
         }
         engine.block_on(planner.register_dataset(name)).unwrap();
     }
