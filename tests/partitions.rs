@@ -312,28 +312,9 @@ fn spliced(root: &Path, rule: &str) -> Option<(u64, u64)> {
 /// byte for byte, and every published byte equals a clean build's.
 #[test]
 fn large_outputs_copy_the_row_groups_a_change_does_not_touch() {
-    let manifest = r#"
-[workspace]
-name = "splice"
-
-[datasets.events]
-path = "data/events"
-format = "csv"
-[datasets.events.scan]
-partition_cols = { day = "string" }
-
-[datasets.users]
-path = "data/users.csv"
-
-[rules.named]
-sql = """
-SELECT e.day, e.id, u.name, e.v
-FROM events AS e JOIN users AS u ON u.user_id = e.user_id
-"""
-incremental = { by = "events" }
-"#;
+    // The shared manifest: `named` leads with the partition key.
     let ws = common::workspace_with(&[
-        ("workspace.toml", manifest),
+        ("workspace.toml", MANIFEST),
         ("data/users.csv", "user_id,name\n0,ann\n1,bob\n2,cy\n3,dee\n4,eve\n"),
     ]);
     let root = ws.path();

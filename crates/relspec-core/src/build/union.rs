@@ -25,9 +25,9 @@ use crate::lineage::{ColumnLineage, How, RuleLineage, Source};
 use crate::relplan::{PStep, RelNode, RelPlan};
 use crate::workspace::ContractSpec;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
-use datafusion::arrow::compute::{SortOptions, interleave};
+use datafusion::arrow::compute::interleave;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::arrow::row::{RowConverter, Rows};
 use datafusion::common::DFSchema;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
@@ -638,14 +638,7 @@ pub(crate) fn ahead(
 
 /// The row encoding of the total output order (every column ascending, nulls first).
 pub(crate) fn row_converter(schema: &SchemaRef) -> Result<RowConverter, LowerError> {
-    let fields = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            SortField::new_with_options(f.data_type().clone(), SortOptions { descending: false, nulls_first: true })
-        })
-        .collect();
-    RowConverter::new(fields).map_err(internal)
+    relspec_exec::row_groups::order_converter(schema).map_err(internal)
 }
 
 /// The reader's next batch with rows, if any.
