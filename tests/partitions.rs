@@ -291,21 +291,6 @@ incremental = { by = "monthly" }
     common::assert_equals_clean_build(root, &["monthly", "big"]);
 }
 
-/// The row groups copied and re-encoded by the last partial build of `rule`
-/// (from `explain`), when it was spliced.
-fn spliced(root: &Path, rule: &str) -> Option<(u64, u64)> {
-    let e = common::ok(root, &["explain", rule]);
-    let line = e.lines().find(|l| l.contains("spliced: "))?;
-    let nums: Vec<u64> = line
-        .split("spliced: ")
-        .nth(1)
-        .unwrap()
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    Some((nums[0], nums[1]))
-}
-
 /// An output of many row groups is spliced: after a partition edit, a new
 /// partition, a deleted one and edits at both ends of the key order, only
 /// the row groups around the change are re-encoded, the others are copied
@@ -344,7 +329,8 @@ fn large_outputs_copy_the_row_groups_a_change_does_not_touch() {
         let r = runs(&report(root));
         assert_eq!(r["named"].0, "built", "{what}");
         assert_eq!(r["named"].1, Some(u64::from(what != "delete a partition")), "{what}: one partition ran");
-        let (copied, encoded) = spliced(root, "named").unwrap_or_else(|| panic!("{what}: not spliced"));
+        let e = common::ok(root, &["explain", "named"]);
+        let (copied, encoded) = common::spliced_groups(&e).unwrap_or_else(|| panic!("{what}: not spliced: {e}"));
         assert!(copied >= 2 && copied > encoded, "{what}: {copied} row groups copied, {encoded} re-encoded");
         common::assert_equals_clean_build(root, &["named"]);
     }

@@ -204,3 +204,13 @@ pub fn data_digest(bytes: &[u8]) -> String {
     }
     blake3::hash(text.as_bytes()).to_hex().to_string()
 }
+
+/// The row groups a spliced build of a rule copied and re-encoded, from the
+/// `spliced: N row group(s) copied ..., M re-encoded` line of its `explain`
+/// text; `None` when it was not spliced.
+pub fn spliced_groups(explain: &str) -> Option<(u64, u64)> {
+    let line = explain.lines().find(|l| l.contains("spliced: "))?;
+    let after = line.split("spliced: ").nth(1)?;
+    let nums: Vec<u64> = after.split(|c: char| !c.is_ascii_digit()).filter_map(|t| t.parse().ok()).collect();
+    Some((*nums.first()?, *nums.get(1)?))
+}
