@@ -1217,7 +1217,7 @@ impl Loader {
                 // Not a listed file and not there now (an editor's temporary
                 // file, come and gone): the listing stands unless it was a
                 // directory holding listed files.
-                None if !abs.exists() && std::fs::symlink_metadata(&abs).is_err() => gone.push(r),
+                None if std::fs::symlink_metadata(&abs).is_err() => gone.push(r),
                 None => return false,
             }
         }

@@ -127,16 +127,17 @@ impl ChunkedWriter {
         let crate::row_groups::Cuts { ends: cuts, firsts } =
             self.chunker.cuts(&batch).map_err(|e| werr(e.to_string()))?;
         self.firsts.extend(firsts);
+        // Each cut closes the open group; the rows after the last cut stay open.
         let mut off = 0;
-        for end in cuts.iter().copied().chain(std::iter::once(batch.num_rows())) {
+        for end in cuts.into_iter().chain(std::iter::once(batch.num_rows())) {
+            let closes = end < batch.num_rows() || self.chunker.at_boundary();
             if end > off {
                 self.pending_rows += end - off;
                 self.pending.push(batch.slice(off, end - off));
                 self.rows += (end - off) as u64;
             }
-            let ends_group = end < batch.num_rows() || cuts.last() == Some(&end);
-            self.drain(ends_group).map_err(|e| werr(e.to_string()))?;
-            if ends_group {
+            self.drain(closes).map_err(|e| werr(e.to_string()))?;
+            if closes {
                 self.close_group().map_err(|e| werr(e.to_string()))?;
             }
             off = end;

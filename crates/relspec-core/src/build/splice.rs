@@ -26,7 +26,9 @@ use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::row::RowConverter;
-use datafusion::parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use relspec_exec::lower::LowerError;
 use relspec_exec::parquet::ChunkedWriter;
 use relspec_exec::row_groups::{Layout, order_converter};
@@ -187,6 +189,10 @@ pub(crate) fn splice(
         abandon(w);
         return Ok(None);
     }
+    // The footer parsed once (by `Layout::read`) serves every touched run's reader.
+    let read_meta =
+        ArrowReaderMetadata::try_new(layout.meta.clone(), ArrowReaderOptions::new().with_schema(schema.clone()))
+            .map_err(internal)?;
     let mut retract = change.retract;
     let (mut g, mut copied, mut encoded) = (0, 0, 0);
     while g < n {
@@ -206,10 +212,12 @@ pub(crate) fn splice(
         while end < n && dirty[end] {
             end += 1;
         }
-        let opts = ArrowReaderOptions::new().with_schema(schema.clone());
-        let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file.try_clone().map_err(internal)?, opts)
-            .and_then(|b| b.with_row_groups((g..end).collect()).with_batch_size(BATCH).build())
-            .map_err(internal)?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone().map_err(internal)?, read_meta.clone())
+                .with_row_groups((g..end).collect())
+                .with_batch_size(BATCH)
+                .build()
+                .map_err(internal)?;
         let mut old = Feed::File(reader);
         let first = old.next_non_empty()?;
         let feeds = vec![(old, first), removed.feed(g, end)?, added.feed(g, end)?];
