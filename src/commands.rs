@@ -343,7 +343,8 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
         Command::Push => {
             let mut p = open(manifest, params)?;
             let r = relspec_core::remote::push(&mut p)?;
-            println!("push: uploaded {} outputs to {}; {} already there", r.uploaded, r.url, r.present);
+            let pack = if r.pack { "; uploaded the pack of the whole build" } else { "" };
+            println!("push: uploaded {} outputs to {}; {} already there{pack}", r.uploaded, r.url, r.present);
             if r.stale > 0 {
                 eprintln!("warning: {} rules have no current output (run `relspec build` first)", r.stale);
             }

@@ -91,6 +91,9 @@ fn a_fresh_clone_reuses_everything_another_machine_uploaded() {
     // Small outputs travel inside their entry: one object per output key.
     assert_eq!(moto.keys("team/main/entries/").len(), DEFAULT_RULES);
     assert!(moto.keys("team/main/objects/").is_empty());
+    // And the whole build's pack: every entry again, for one request.
+    assert_eq!(ra["remote"]["pack_uploaded"], true, "{ra}");
+    assert_eq!(moto.keys("team/main/packs/").len(), 1);
 
     // Machine B: the same sources, an empty local cache, read-only.
     let b = copy_sources(a.path());
@@ -100,6 +103,8 @@ fn a_fresh_clone_reuses_everything_another_machine_uploaded() {
     assert!(built_rules(&rb).is_empty(), "B executed rules: {rb}");
     assert_eq!(remote_reused(&rb), DEFAULT_RULES, "{rb}");
     assert_eq!(rb["remote"]["hits"], DEFAULT_RULES);
+    assert_eq!(rb["remote"]["packed"], DEFAULT_RULES, "every output came in the pack: {rb}");
+    assert_eq!(rb["remote"]["misses"], 0, "no rule was looked up on its own: {rb}");
     assert_eq!(published(a.path()), published(b.path()), "B publishes A's bytes");
     // The run bundle records the remote hits.
     let runs = std::fs::read_dir(b.path().join("cache/runs")).unwrap().count();
@@ -135,9 +140,20 @@ fn corrupted_object_case(inline_max: &str) {
     let victim = if inline { moto.keys("team/main/entries/")[0].clone() } else { objects[0].clone() };
     let (status, mut bytes) = moto.http("GET", &format!("/{BUCKET}/{victim}"), b"");
     assert_eq!(status, 200);
+    let original = bytes.clone();
     let at = bytes.len() - 200; // inside the object, before its footer's magic
     bytes[at] = bytes[at].wrapping_add(1);
     assert_eq!(moto.http("PUT", &format!("/{BUCKET}/{victim}"), &bytes).0, 200);
+    // The build's pack holds the same entry (objects inside entries only):
+    // its copy is corrupted the same way.
+    let packs = moto.keys("team/main/packs/");
+    assert_eq!(packs.len(), usize::from(inline), "packs: {packs:?}");
+    if let Some(pack) = packs.first() {
+        let (_, mut bytes) = moto.http("GET", &format!("/{BUCKET}/{pack}"), b"");
+        let start = bytes.windows(original.len()).position(|w| w == original).expect("the entry is in the pack");
+        bytes[start + at] = bytes[start + at].wrapping_add(1);
+        assert_eq!(moto.http("PUT", &format!("/{BUCKET}/{pack}"), &bytes).0, 200);
+    }
 
     // B (a writer) rejects it, rebuilds that rule locally and publishes the
     // right bytes.
@@ -146,13 +162,19 @@ fn corrupted_object_case(inline_max: &str) {
     assert_eq!(code, 0, "{rb}\n{stderr}");
     assert!(rb["remote"]["rejected"].as_u64().unwrap() >= 1, "{rb}");
     assert!(stderr.contains("rejected"), "{stderr}");
+    assert_eq!(stderr.contains("entry of remote cache pack"), inline, "the pack's copy is rejected too: {stderr}");
     assert!(!built_rules(&rb).is_empty());
     assert_eq!(published(a.path()), published(b.path()), "no bad bytes published");
-    // The writer repaired the entry: a third machine reuses everything.
+    // The writer repaired the entry (and replaced the pack): a third machine
+    // reuses everything, with nothing to warn about.
     let c = copy_sources(a.path());
     let rc = ok_build(c.path(), &moto.endpoint(), &[("RELSPEC_REMOTE_WRITE", "0")]);
     assert!(built_rules(&rc).is_empty(), "{rc}");
     assert_eq!(rc["remote"]["rejected"].as_u64().unwrap_or(0), 0, "{rc}");
+    assert!(rc["remote"].get("warnings").is_none(), "{rc}");
+    if inline {
+        assert_eq!(rc["remote"]["packed"], DEFAULT_RULES, "{rc}");
+    }
     assert_eq!(published(a.path()), published(c.path()));
 }
 
@@ -164,6 +186,24 @@ fn a_corrupted_object_inside_its_entry_is_detected_rebuilt_and_repaired() {
 #[test]
 fn a_corrupted_object_stored_on_its_own_is_detected_rebuilt_and_repaired() {
     corrupted_object_case("0");
+}
+
+#[test]
+fn a_pack_of_another_workspace_state_is_not_used_and_rules_are_looked_up_one_by_one() {
+    let Some(moto) = Moto::start() else { return };
+    let a = workspace(&format!("{S3}\nwrite = true"));
+    ok_build(a.path(), &moto.endpoint(), &[]);
+    // B declares one rule more: its build is not A's, so A's pack is not
+    // fetched under B's pack key; every rule of A's is still found by its own key.
+    let b = copy_sources(a.path());
+    let manifest = b.path().join("workspace.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("write = true", "write = false");
+    std::fs::write(&manifest, format!("{text}\n[rules.extra]\nsql = \"SELECT 1 AS x\"\n")).unwrap();
+    let rb = ok_build(b.path(), &moto.endpoint(), &[]);
+    assert!(rb["remote"].get("packed").is_none(), "{rb}");
+    assert_eq!(rb["remote"]["hits"], DEFAULT_RULES, "{rb}");
+    assert_eq!(built_rules(&rb), vec!["extra".to_string()], "{rb}");
+    assert_eq!(moto.keys("team/main/packs/").len(), 1, "a reader uploads no pack");
 }
 
 #[test]
@@ -363,6 +403,7 @@ fn push_seeds_a_remote_from_an_existing_cache() {
     // `relspec push` uploads every current output, whatever `write` says.
     let text = ok(a.path(), &["push"]);
     assert!(text.contains(&format!("uploaded {DEFAULT_RULES} outputs")), "{text}");
+    assert!(text.contains("uploaded the pack of the whole build"), "{text}");
     let again = ok(a.path(), &["push"]);
     assert!(
         again.contains("uploaded 0 outputs") && again.contains(&format!("{DEFAULT_RULES} already there")),
@@ -371,6 +412,7 @@ fn push_seeds_a_remote_from_an_existing_cache() {
     let b = copy_sources(a.path());
     let rb = ok_build(b.path(), "", &[]);
     assert!(built_rules(&rb).is_empty(), "{rb}");
+    assert_eq!(rb["remote"]["packed"], DEFAULT_RULES, "{rb}");
     assert_eq!(published(a.path()), published(b.path()));
     // Without a remote, push says so.
     let c = default_workspace();

@@ -27,6 +27,7 @@ use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use relspec_exec::object_stores::{self, OpenedStore, Patience};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,6 +60,12 @@ pub struct RemoteReport {
     /// Outputs uploaded.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub uploaded: usize,
+    /// Outputs installed from the build's pack (one request for all of them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub packed: usize,
+    /// Whether this build uploaded the pack of its outputs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pack_uploaded: bool,
     /// Bytes downloaded.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub downloaded_bytes: u64,
@@ -105,6 +112,12 @@ pub struct Remote {
     misses: AtomicUsize,
     rejected: AtomicUsize,
     uploaded: AtomicUsize,
+    /// Outputs installed from a pack.
+    packed: AtomicUsize,
+    /// Whether this build uploaded a pack.
+    pack_uploaded: AtomicBool,
+    /// Whether the pack fetched was corrupt (a writer replaces it).
+    pack_bad: AtomicBool,
     downloaded: std::sync::atomic::AtomicU64,
     warnings: Mutex<Vec<String>>,
     uploads: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -177,6 +190,9 @@ impl Remote {
             misses: AtomicUsize::new(0),
             rejected: AtomicUsize::new(0),
             uploaded: AtomicUsize::new(0),
+            packed: AtomicUsize::new(0),
+            pack_uploaded: AtomicBool::new(false),
+            pack_bad: AtomicBool::new(false),
             downloaded: Default::default(),
             warnings: Mutex::new(vec![]),
             uploads: Mutex::new(vec![]),
@@ -252,7 +268,7 @@ impl Remote {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
                 let msg = format!(
                     "remote cache entry of rule `{rule}` (key {}) rejected: {why}; rebuilding locally",
-                    &key[..16.min(key.len())]
+                    short_key(&key)
                 );
                 self.warn(msg.clone());
                 Fetched::Rejected(msg)
@@ -300,16 +316,7 @@ impl Remote {
             // cache's few directories contend on their locks in the kernel
             // (measured: most of a 1,000-hit build's time, as system time).
             let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(range) = object {
-                std::fs::write(&tmp2, &bytes[range]).map_err(|e| format!("cannot stage: {e}"))?;
-            }
-            verify(&tmp2, &rec2)?;
-            if let Some(a) = artifact.filter(|a| a.get("key").and_then(|k| k.as_str()) == Some(rec2.key.as_str())) {
-                let rel = crate::bundle::artifact_path(&rec2.key);
-                let text = serde_json::to_vec_pretty(&a).map_err(|e| e.to_string())?;
-                let _ = store2.write_atomic(&store2.dir().join(rel), &text, false);
-            }
-            store2.put_fetched(&rec2, &tmp2).map_err(|e| format!("cannot store it locally: {e}"))
+            install(&store2, &tmp2, object.map(|r| &bytes[r]), &rec2, artifact)
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
@@ -366,12 +373,7 @@ impl Remote {
     async fn upload_inner(&self, store: &Store, rec: &Record, repair: bool) -> Result<(), object_store::Error> {
         let mode = if repair { PutMode::Overwrite } else { PutMode::Create };
         let object = store.object_path(&rec.content_hash);
-        let artifact = std::fs::read(store.dir().join(crate::bundle::artifact_path(&rec.key)))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let head =
-            Head { format: ENTRY_FORMAT.into(), record: rec.clone(), artifact, inline: rec.bytes <= self.inline_max };
-        let inline = if head.inline { Some(std::fs::read(&object).map_err(|e| local(&object, e))?) } else { None };
+        let (head, inline) = self.entry_of(store, rec)?;
         if inline.is_none() {
             let at = self.at.path(&object_rel(&rec.content_hash));
             if rec.bytes >= MULTIPART_BYTES {
@@ -397,6 +399,150 @@ impl Remote {
         }
         let entry = head.encode(inline.as_deref());
         put(&*self.at.store, &self.at.path(&entry_rel(&rec.key)), entry, mode).await
+    }
+
+    /// The entry of a stored output: its head and, up to the inline limit,
+    /// its object's bytes.
+    fn entry_of(&self, store: &Store, rec: &Record) -> Result<(Head, Option<Vec<u8>>), object_store::Error> {
+        let object = store.object_path(&rec.content_hash);
+        let artifact = std::fs::read(store.dir().join(crate::bundle::artifact_path(&rec.key)))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let head =
+            Head { format: ENTRY_FORMAT.into(), record: rec.clone(), artifact, inline: rec.bytes <= self.inline_max };
+        let inline = if head.inline { Some(std::fs::read(&object).map_err(|e| local(&object, e))?) } else { None };
+        Ok((head, inline))
+    }
+
+    /// Fetch the pack `key` (one request) and install each of its entries
+    /// the local store lacks, verified as a lookup's are: the output keys
+    /// installed. A missing pack installs nothing; a bad entry is left out
+    /// with one warning (its rule is then looked up on its own).
+    pub fn fetch_pack(&self, store: &Store, key: &str) -> HashSet<String> {
+        let mut installed = HashSet::new();
+        if !self.reads() {
+            return installed;
+        }
+        let t = Instant::now();
+        let at = self.at.path(&pack_rel(key));
+        let got = self.runtime.block_on(async {
+            match self.at.store.get(&at).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        let bytes = match got {
+            Ok(Some(b)) => b,
+            Ok(None) => return installed,
+            Err(e) => {
+                self.went_down(&e);
+                return installed;
+            }
+        };
+        self.downloaded.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let entries = match split_pack(&bytes) {
+            Ok(entries) => entries,
+            Err(why) => {
+                self.pack_bad.store(true, Ordering::Relaxed);
+                self.warn(format!("remote cache pack {} rejected: {why}; looking rules up one by one", short_key(key)));
+                return installed;
+            }
+        };
+        let mut bad: Vec<String> = vec![];
+        for entry in entries {
+            let (head, inline) = match Head::decode(entry) {
+                Ok((head, Some(inline))) => (head, inline),
+                Ok((head, None)) => {
+                    bad.push(format!("the entry of rule `{}` has no object", head.record.rule));
+                    continue;
+                }
+                Err(why) => {
+                    bad.push(why);
+                    continue;
+                }
+            };
+            let rec = head.record;
+            if rec.content_hash.len() < 2 || rec.key.len() < 2 {
+                bad.push(format!("the entry of rule `{}` names no object", rec.rule));
+                continue;
+            }
+            if store.lookup(&rec.key).is_some() {
+                continue;
+            }
+            let tmp = store.tmp_path(".parquet");
+            match install(store, &tmp, Some(inline), &rec, head.artifact) {
+                Ok(()) => {
+                    installed.insert(rec.key);
+                }
+                Err(why) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    bad.push(format!("rule `{}`: {why}", rec.rule));
+                }
+            }
+        }
+        if let Some(first) = bad.first() {
+            self.pack_bad.store(true, Ordering::Relaxed);
+            self.warn(format!(
+                "{} entr{} of remote cache pack {} rejected (first: {first}); looking those rules up one by one",
+                bad.len(),
+                if bad.len() == 1 { "y" } else { "ies" },
+                short_key(key)
+            ));
+        }
+        self.packed.fetch_add(installed.len(), Ordering::Relaxed);
+        tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, entries = installed.len(), "pack installed");
+        installed
+    }
+
+    /// Upload the pack `key` of `records` in the background unless the
+    /// remote has it ([`Remote::finish`] waits): each output's entry with
+    /// its object inline, in the order given; outputs over the inline limit,
+    /// and any past [`PACK_MAX`] bytes, are left to their own entries.
+    pub fn upload_pack(self: &Arc<Self>, store: Store, key: String, records: Vec<Record>) {
+        if !self.write {
+            return;
+        }
+        let me = self.clone();
+        let h = self.runtime.spawn(async move {
+            if me.down.load(Ordering::Relaxed) || me.no_writes.load(Ordering::Relaxed) {
+                return;
+            }
+            match me.upload_pack_inner(&store, &key, &records).await {
+                Ok(uploaded) => me.pack_uploaded.store(uploaded, Ordering::Relaxed),
+                Err(e) => me.upload_failed(&e),
+            }
+        });
+        self.uploads.lock().unwrap().push(h);
+    }
+
+    async fn upload_pack_inner(
+        &self,
+        store: &Store,
+        key: &str,
+        records: &[Record],
+    ) -> Result<bool, object_store::Error> {
+        let at = self.at.path(&pack_rel(key));
+        // A pack this build found corrupt is replaced; any other is kept.
+        let repair = self.pack_bad.load(Ordering::Relaxed);
+        if !repair && exists(&*self.at.store, &at).await? {
+            return Ok(false);
+        }
+        let mut pack = PACK_MAGIC.to_vec();
+        for rec in records.iter().filter(|r| r.bytes <= self.inline_max) {
+            let (head, Some(object)) = self.entry_of(store, rec)? else { continue };
+            let entry = head.encode(Some(&object));
+            if pack.len() + 8 + entry.len() > PACK_MAX {
+                break;
+            }
+            pack.extend_from_slice(&(entry.len() as u64).to_le_bytes());
+            pack.extend_from_slice(&entry);
+        }
+        if pack.len() == PACK_MAGIC.len() {
+            return Ok(false);
+        }
+        let mode = if repair { PutMode::Overwrite } else { PutMode::Create };
+        put(&*self.at.store, &at, pack, mode).await.map(|()| true)
     }
 
     /// Upload each of `records` whose entry the remote lacks (a `HEAD`
@@ -427,6 +573,11 @@ impl Remote {
         })
     }
 
+    /// Count `n` outputs reused from a pack as hits.
+    pub fn add_hits(&self, n: usize) {
+        self.hits.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Wait for the uploads and say what the build did with the remote.
     pub fn finish(&self) -> RemoteReport {
         let uploads = std::mem::take(&mut *self.uploads.lock().unwrap());
@@ -444,6 +595,8 @@ impl Remote {
             misses: self.misses.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             uploaded: self.uploaded.load(Ordering::Relaxed),
+            packed: self.packed.load(Ordering::Relaxed),
+            pack_uploaded: self.pack_uploaded.load(Ordering::Relaxed),
             downloaded_bytes: self.downloaded.load(Ordering::Relaxed),
             warnings: self.warnings.lock().unwrap().clone(),
         }
@@ -465,6 +618,36 @@ enum FetchError {
     Down(object_store::Error),
     /// The entry is there but wrong.
     Bad(String),
+}
+
+/// `packs/<k[..2]>/<k>`.
+fn pack_rel(key: &str) -> String {
+    format!("packs/{}/{key}", &key[..2.min(key.len())])
+}
+
+/// The first bytes of a pack: then, for each entry, its length (`u64`
+/// little-endian) and the entry as `entries/` holds it, object inline.
+const PACK_MAGIC: &[u8; 8] = b"RSPPACK1";
+/// A pack holds at most this many bytes.
+const PACK_MAX: usize = 256 << 20;
+
+/// A pack's entries, or why it is not one.
+fn split_pack(bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let mut rest = bytes.strip_prefix(PACK_MAGIC.as_slice()).ok_or("it is not a relspec pack")?;
+    let mut entries = vec![];
+    while !rest.is_empty() {
+        let len = rest.get(..8).ok_or("it is truncated")?;
+        let len = usize::try_from(u64::from_le_bytes(len.try_into().unwrap())).map_err(|_| "it is corrupt")?;
+        let entry = rest.get(8..8usize.saturating_add(len)).ok_or("it is truncated")?;
+        entries.push(entry);
+        rest = &rest[8 + len..];
+    }
+    Ok(entries)
+}
+
+/// A key's first 16 characters, to name it in a message.
+fn short_key(key: &str) -> &str {
+    &key[..16.min(key.len())]
 }
 
 /// `entries/<k[..2]>/<k>`.
@@ -544,6 +727,28 @@ fn local(p: &std::path::Path, e: std::io::Error) -> object_store::Error {
     object_store::Error::Generic { store: "local cache", source: format!("{}: {e}", p.display()).into() }
 }
 
+/// Install a fetched entry in `store`: its object (staged at `tmp`, or
+/// `inline` bytes written there) verified against `rec`, then its artifact
+/// (when it names the same key) and its record.
+fn install(
+    store: &Store,
+    tmp: &std::path::Path,
+    inline: Option<&[u8]>,
+    rec: &Record,
+    artifact: Option<serde_json::Value>,
+) -> Result<(), String> {
+    if let Some(bytes) = inline {
+        std::fs::write(tmp, bytes).map_err(|e| format!("cannot stage: {e}"))?;
+    }
+    verify(tmp, rec)?;
+    if let Some(a) = artifact.filter(|a| a.get("key").and_then(|k| k.as_str()) == Some(rec.key.as_str())) {
+        let rel = crate::bundle::artifact_path(&rec.key);
+        let text = serde_json::to_vec_pretty(&a).map_err(|e| e.to_string())?;
+        let _ = store.write_atomic(&store.dir().join(rel), &text, false);
+    }
+    store.put_fetched(rec, tmp).map_err(|e| format!("cannot store it locally: {e}"))
+}
+
 /// Check a downloaded object against its record: size, content hash and data hash.
 fn verify(tmp: &std::path::Path, rec: &Record) -> Result<(), String> {
     let size = std::fs::metadata(tmp).map_err(|e| e.to_string())?.len();
@@ -571,6 +776,9 @@ pub struct PushReport {
     pub present: usize,
     /// Rules with no current output locally (build them first).
     pub stale: usize,
+    /// Whether the pack of the whole build was uploaded (every rule current,
+    /// and the remote did not have it).
+    pub pack: bool,
 }
 
 /// Upload every current output of the workspace (the keys a dry-run build
@@ -591,7 +799,9 @@ pub fn push(p: &mut crate::project::Project) -> Result<PushReport, Vec<crate::er
     let store = p.store().map_err(|e| vec![e])?.clone();
     let mut records = Vec::new();
     let mut stale = 0;
-    for r in &report.rules {
+    let mut rules = report.rules.iter().collect::<Vec<_>>();
+    rules.sort_by(|a, b| a.rule.cmp(&b.rule));
+    for r in rules {
         match r.key.as_deref().filter(|_| r.status == crate::build::Status::Reused).and_then(|k| store.lookup(k)) {
             Some(rec) => records.push(rec),
             None => stale += 1,
@@ -599,6 +809,19 @@ pub fn push(p: &mut crate::project::Project) -> Result<PushReport, Vec<crate::er
     }
     // An explicit push writes, whatever `write` and RELSPEC_REMOTE_WRITE say.
     let remote = Remote::open_with(&remote_spec, true).map_err(usage)?;
+    let pushed = records.clone();
     let (uploaded, present) = remote.push_records(&store, records).map_err(|e| vec![Diag::new(ErrorKind::Store(e))])?;
-    Ok(PushReport { url: remote_spec.url, uploaded, present, stale })
+    // Every rule current: the pack of the whole build too.
+    let mut pack = false;
+    if stale == 0 && !pushed.is_empty() {
+        let order = p.with_upstream(&p.select(&[]).map_err(|e| vec![e])?);
+        let (jobs, _) = p.jobs(&order);
+        remote.upload_pack(store, crate::build::pack_key(jobs.iter()), pushed);
+        let report = remote.finish();
+        if let Some(w) = report.warnings.first() {
+            return Err(vec![Diag::new(ErrorKind::Store(w.clone()))]);
+        }
+        pack = report.pack_uploaded;
+    }
+    Ok(PushReport { url: remote_spec.url, uploaded, present, stale, pack })
 }

@@ -259,6 +259,7 @@ pub fn build(
     let Prefetched { last, intact, published, on_disk, staging } = state;
     let mut s = Scheduler::new(opts, store.clone(), spec.clone(), jobs, last);
     s.remote_spec = spec.remote_cache.clone();
+    s.pack = opts.select.is_empty() && p.seed.is_none() && !opts.dry_run;
     // Rules a partial workspace did not load: their outputs are known.
     for (name, record) in p.seed.iter().flat_map(|seed| &seed.frozen) {
         let r = RuleReport {
@@ -304,7 +305,18 @@ pub fn build(
     }
     // Uploads ran beside execution and publishing; wait for the rest.
     let remote = match (&s.remote, s.remote_warning.take()) {
-        (Some(r), _) => Some(r.finish()),
+        (Some(r), _) => {
+            r.add_hits(s.pack_hits);
+            // A whole build that resolved every rule: its pack, for the
+            // next machine to fetch in one request.
+            if s.pack && r.writes() && s.errors.is_empty() && s.records.len() == s.jobs.len() {
+                let mut names: Vec<&String> = s.records.keys().collect();
+                names.sort();
+                let records = names.into_iter().map(|n| s.records[n].clone()).collect();
+                r.upload_pack(store.clone(), pack_key(s.jobs.values()), records);
+            }
+            Some(r.finish())
+        }
         (None, Some(w)) => Some(crate::remote::RemoteReport {
             url: s.remote_spec.as_ref().map(|r| r.url.clone()).unwrap_or_default(),
             warnings: vec![w],
@@ -382,6 +394,29 @@ enum Done {
     Fetched(crate::remote::Fetched),
 }
 
+/// The key of a whole build's pack: every rule's static key parts (rule,
+/// plan, engine, dataset fingerprints, params, contract, the names of the
+/// rules it reads), so a machine knows it before resolving any rule. Only a
+/// hint: each installed output is still found by its own output key.
+pub(crate) fn pack_key<'a>(jobs: impl Iterator<Item = &'a RuleJob>) -> String {
+    let mut keys: Vec<(&str, String)> = jobs
+        .map(|j| {
+            let ups = j.deps.iter().filter_map(|d| if let Dep::Rule(u) = d { Some((u.as_str(), "")) } else { None });
+            let ups: std::collections::BTreeMap<&str, &str> = ups.collect();
+            (j.name.as_str(), j.parts.key_with(ups.into_iter()))
+        })
+        .collect();
+    keys.sort();
+    let mut h = blake3::Hasher::new();
+    h.update(b"relspec-pack/v1\0");
+    for (name, key) in keys {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(key.as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
 /// The DAG scheduler's state: what each rule resolved to, what runs.
 struct Scheduler {
     dry_run: bool,
@@ -420,6 +455,12 @@ struct Scheduler {
     fetching: HashMap<String, Decision>,
     /// Rules reused from the remote.
     from_remote: HashSet<String>,
+    /// Whether the build may use a pack (a whole, unselected build).
+    pack: bool,
+    /// Output keys installed from the remote's pack of this build.
+    packed: HashSet<String>,
+    /// Rules reused from the pack.
+    pack_hits: usize,
     /// The Ballista session (`[profile] executor = "ballista"`), once connected.
     cluster: Option<datafusion::prelude::SessionContext>,
     /// Datasets registered in it.
@@ -464,6 +505,9 @@ impl Scheduler {
             remote_warning: None,
             fetching: HashMap::new(),
             from_remote: HashSet::new(),
+            pack: false,
+            packed: HashSet::new(),
+            pack_hits: 0,
             cluster: None,
             cluster_datasets: HashSet::new(),
             repair: HashSet::new(),
@@ -508,6 +552,17 @@ impl Scheduler {
                     };
                     match decision {
                         Decision::Wait => still.push(name),
+                        Decision::Run { key, .. }
+                            if !self.dry_run
+                                && !asked.contains(&name)
+                                && self.remote_reads()
+                                && self.packed.contains(&key)
+                                && let Some(record) = self.store.lookup(&key) =>
+                        {
+                            // Installed by the pack fetched on this first miss.
+                            self.apply(p, &name, Decision::Reuse { key, record }, progress, t0)?;
+                            progressed = true;
+                        }
                         d @ Decision::Run { .. } if !self.dry_run && !asked.contains(&name) && self.remote_reads() => {
                             asked.insert(name.clone());
                             self.fetch(&name, d);
@@ -581,6 +636,11 @@ impl Scheduler {
                 Err(w) => self.remote_warning = Some(w),
             }
         }
+        // One request for every output a writer's build of this same
+        // workspace produced (see `crate::remote`, packs).
+        if let Some(remote) = self.remote.as_ref().filter(|r| self.pack && r.reads()) {
+            self.packed = remote.fetch_pack(&self.store, &pack_key(self.jobs.values()));
+        }
     }
 
     /// Look a rule that missed locally up in the remote cache.
@@ -611,6 +671,9 @@ impl Scheduler {
                 ..skipped(name, String::new())
             },
             Decision::Reuse { key, record } => {
+                if self.packed.contains(&key) && self.from_remote.insert(name.to_string()) {
+                    self.pack_hits += 1;
+                }
                 if self.last.rules.get(name).is_none_or(|le| le.key != record.key) {
                     self.last.rules.insert(name.to_string(), LastEntry::new(&record));
                     self.last_dirty = true;
