@@ -160,9 +160,60 @@ pub(crate) enum Command {
     },
     /// Remove the cache and the published outputs.
     Clean,
+    /// Run a Ballista 55 scheduler or executor that knows relspec's functions
+    /// (for `[profile] executor = "ballista"`; needs the `ballista` feature).
+    Cluster {
+        #[command(subcommand)]
+        role: ClusterRole,
+    },
     /// Serve `build`, `status` and `check` for this workspace from one resident
     /// process (the CLI forwards them while it runs; `RELSPEC_DAEMON=0` opts out).
     Daemon,
+}
+
+/// A process of a Ballista cluster.
+#[derive(Subcommand)]
+pub(crate) enum ClusterRole {
+    /// The scheduler: accepts plans from relspec, hands tasks to executors.
+    Scheduler {
+        /// Address to listen on (`ip:port`).
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        bind: String,
+        /// Host name executors and clients reach it by (default: the bind address).
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Leave relspec's functions out, as a stock Ballista scheduler does
+        /// (to try how rules fall back).
+        #[arg(long, hide = true)]
+        stock: bool,
+    },
+    /// An executor: registers with the scheduler and runs tasks.
+    Executor {
+        /// The scheduler (`df://host:port`).
+        #[arg(long, default_value = "df://127.0.0.1:50050")]
+        scheduler: String,
+        /// Address its services listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind_host: String,
+        /// Port of its Flight service (shuffle data).
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// Port of its gRPC service (task launches).
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Host name the scheduler and other executors reach it by.
+        #[arg(long)]
+        external_host: Option<String>,
+        /// Tasks run at once (0: every core).
+        #[arg(long, default_value_t = 0)]
+        concurrency: usize,
+        /// Directory for shuffle files (default: a fresh one under the system's temp dir).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Leave relspec's functions out, as a stock Ballista executor does.
+        #[arg(long, hide = true)]
+        stock: bool,
+    },
 }
 
 impl Command {
@@ -184,6 +235,7 @@ impl Command {
             | Command::Synth { .. }
             | Command::Clean
             | Command::Daemon
+            | Command::Cluster { .. }
             | Command::Lsp
             | Command::Docs { .. } => false,
         }

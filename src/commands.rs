@@ -350,6 +350,48 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cluster { role } => {
+            use crate::cli::ClusterRole;
+            use relspec_core::cluster;
+            match role {
+                ClusterRole::Scheduler { bind, external_host, stock } => {
+                    cluster::bind_address(&bind).map_err(|e| vec![e])?;
+                    eprintln!("relspec cluster: Ballista scheduler on {bind} (Ctrl-C stops it)");
+                    cluster::serve_scheduler(&bind, external_host.as_deref(), !stock).map_err(|e| vec![e])?;
+                }
+                ClusterRole::Executor {
+                    scheduler,
+                    bind_host,
+                    port,
+                    grpc_port,
+                    external_host,
+                    concurrency,
+                    work_dir,
+                    stock,
+                } => {
+                    let work_dir = work_dir.unwrap_or_else(|| {
+                        std::env::temp_dir().join(format!("relspec-executor-{}", std::process::id()))
+                    });
+                    let opts = cluster::ExecutorOptions {
+                        scheduler,
+                        bind_host,
+                        port,
+                        grpc_port,
+                        external_host,
+                        concurrency,
+                        work_dir,
+                        functions: !stock,
+                    };
+                    cluster::scheduler_address(&opts.scheduler).map_err(|e| vec![e])?;
+                    eprintln!(
+                        "relspec cluster: Ballista executor on {}:{} for {} (Ctrl-C stops it)",
+                        opts.bind_host, opts.port, opts.scheduler
+                    );
+                    cluster::serve_executor(&opts).map_err(|e| vec![e])?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Clean => {
             let p = open(manifest, params)?;
             let (cache, out) = relspec_core::maintenance::clean(&p).map_err(|e| vec![e])?;

@@ -325,3 +325,13 @@ fn bad_executor_settings_name_the_profile_line() {
         &["workspace.toml:13", "scheduler is set, but executor is not \"ballista\""],
     );
 }
+
+/// (With the feature, tests/ballista.rs checks the processes' bad addresses.)
+#[test]
+#[cfg(not(feature = "ballista"))]
+fn cluster_processes_without_the_ballista_feature_say_how_to_get_it() {
+    let ws = default_workspace();
+    let err = fails(ws.path(), &["cluster", "executor"]);
+    assert!(err.contains("built without the `ballista` feature"), "{err}");
+    assert!(err.contains("--features ballista"), "{err}");
+}

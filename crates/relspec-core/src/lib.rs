@@ -28,6 +28,6 @@ pub use relspec_db::store;
 pub use relspec_exec::datafusion;
 #[cfg(feature = "substrait")]
 use relspec_exec::substrait;
+pub use relspec_exec::{cluster, engine, lineage};
 use relspec_exec::{contracts, kernels, registry};
-pub use relspec_exec::{engine, lineage};
 pub use relspec_spec::{error, relplan, suggest, workspace};

@@ -8,6 +8,12 @@
 //! its datasets, the stored objects of its upstream rules): Ballista ships
 //! logical plans to the scheduler, and only such tables travel.
 //!
+//! `relspec cluster scheduler` / `relspec cluster executor` run Ballista's
+//! own scheduler and executor processes with relspec's scalar functions in
+//! their registries ([`serve_scheduler`], [`serve_executor`]): a cluster of
+//! those runs the rules that call them; a stock Ballista cluster runs the
+//! others.
+//!
 //! Architecture invariant: the cache, keys, contracts and publishing stay on
 //! the client; the cluster only executes a lowered plan and streams its
 //! sorted rows back, so its output bytes equal local execution's.
@@ -23,20 +29,96 @@ fn err(e: impl std::fmt::Display) -> Diag {
 /// Whether this build of relspec can execute on Ballista.
 pub const AVAILABLE: bool = cfg!(feature = "ballista");
 
+/// A connected cluster session, and whether the cluster knows relspec's
+/// own functions (asked once, when a plan first calls one).
+pub struct Cluster {
+    /// The session whose query planner sends plans to the cluster.
+    pub ctx: SessionContext,
+    functions: tokio::sync::OnceCell<std::result::Result<(), String>>,
+}
+
+impl Cluster {
+    /// Whether plans calling relspec's functions can run there: a cluster
+    /// started by `relspec cluster` (or the standalone one) knows them, a
+    /// stock Ballista cluster does not (why, then). One small job, once.
+    pub async fn knows_functions(&self) -> std::result::Result<(), String> {
+        self.functions.get_or_init(|| probe_functions(&self.ctx)).await.clone()
+    }
+}
+
+/// Run one relspec function over a one-row relation on the cluster (a
+/// literal argument would be folded on the client and never travel).
+async fn probe_functions(ctx: &SessionContext) -> std::result::Result<(), String> {
+    let sql = format!("SELECT {} FROM (VALUES ('a/./b')) AS t(x)", crate::kernels::PROBE);
+    let ran = async { ctx.sql(&sql).await?.collect().await };
+    match ran.await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let text = e.to_string();
+            let names: Vec<String> =
+                crate::kernels::scalar_functions().iter().map(|f| format!("`{}`", f.name())).collect();
+            let why = if text.contains("is not provided for scalar function") || text.contains("not found") {
+                "its scheduler and executors are not relspec's (start them with `relspec cluster`)".to_string()
+            } else {
+                text.lines().next().unwrap_or_default().chars().take(200).collect()
+            };
+            Err(format!("the cluster does not run relspec's functions ({}): {why}", names.join(", ")))
+        }
+    }
+}
+
+/// Whether `plan` calls one of relspec's own scalar functions.
+pub fn calls_relspec_functions(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let names: Vec<String> = crate::kernels::scalar_functions().iter().map(|f| f.name().to_string()).collect();
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && names.iter().any(|n| n == f.name())
+                {
+                    found = true;
+                }
+                Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+            })
+        })
+    });
+    found
+}
+
 /// Connect a cluster session for `scheduler` (`df://host:port` or
-/// `standalone`), configured like `local` (functions, options).
+/// `standalone`), configured like `local` (options; relspec's functions are
+/// added).
 #[cfg(feature = "ballista")]
-pub async fn connect(local: &SessionContext, scheduler: &str) -> Result<SessionContext> {
+pub async fn connect(local: &SessionContext, scheduler: &str) -> Result<Cluster> {
     use ballista::prelude::SessionContextExt;
-    let state = local.state();
+    // The standalone cluster's scheduler and executor take their functions
+    // from this state.
+    for f in crate::kernels::scalar_functions() {
+        local.register_udf(f);
+    }
+    let mut state = local.state();
+    // Ballista re-plans a stage's joins after its inputs ran (join selection
+    // may swap a hash join's sides), which DataFusion refuses once a join's
+    // dynamic filter exists: the job's status update fails in the scheduler
+    // and the client waits forever. The filters are an optimization only.
+    state.config_mut().options_mut().optimizer.enable_join_dynamic_filter_pushdown = false;
     if scheduler != "standalone" {
         reachable(scheduler)?;
     }
-    if scheduler == "standalone" {
-        SessionContext::standalone_with_state(state).await.map_err(err)
+    let ctx = if scheduler == "standalone" {
+        SessionContext::standalone_with_state(state).await.map_err(err)?
     } else {
-        SessionContext::remote_with_state(scheduler, state).await.map_err(err)
+        SessionContext::remote_with_state(scheduler, state).await.map_err(err)?
+    };
+    // Ballista's session upgrade replaces the scalar functions with its own
+    // list: relspec's go back, so plans calling them can be sent.
+    for f in crate::kernels::scalar_functions() {
+        ctx.register_udf(f);
     }
+    Ok(Cluster { ctx, functions: tokio::sync::OnceCell::new() })
 }
 
 /// Whether the scheduler at `df://host:port` accepts connections (the
@@ -47,9 +129,8 @@ fn reachable(scheduler: &str) -> Result<()> {
     let unreachable = |why: String| {
         Diag::new(ErrorKind::Execution(format!("cannot reach the Ballista scheduler at {scheduler}: {why}")))
     };
-    let hostport = scheduler.trim_start_matches("df://").trim_end_matches('/');
-    let hostport = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:50050") };
-    let addrs = hostport.to_socket_addrs().map_err(|e| unreachable(e.to_string()))?;
+    let (host, port) = scheduler_address(scheduler)?;
+    let addrs = (host.as_str(), port).to_socket_addrs().map_err(|e| unreachable(e.to_string()))?;
     let mut last = String::from("no address");
     for a in addrs {
         match std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5)) {
@@ -62,7 +143,7 @@ fn reachable(scheduler: &str) -> Result<()> {
 
 /// Without the `ballista` feature: an error saying how to get it.
 #[cfg(not(feature = "ballista"))]
-pub async fn connect(_local: &SessionContext, _scheduler: &str) -> Result<SessionContext> {
+pub async fn connect(_local: &SessionContext, _scheduler: &str) -> Result<Cluster> {
     Err(Diag::new(ErrorKind::Usage(
         "[profile] executor = \"ballista\": this relspec was built without the `ballista` feature".into(),
     ))
@@ -80,4 +161,133 @@ pub async fn register_dataset(ctx: &SessionContext, root: &Path, spec: &crate::w
     let table = ListingTable::try_new(config).map_err(err)?;
     ctx.register_table(spec.name.as_str(), std::sync::Arc::new(table)).map_err(err)?;
     Ok(())
+}
+
+/// `host:port` of a `df://host[:port]` scheduler URL (port 50050 by default).
+pub fn scheduler_address(scheduler: &str) -> Result<(String, u16)> {
+    let bad = || Diag::new(ErrorKind::Usage(format!("`{scheduler}` is not a scheduler address (`df://host:port`)")));
+    let hostport = scheduler.strip_prefix("df://").unwrap_or(scheduler).trim_end_matches('/');
+    match hostport.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => Ok((host.to_string(), port.parse().map_err(|_| bad())?)),
+        None if !hostport.is_empty() => Ok((hostport.to_string(), 50050)),
+        _ => Err(bad()),
+    }
+}
+
+/// The socket address `bind` (`ip:port`) names.
+pub fn bind_address(bind: &str) -> Result<std::net::SocketAddr> {
+    bind.parse().map_err(|_| Diag::new(ErrorKind::Usage(format!("`{bind}` is not an address to bind (`ip:port`)"))))
+}
+
+/// What `relspec cluster executor` is told.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// The scheduler to register with (`df://host:port`).
+    pub scheduler: String,
+    /// Address the executor's Flight service binds.
+    pub bind_host: String,
+    /// Port of the Flight service (shuffle data).
+    pub port: u16,
+    /// Port of the gRPC service (task launches).
+    pub grpc_port: u16,
+    /// Host name the scheduler and other executors reach this one by.
+    pub external_host: Option<String>,
+    /// Tasks run at once (0: the machine's cores).
+    pub concurrency: usize,
+    /// Directory for shuffle files.
+    pub work_dir: std::path::PathBuf,
+    /// Whether relspec's functions are registered (else it is a stock executor).
+    pub functions: bool,
+}
+
+/// Run a Ballista scheduler on `bind` (`host:port`) whose sessions know
+/// relspec's functions (unless `functions` is false), until interrupted.
+#[cfg(feature = "ballista")]
+pub fn serve_scheduler(bind: &str, external_host: Option<&str>, functions: bool) -> Result<()> {
+    use ballista_scheduler::cluster::BallistaCluster;
+    use ballista_scheduler::config::SchedulerConfig;
+    use datafusion::execution::registry::FunctionRegistry;
+    let address = bind_address(bind)?;
+    let mut config = SchedulerConfig::default()
+        .with_hostname(external_host.unwrap_or(&address.ip().to_string()))
+        .with_port(address.port());
+    config.bind_host = address.ip().to_string();
+    // Every function of a default DataFusion session (Ballista's own list
+    // lacks the nested ones) and relspec's; a stock scheduler: Ballista's.
+    let mut extra: Vec<std::sync::Arc<datafusion::logical_expr::ScalarUDF>> = vec![];
+    if functions {
+        let state = datafusion::execution::SessionStateBuilder::new().with_default_features().build();
+        extra.extend(state.scalar_functions().values().cloned());
+        extra.extend(crate::kernels::scalar_functions().into_iter().map(std::sync::Arc::new));
+    }
+    config.override_session_builder = Some(std::sync::Arc::new(move |c| {
+        let mut state = ballista_core::utils::default_session_builder(c)?;
+        for f in &extra {
+            state.register_udf(f.clone())?;
+        }
+        Ok(state)
+    }));
+    runtime()?.block_on(async move {
+        let cluster = BallistaCluster::new_from_config(&config).await.map_err(err)?;
+        ballista_scheduler::scheduler_process::start_server(cluster, address, std::sync::Arc::new(config))
+            .await
+            .map_err(err)
+    })
+}
+
+/// Run a Ballista executor registered with `opts.scheduler` whose function
+/// registry knows relspec's functions, until interrupted.
+#[cfg(feature = "ballista")]
+pub fn serve_executor(opts: &ExecutorOptions) -> Result<()> {
+    use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+    let (scheduler_host, scheduler_port) = scheduler_address(&opts.scheduler)?;
+    // Ballista's default registry lacks DataFusion's nested (array)
+    // functions; a default session's has them all. A stock executor: Ballista's.
+    let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();
+    if opts.functions {
+        let state = datafusion::execution::SessionStateBuilder::new().with_default_features().build();
+        registry = ballista_core::registry::BallistaFunctionRegistry::from(&state);
+        for f in crate::kernels::scalar_functions() {
+            registry.scalar_functions.insert(f.name().to_string(), std::sync::Arc::new(f));
+        }
+    }
+    std::fs::create_dir_all(&opts.work_dir).map_err(|e| err(format!("{}: {e}", opts.work_dir.display())))?;
+    let config = ExecutorProcessConfig {
+        bind_host: opts.bind_host.clone(),
+        external_host: opts.external_host.clone(),
+        port: opts.port,
+        grpc_port: opts.grpc_port,
+        scheduler_host,
+        scheduler_port,
+        scheduler_connect_timeout_seconds: 30,
+        vcores: opts.concurrency,
+        work_dir: Some(opts.work_dir.to_string_lossy().into_owned()),
+        print_thread_info: false,
+        override_function_registry: Some(std::sync::Arc::new(registry)),
+        ..Default::default()
+    };
+    runtime()?.block_on(start_executor_process(std::sync::Arc::new(config))).map_err(err)
+}
+
+#[cfg(feature = "ballista")]
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(err)
+}
+
+/// Without the `ballista` feature: an error saying how to get it.
+#[cfg(not(feature = "ballista"))]
+pub fn serve_scheduler(_bind: &str, _external_host: Option<&str>, _functions: bool) -> Result<()> {
+    Err(without_feature())
+}
+
+/// Without the `ballista` feature: an error saying how to get it.
+#[cfg(not(feature = "ballista"))]
+pub fn serve_executor(_opts: &ExecutorOptions) -> Result<()> {
+    Err(without_feature())
+}
+
+#[cfg(not(feature = "ballista"))]
+fn without_feature() -> Diag {
+    Diag::new(ErrorKind::Usage("`relspec cluster`: this relspec was built without the `ballista` feature".into()))
+        .with_help("build it with `cargo build --features ballista`")
 }

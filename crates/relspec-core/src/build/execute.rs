@@ -31,6 +31,7 @@ pub(crate) struct Executed {
 /// Where a rule's output goes: the store, under its key, with the
 /// provenance its footer and record carry (shared by both lanes: a planned
 /// rule and a merged union).
+#[derive(Clone)]
 pub(crate) struct Target {
     pub(crate) store: Store,
     pub(crate) rule: String,
@@ -112,23 +113,72 @@ pub(crate) struct Run {
     pub(crate) incremental: Option<super::partitions::Incremental>,
     /// A Ballista session holding the rule's inputs: the plan executes there
     /// when it can travel (see [`travels`]); contracts stay local.
-    pub(crate) cluster: Option<SessionContext>,
+    pub(crate) cluster: Option<Arc<relspec_exec::cluster::Cluster>>,
 }
 
-/// Execute one rule and store its output; nothing is published here.
+impl Run {
+    /// The same run without the cluster (when it has one to drop).
+    fn here(&self) -> Option<Run> {
+        (self.cluster.is_some() && self.incremental.is_none()).then(|| Run {
+            ctx: self.ctx.clone(),
+            to: self.to.clone(),
+            plan: self.plan.clone(),
+            spec: self.spec.clone(),
+            contract: self.contract.clone(),
+            partition_by: self.partition_by.clone(),
+            incremental: None,
+            cluster: None,
+        })
+    }
+}
+
+/// Execute one rule and store its output; nothing is published here. A
+/// plan the cluster's scheduler or executors cannot decode (a function or
+/// operator a stock Ballista process lacks) runs again here.
 pub(crate) async fn execute(run: Run) -> std::result::Result<Executed, LowerError> {
+    let here = run.here();
+    match (execute_once(run).await, here) {
+        (Err(e), Some(here)) if cluster_refused(&e.diag.to_string()) => {
+            let text = e.diag.to_string();
+            tracing::debug!(rule = here.to.rule.as_str(), "the cluster refused the plan: {text}");
+            let why = text.lines().next().unwrap_or_default().chars().take(240).collect::<String>();
+            execute_once(here).await.map(|ex| Executed {
+                executed_on: Some(format!("executed here: the cluster could not run it ({why})")),
+                ..ex
+            })
+        }
+        (result, _) => result,
+    }
+}
+
+/// Whether a cluster's error says it could not take the plan (rather than
+/// that the plan failed on the data).
+fn cluster_refused(text: &str) -> bool {
+    ["is not provided for scalar function", "rejected by executor", "Could not parse plan", "failed to decode"]
+        .iter()
+        .any(|p| text.contains(p))
+}
+
+async fn execute_once(run: Run) -> std::result::Result<Executed, LowerError> {
     let Run { ctx, to, plan, spec, contract, partition_by, incremental, cluster } = run;
     let (local, contract) = (&ctx, contract.as_ref());
     let t = Instant::now();
     // On the cluster when the rule's plan can travel there, else here.
     let mut executed_on = None;
     let mut on_cluster = None;
-    if let Some(cl) = cluster.as_ref().filter(|_| incremental.is_none()) {
+    if let Some(cluster) = cluster.as_ref().filter(|_| incremental.is_none()) {
+        let cl = &cluster.ctx;
         match relspec_exec::planner::prepare(cl, &spec, &plan, contract).await {
-            Ok(l) => match travels(l.df.logical_plan()) {
-                Ok(()) => on_cluster = Some((cl, l)),
-                Err(why) => executed_on = Some(format!("executed here: {why}")),
-            },
+            Ok(l) => {
+                let mut can = travels(l.df.logical_plan());
+                if can.is_ok() && relspec_exec::cluster::calls_relspec_functions(l.df.logical_plan()) {
+                    can = cluster.knows_functions().await;
+                }
+                match can {
+                    Ok(()) => on_cluster = Some((cl, l)),
+                    Err(why) => executed_on = Some(format!("executed here: {why}")),
+                }
+            }
             Err(e) => executed_on = Some(format!("executed here: the cluster cannot plan it ({})", e.diag)),
         }
     }

@@ -462,7 +462,7 @@ struct Scheduler {
     /// Rules reused from the pack.
     pack_hits: usize,
     /// The Ballista session (`[profile] executor = "ballista"`), once connected.
-    cluster: Option<datafusion::prelude::SessionContext>,
+    cluster: Option<Arc<relspec_exec::cluster::Cluster>>,
     /// Datasets registered in it.
     cluster_datasets: HashSet<String>,
     /// Keys whose remote entry failed verification (a writer repairs them).
@@ -840,7 +840,7 @@ impl Scheduler {
         p: &Project,
         name: &str,
         incremental: bool,
-    ) -> Result<Option<datafusion::prelude::SessionContext>, Diag> {
+    ) -> Result<Option<Arc<relspec_exec::cluster::Cluster>>, Diag> {
         let crate::workspace::Executor::Ballista { scheduler } = &self.spec.profile.executor else { return Ok(None) };
         let job = &self.jobs[name];
         let reads_source = job
@@ -852,35 +852,36 @@ impl Scheduler {
         }
         let Some(pl) = self.planner.as_ref() else { return Ok(None) };
         let engine = pl.engine().clone();
-        let ctx = match &self.cluster {
-            Some(ctx) => ctx.clone(),
+        let cluster = match &self.cluster {
+            Some(cluster) => cluster.clone(),
             None => {
-                // A fresh session (relspec's functions and options, no tables:
-                // the local one's catalog must not be shared).
+                // A fresh session (the profile's options, no tables: the local
+                // one's catalog must not be shared).
                 let fresh = engine.session()?;
-                let ctx = engine.block_on(relspec_exec::cluster::connect(&fresh, scheduler)).map_err(|e| {
+                let cluster = engine.block_on(relspec_exec::cluster::connect(&fresh, scheduler)).map_err(|e| {
                     e.with_help("check `[profile] scheduler` and that the Ballista scheduler is running")
                 })?;
-                self.cluster = Some(ctx.clone());
-                ctx
+                let cluster = Arc::new(cluster);
+                self.cluster = Some(cluster.clone());
+                cluster
             }
         };
         for d in &job.deps {
             match d {
                 Dep::Dataset(ds) if !self.cluster_datasets.contains(ds) => {
                     let Some(spec) = self.spec.datasets.get(ds) else { continue };
-                    engine.block_on(relspec_exec::cluster::register_dataset(&ctx, &p.root, spec))?;
+                    engine.block_on(relspec_exec::cluster::register_dataset(&cluster.ctx, &p.root, spec))?;
                     self.cluster_datasets.insert(ds.clone());
                 }
                 Dep::Dataset(_) => {}
                 Dep::Rule(u) => {
                     let Some(r) = self.records.get(u) else { continue };
                     let object = self.store.object_path(&r.content_hash);
-                    engine.block_on(relspec_exec::registry::register_output(&ctx, u, &object))?;
+                    engine.block_on(relspec_exec::registry::register_output(&cluster.ctx, u, &object))?;
                 }
             }
         }
-        Ok(Some(ctx))
+        Ok(Some(cluster))
     }
 
     /// Run a rule's task on the engine's runtime.

@@ -264,8 +264,20 @@ pub fn total_order(mut keys: Vec<SortExpr>, schema: &DFSchema) -> Vec<SortExpr> 
 
 /// Register the native UDF / UDTF kernels in a session.
 pub fn register(ctx: &SessionContext) {
-    ctx.register_udf(ScalarUDF::from(NormalizePath::new()));
+    for f in scalar_functions() {
+        ctx.register_udf(f);
+    }
     ctx.register_udtf("explode", Arc::new(explode::ExplodeFunction::new(ctx)));
+}
+
+/// An expression calling every function of [`scalar_functions`] on a text
+/// column `x` (how a cluster is asked whether it knows them).
+pub const PROBE: &str = "normalize_path(x)";
+
+/// relspec's own scalar functions (what a plan may call by name, and what a
+/// cluster must know to run it).
+pub fn scalar_functions() -> Vec<ScalarUDF> {
+    vec![ScalarUDF::from(NormalizePath::new())]
 }
 
 /// Winner selection (`stable_dedupe`): keep the first row of each partition
