@@ -530,7 +530,8 @@ impl Remote {
         }
         let mut pack = PACK_MAGIC.to_vec();
         for rec in records.iter().filter(|r| r.bytes <= self.inline_max) {
-            let (head, Some(object)) = self.entry_of(store, rec)? else { continue };
+            // An output that cannot be read here is left to its own entry.
+            let Ok((head, Some(object))) = self.entry_of(store, rec) else { continue };
             let entry = head.encode(Some(&object));
             if pack.len() + 8 + entry.len() > PACK_MAX {
                 break;
