@@ -23,6 +23,7 @@ use crate::status::Status;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Run bundles kept; older ones are removed when a new one is written.
 pub const KEEP_RUNS: usize = 20;
@@ -190,7 +191,45 @@ pub fn artifact_path(key: &str) -> String {
 pub fn write_artifact(store: &Store, a: &Artifact) -> Result<String> {
     let rel = artifact_path(&a.key);
     store.write_json(&store.dir().join(&rel), a)?;
+    if let Some(state) = &a.partitions {
+        remember_partitions(store, &a.key, Arc::new(state.clone()));
+    }
     Ok(rel)
+}
+
+/// The partition states of the artifacts this process wrote or read last
+/// (by cache dir and output key): an incremental rule's next partial build
+/// compares against them without parsing the artifact again. An artifact
+/// is immutable under its key, so an entry never goes stale.
+#[allow(clippy::type_complexity)]
+static PARTITIONS: std::sync::Mutex<Vec<((std::path::PathBuf, String), Arc<PartitionState>)>> =
+    std::sync::Mutex::new(Vec::new());
+/// Entries kept in [`PARTITIONS`] (two per incremental rule is plenty).
+const PARTITIONS_KEPT: usize = 64;
+
+fn remember_partitions(store: &Store, key: &str, state: Arc<PartitionState>) {
+    let mut memo = PARTITIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let id = (store.dir().to_path_buf(), key.to_string());
+    memo.retain(|(k, _)| *k != id);
+    if memo.len() >= PARTITIONS_KEPT {
+        memo.remove(0);
+    }
+    memo.push((id, state));
+}
+
+/// The partition state in the artifact of output `key` (remembered, else
+/// read and remembered).
+pub fn artifact_partitions(store: &Store, key: &str) -> Option<Arc<PartitionState>> {
+    let id = (store.dir().to_path_buf(), key.to_string());
+    {
+        let memo = PARTITIONS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, state)) = memo.iter().rev().find(|(k, _)| *k == id) {
+            return Some(state.clone());
+        }
+    }
+    let state = Arc::new(read_artifact(store, &artifact_path(key))?.partitions?);
+    remember_partitions(store, key, state.clone());
+    Some(state)
 }
 
 /// Read an artifact by its relative path.

@@ -261,29 +261,62 @@ pub fn partitions(spec: &DatasetSpec, files: &[(String, String)]) -> std::collec
 pub struct PartitionMemo {
     base: String,
     files: std::collections::HashMap<String, (String, String)>,
+    /// A source's last result (one file a partition, by path): updated in
+    /// place for the files whose hashes moved.
+    last: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// One partition's fingerprint: the dataset's base and its files.
+fn partition_fingerprint(base: &str, files: &[(&str, &str)]) -> String {
+    KeyHasher::new("relspec/partition/v1").field("dataset", base).map("files", files.iter().copied()).finish()
 }
 
 /// [`partitions`] over borrowed `(path, content hash)` pairs, reusing and
-/// updating `memo`.
+/// updating `memo`. For a source (a partition per file), a call after the
+/// first looks each file up and rehashes only the changed ones; a removed
+/// file means a full pass.
 pub fn partitions_memo<'a>(
     spec: &DatasetSpec,
-    files: impl Iterator<Item = (&'a str, &'a str)>,
+    files: impl Iterator<Item = (&'a str, &'a str)> + Clone,
     memo: &mut PartitionMemo,
 ) -> std::collections::BTreeMap<String, String> {
+    let base = fingerprint(spec, &[]);
+    if memo.base != base {
+        *memo = PartitionMemo { base: base.clone(), ..Default::default() };
+    }
+    if spec.extract.is_some()
+        && let Some(last) = memo.last.as_mut()
+    {
+        let mut seen = 0;
+        for (p, c) in files.clone() {
+            seen += 1;
+            match memo.files.get_mut(p) {
+                Some((hash, _)) if hash == c => {}
+                entry => {
+                    let fp = partition_fingerprint(&base, &[(p, c)]);
+                    match entry {
+                        Some(e) => *e = (c.to_string(), fp.clone()),
+                        None => drop(memo.files.insert(p.to_string(), (c.to_string(), fp.clone()))),
+                    }
+                    last.insert(p.to_string(), fp);
+                }
+            }
+        }
+        if seen == last.len() {
+            return last.clone();
+        }
+    }
     let mut groups: std::collections::BTreeMap<String, Vec<(&str, &str)>> = Default::default();
     for (p, c) in files {
         if let Some(id) = partition_id(spec, p) {
             groups.entry(id).or_default().push((p, c));
         }
     }
-    let base = fingerprint(spec, &[]);
-    if memo.base != base || memo.files.len() > 2 * groups.len() + 64 {
-        *memo = PartitionMemo { base: base.clone(), files: Default::default() };
+    if memo.files.len() > 2 * groups.len() + 64 {
+        *memo = PartitionMemo { base: base.clone(), ..Default::default() };
     }
-    let compute = |fs: &[(&str, &str)]| {
-        KeyHasher::new("relspec/partition/v1").field("dataset", &base).map("files", fs.iter().copied()).finish()
-    };
-    groups
+    let compute = |fs: &[(&str, &str)]| partition_fingerprint(&base, fs);
+    let out: std::collections::BTreeMap<String, String> = groups
         .into_iter()
         .map(|(id, fs)| {
             let fp = match fs.as_slice() {
@@ -299,12 +332,51 @@ pub fn partitions_memo<'a>(
             };
             (id, fp)
         })
-        .collect()
+        .collect();
+    memo.last = spec.extract.is_some().then(|| out.clone());
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::percent_decoded;
+
+    #[test]
+    fn a_sources_partitions_updated_in_place_equal_a_fresh_computation() {
+        use relspec_spec::workspace::{DataFormat, DatasetSpec, Extract, SourceTable};
+        let spec = DatasetSpec {
+            name: "code_defs".into(),
+            path: "src/**/*.py".into(),
+            format: DataFormat::Parquet,
+            scan: Default::default(),
+            schema: None,
+            extract: Some(Extract { source: "code".into(), table: SourceTable::Defs, language: None }),
+            file: "workspace.toml".into(),
+            span: None,
+        };
+        let mut memo = super::PartitionMemo::default();
+        let mut files: Vec<(String, String)> = (0..50).map(|i| (format!("src/m{i:02}.py"), format!("h{i}"))).collect();
+        let mut seed = 11u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for step in 0..120 {
+            match next() % 4 {
+                0 | 1 => {
+                    let i = next() % files.len();
+                    files[i].1 = format!("h{i}-{step}");
+                }
+                2 => files.push((format!("src/n{step:03}.py"), format!("n{step}"))),
+                _ if files.len() > 1 => drop(files.remove(next() % files.len())),
+                _ => {}
+            }
+            files.sort();
+            let pairs = files.iter().map(|(p, c)| (p.as_str(), c.as_str()));
+            let got = super::partitions_memo(&spec, pairs, &mut memo);
+            assert_eq!(got, super::partitions(&spec, &files), "step {step}");
+        }
+    }
 
     #[test]
     fn hive_values_are_percent_decoded_as_datafusion_reads_them() {

@@ -5,7 +5,8 @@
 //!   of their bytes (identical outputs share one object);
 //! - `records/<k[0..2]>/<k>.json`: output key -> record (content hash, schema,
 //!   rows, signature, timings);
-//! - `stat-cache.json`: (path, size, mtime, inode) -> content hash of input files;
+//! - `stat-cache.json`: (path, size, mtime, inode) -> content hash of input files,
+//!   and `stat-cache.log`, the entries changed since it was written;
 //! - `published.json`: what was last published under the output dir;
 //! - `last-built.json`: per rule, the key parts and output it last resolved to;
 //! - `rule-summaries.jsonl`: rule definition hash -> reads, params, signature (append-only lines);
@@ -49,6 +50,8 @@ pub mod layout {
     pub const LOCK: &str = "lock";
     /// Input file hashes by stat.
     pub const STAT_CACHE: &str = "stat-cache.json";
+    /// Entries of the stat cache changed since `stat-cache.json` was written.
+    pub const STAT_CACHE_LOG: &str = "stat-cache.log";
     /// The publish ledger.
     pub const PUBLISHED: &str = "published.json";
     /// Each rule's key and output at the last build.
@@ -75,6 +78,7 @@ pub mod layout {
         ARTIFACTS,
         RUNS,
         STAT_CACHE,
+        STAT_CACHE_LOG,
         PUBLISHED,
         LAST_BUILT,
         SUMMARIES,
@@ -785,10 +789,17 @@ struct StatEntry {
 /// compared too, as git's index does: a file rewritten in place with the same
 /// size and its mtime restored (`touch -d`, `cp -p`, some sync tools) has a new
 /// ctime, which no user-space call can set back.
+///
+/// Saved as a map and a log of the entries changed since (an edit in a large
+/// tree appends a line instead of rewriting every entry); the map is
+/// rewritten once the log holds a quarter as many lines.
 #[derive(Debug, Default)]
 pub struct StatCache {
     entries: HashMap<String, StatEntry>,
-    dirty: bool,
+    /// Paths whose entries changed since the last save.
+    changed: std::collections::HashSet<String>,
+    /// Lines in the log on disk.
+    logged: usize,
     /// Files hashed (not served from the cache) since load.
     pub hashed: usize,
 }
@@ -813,20 +824,38 @@ pub fn racy_window_ns() -> u128 {
 impl StatCache {
     /// Load from the store (empty if missing or unreadable).
     pub fn load(store: &Store) -> StatCache {
-        let entries = fs::read(store.dir.join(layout::STAT_CACHE))
+        let mut entries: HashMap<String, StatEntry> = fs::read(store.dir.join(layout::STAT_CACHE))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        StatCache { entries, dirty: false, hashed: 0 }
+        let log = store.read_log::<StatEntry>(layout::STAT_CACHE_LOG);
+        let logged = log.len();
+        for (path, entry) in log {
+            match entry {
+                Some(e) => entries.insert(path, e),
+                None => entries.remove(&path),
+            };
+        }
+        StatCache { entries, changed: Default::default(), logged, hashed: 0 }
     }
 
-    /// Save if anything changed.
+    /// Save what changed: appended to the log, or the whole map (and the
+    /// log dropped) once the log would hold a quarter of the entries.
     pub fn save(&mut self, store: &Store) -> Result<()> {
-        if self.dirty {
-            store.write_json(&store.dir.join(layout::STAT_CACHE), &self.entries)?;
-            self.dirty = false;
+        if self.changed.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let changed = std::mem::take(&mut self.changed);
+        if self.logged + changed.len() <= self.entries.len() / 4 {
+            let mut lines: Vec<(String, Option<&StatEntry>)> =
+                changed.into_iter().map(|p| (p.clone(), self.entries.get(&p))).collect();
+            lines.sort_by(|a, b| a.0.cmp(&b.0));
+            self.logged += lines.len();
+            return store.append_log(layout::STAT_CACHE_LOG, &lines);
+        }
+        store.write_json(&store.dir.join(layout::STAT_CACHE), &self.entries)?;
+        self.logged = 0;
+        store.clear_log(layout::STAT_CACHE_LOG)
     }
 
     /// Content hash of `abs` (keyed by `rel`), from the cache when the stat matches.
@@ -848,7 +877,7 @@ impl StatCache {
         let entry = StatEntry { size, mtime_ns: mtime, ctime_ns: ctime, ino, hash: hash.clone(), hashed_at_ns };
         if self.entries.get(rel) != Some(&entry) {
             self.entries.insert(rel.to_string(), entry);
-            self.dirty = true;
+            self.changed.insert(rel.to_string());
         }
         Ok(hash)
     }
@@ -962,5 +991,48 @@ mod tests {
         let second = cache.hash("data.csv", &path).unwrap();
         assert_ne!(second, first, "the rewrite must be seen");
         assert_eq!(second, hash_file(&path).unwrap());
+    }
+
+    #[test]
+    fn the_stat_cache_appends_changed_entries_and_rewrites_the_map_when_the_log_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let files: Vec<PathBuf> = (0..12)
+            .map(|i| {
+                let p = dir.path().join(format!("f{i}.txt"));
+                std::fs::write(&p, format!("v0 {i}")).unwrap();
+                p
+            })
+            .collect();
+        let mut cache = StatCache::load(&store);
+        for (i, p) in files.iter().enumerate() {
+            cache.hash(&format!("f{i}.txt"), p).unwrap();
+        }
+        cache.save(&store).unwrap();
+        let log = store.dir().join(layout::STAT_CACHE_LOG);
+        assert!(store.dir().join(layout::STAT_CACHE).is_file() && !log.exists(), "the first save writes the map");
+        // One file changes: one line in the log, the map untouched.
+        let map_before = std::fs::read(store.dir().join(layout::STAT_CACHE)).unwrap();
+        std::fs::write(&files[3], "v1 changed").unwrap();
+        let mut cache = StatCache::load(&store);
+        let h = cache.hash("f3.txt", &files[3]).unwrap();
+        cache.save(&store).unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+        assert_eq!(std::fs::read(store.dir().join(layout::STAT_CACHE)).unwrap(), map_before);
+        // Loading applies the log: the changed entry, the others as they were.
+        let loaded = StatCache::load(&store);
+        assert_eq!(loaded.entries["f3.txt"].hash, h);
+        assert_eq!(loaded.entries.len(), 12);
+        assert_eq!(loaded.entries["f0.txt"].hash, hash_file(&files[0]).unwrap());
+        // Past a quarter of the entries (3 of 12), the map is written whole.
+        let mut cache = loaded;
+        for i in [4, 5, 6] {
+            std::fs::write(&files[i], format!("v2 {i}")).unwrap();
+            cache.hash(&format!("f{i}.txt"), &files[i]).unwrap();
+        }
+        cache.save(&store).unwrap();
+        assert!(!log.exists(), "the log is dropped once the map is rewritten");
+        let reloaded = StatCache::load(&store);
+        assert_eq!(reloaded.entries, cache.entries);
     }
 }
