@@ -92,6 +92,63 @@ pub struct ChunkedWriter {
     rows: u64,
 }
 
+/// A byte range of a file held in memory, read by file offsets (what
+/// `append_column` reads a copied row group's column chunks from).
+struct Window {
+    start: u64,
+    bytes: bytes::Bytes,
+    file_len: u64,
+}
+
+impl Window {
+    /// The bytes of every column chunk of row group `rg` of `file`.
+    fn read(file: &File, rg: &datafusion::parquet::file::metadata::RowGroupMetaData) -> std::io::Result<Window> {
+        use std::os::unix::fs::FileExt;
+        let ranges = rg.columns().iter().map(|c| {
+            let (start, len) = c.byte_range();
+            (start, start + len)
+        });
+        let (start, end) = ranges.fold((u64::MAX, 0), |(a, b), (s, e)| (a.min(s), b.max(e)));
+        let start = start.min(end);
+        let mut buf = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut buf, start)?;
+        Ok(Window { start, bytes: buf.into(), file_len: file.metadata()?.len() })
+    }
+
+    fn offset(&self, at: u64, len: usize) -> datafusion::parquet::errors::Result<usize> {
+        let off = at.checked_sub(self.start).map(|o| o as usize);
+        match off {
+            Some(o) if o + len <= self.bytes.len() => Ok(o),
+            _ => Err(datafusion::parquet::errors::ParquetError::General(format!(
+                "bytes {at}..+{len} are outside the row group read ({}..{})",
+                self.start,
+                self.start + self.bytes.len() as u64
+            ))),
+        }
+    }
+}
+
+impl datafusion::parquet::file::reader::Length for Window {
+    fn len(&self) -> u64 {
+        self.file_len
+    }
+}
+
+impl datafusion::parquet::file::reader::ChunkReader for Window {
+    type T = bytes::buf::Reader<bytes::Bytes>;
+
+    fn get_read(&self, start: u64) -> datafusion::parquet::errors::Result<Self::T> {
+        use bytes::Buf;
+        let off = self.offset(start, 0)?;
+        Ok(self.bytes.slice(off..).reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> datafusion::parquet::errors::Result<bytes::Bytes> {
+        let off = self.offset(start, length)?;
+        Ok(self.bytes.slice(off..off + length))
+    }
+}
+
 impl ChunkedWriter {
     /// Create `path` and a writer with the deterministic settings.
     pub fn create(path: &Path, schema: SchemaRef, footer: &BTreeMap<String, String>) -> Result<ChunkedWriter> {
@@ -99,7 +156,9 @@ impl ChunkedWriter {
         let props = writer_properties(footer);
         // `ArrowWriter` sets the file up (Parquet schema, the encoded Arrow
         // schema in the footer); its lower-level parts then write row groups.
-        let (file, factory) = ArrowWriter::try_new(BufWriter::new(f), schema.clone(), Some(props))
+        // Copied column chunks arrive in 8 KiB pieces: buffered, they are
+        // written a MiB at a time, not a system call each.
+        let (file, factory) = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, f), schema.clone(), Some(props))
             .and_then(|w| w.into_serialized_writer())
             .map_err(|e| write_err(path, e.to_string()))?;
         Ok(ChunkedWriter {
@@ -170,6 +229,8 @@ impl ChunkedWriter {
         }
         let meta = &layout.meta;
         let rg = meta.row_group(index);
+        // The group's column chunks, read with one call.
+        let window = Window::read(source, rg).map_err(|e| werr(e.to_string()))?;
         let mut out = self.file.next_row_group().map_err(|e| werr(e.to_string()))?;
         for (c, column) in rg.columns().iter().enumerate() {
             let close = ColumnCloseResult {
@@ -180,7 +241,7 @@ impl ChunkedWriter {
                 column_index: meta.column_index().and_then(|ci| ci.get(index)).and_then(|r| r.get(c)).cloned(),
                 offset_index: meta.offset_index().and_then(|oi| oi.get(index)).and_then(|r| r.get(c)).cloned(),
             };
-            out.append_column(source, close).map_err(|e| werr(e.to_string()))?;
+            out.append_column(&window, close).map_err(|e| werr(e.to_string()))?;
         }
         out.close().map_err(|e| werr(e.to_string()))?;
         self.firsts.push(layout.firsts[index].clone());
