@@ -351,6 +351,24 @@ impl Remote {
     /// Upload a built output in the background (object, artifact, record);
     /// `repair` overwrites an entry found corrupt. [`Remote::finish`] waits.
     pub fn upload(self: &Arc<Self>, store: Store, rec: Record, repair: bool) {
+        self.in_background(move |me| async move {
+            let _slot = me.upload_slots.clone().acquire_owned().await;
+            match me.upload_inner(&store, &rec, repair).await {
+                Ok(()) => {
+                    me.uploaded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => me.upload_failed(&e),
+            }
+        });
+    }
+
+    /// Run an upload in the background on a writing remote, unless uploads
+    /// stopped (the remote down or refusing writes); [`Remote::finish`] waits.
+    fn in_background<F, Fut>(self: &Arc<Self>, work: F)
+    where
+        F: FnOnce(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         if !self.write {
             return;
         }
@@ -359,13 +377,7 @@ impl Remote {
             if me.down.load(Ordering::Relaxed) || me.no_writes.load(Ordering::Relaxed) {
                 return;
             }
-            let _slot = me.upload_slots.clone().acquire_owned().await;
-            match me.upload_inner(&store, &rec, repair).await {
-                Ok(()) => {
-                    me.uploaded.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => me.upload_failed(&e),
-            }
+            work(me).await
         });
         self.uploads.lock().unwrap().push(h);
     }
@@ -500,20 +512,12 @@ impl Remote {
     /// its object inline, in the order given; outputs over the inline limit,
     /// and any past [`PACK_MAX`] bytes, are left to their own entries.
     pub fn upload_pack(self: &Arc<Self>, store: Store, key: String, records: Vec<Record>) {
-        if !self.write {
-            return;
-        }
-        let me = self.clone();
-        let h = self.runtime.spawn(async move {
-            if me.down.load(Ordering::Relaxed) || me.no_writes.load(Ordering::Relaxed) {
-                return;
-            }
+        self.in_background(move |me| async move {
             match me.upload_pack_inner(&store, &key, &records).await {
                 Ok(uploaded) => me.pack_uploaded.store(uploaded, Ordering::Relaxed),
                 Err(e) => me.upload_failed(&e),
             }
         });
-        self.uploads.lock().unwrap().push(h);
     }
 
     async fn upload_pack_inner(
