@@ -318,9 +318,14 @@ impl Store {
         from: Provenance,
         schema: Vec<ColumnInfo>,
         rows: u64,
+        hashes: Option<ObjectHashes>,
     ) -> Result<Record> {
         let Provenance { rule, signature, elapsed_ms, parts, checks, footer } = from;
-        let (content_hash, data_hash) = hash_parquet(tmp, &schema).map_err(|e| io("cannot hash", tmp, e))?;
+        // The writer's hashes, else one read of the file.
+        let (content_hash, data_hash) = match hashes {
+            Some(h) => (h.content, data_hash_of(&schema, &h.pages)),
+            None => hash_parquet(tmp, &schema).map_err(|e| io("cannot hash", tmp, e))?,
+        };
         let bytes = fs::metadata(tmp).map_err(|e| io("cannot stat", tmp, e))?.len();
         let obj = self.object_path(&content_hash);
         if fs::metadata(&obj).map(|m| m.len() == bytes).unwrap_or(false) {
@@ -695,6 +700,27 @@ pub fn sidecar_path(published: &Path) -> PathBuf {
     published.with_file_name(name)
 }
 
+/// An object's hashes as its writer computed them: `content` (blake3 of
+/// every byte) and `pages` (blake3 of the bytes before the footer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHashes {
+    /// Hex blake3 of the whole file.
+    pub content: String,
+    /// Hex blake3 of the bytes before the footer.
+    pub pages: String,
+}
+
+/// The data hash of an object with `schema` whose bytes before the footer
+/// hash to `pages` (see [`hash_parquet`]).
+pub fn data_hash_of(schema: &[ColumnInfo], pages: &str) -> String {
+    let mut k = relspec_spec::key::KeyHasher::new("relspec/data/v1");
+    k.u64("columns", schema.len() as u64);
+    for c in schema {
+        k.field("name", &c.name).field("type", &c.data_type).bool("nullable", c.nullable);
+    }
+    k.field("pages", pages).finish()
+}
+
 /// The two hashes of a Parquet object, from one read of it: `content` (blake3
 /// of every byte: the object's address) and `data` (its column schema and
 /// every byte before the footer, i.e. pages and indexes but not the footer's
@@ -748,12 +774,7 @@ pub fn hash_parquet(path: &Path, schema: &[ColumnInfo]) -> std::io::Result<(Stri
         }
     }
     let pages = pages.ok_or_else(bad)?;
-    let mut k = relspec_spec::key::KeyHasher::new("relspec/data/v1");
-    k.u64("columns", schema.len() as u64);
-    for c in schema {
-        k.field("name", &c.name).field("type", &c.data_type).bool("nullable", c.nullable);
-    }
-    Ok((h.finalize().to_hex().to_string(), k.field("pages", &pages).finish()))
+    Ok((h.finalize().to_hex().to_string(), data_hash_of(schema, &pages)))
 }
 
 /// Modification time in nanoseconds since the epoch.

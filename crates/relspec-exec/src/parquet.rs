@@ -79,7 +79,7 @@ pub enum WriteError {
 pub struct ChunkedWriter {
     path: PathBuf,
     schema: SchemaRef,
-    file: SerializedFileWriter<BufWriter<File>>,
+    file: SerializedFileWriter<BufWriter<Hashing>>,
     factory: ArrowRowGroupWriterFactory,
     chunker: Chunker,
     /// The open row group's column writers (opened by its first slice).
@@ -90,6 +90,61 @@ pub struct ChunkedWriter {
     /// Each row group's first row (row-format bytes), for the footer.
     firsts: Vec<Vec<u8>>,
     rows: u64,
+}
+
+/// What a finished write produced.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Rows written.
+    pub rows: u64,
+    /// The object's content hash and the hash of its bytes before the
+    /// footer (see `relspec_db::store::hash_parquet`), computed as it was
+    /// written; `None` when the footer outgrew what was held back (then
+    /// the file is read again to hash it).
+    pub hashes: Option<relspec_db::store::ObjectHashes>,
+}
+
+/// The file sink: every byte written is hashed, except the last
+/// [`HELD_BACK`] bytes, held back until the end, where the footer's length
+/// says where the bytes before the footer end.
+struct Hashing {
+    file: File,
+    hasher: blake3::Hasher,
+    tail: Vec<u8>,
+}
+
+/// Bytes held back from hashing until the footer's start is known.
+const HELD_BACK: usize = 1 << 20;
+
+impl std::io::Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.tail.extend_from_slice(&buf[..n]);
+        if self.tail.len() > 2 * HELD_BACK {
+            let cut = self.tail.len() - HELD_BACK;
+            self.hasher.update(&self.tail[..cut]);
+            self.tail.drain(..cut);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Hashing {
+    /// The content hash and the pages' hash, when the footer lies within
+    /// the held-back bytes.
+    fn hashes(mut self) -> Option<relspec_db::store::ObjectHashes> {
+        let n = self.tail.len();
+        let footer = u32::from_le_bytes(self.tail.get(n.checked_sub(8)?..n - 4)?.try_into().ok()?) as usize;
+        let data_end = n.checked_sub(8 + footer)?;
+        self.hasher.update(&self.tail[..data_end]);
+        let pages = self.hasher.clone().finalize().to_hex().to_string();
+        self.hasher.update(&self.tail[data_end..]);
+        Some(relspec_db::store::ObjectHashes { content: self.hasher.finalize().to_hex().to_string(), pages })
+    }
 }
 
 /// A byte range of a file held in memory, read by file offsets (what
@@ -158,9 +213,11 @@ impl ChunkedWriter {
         // schema in the footer); its lower-level parts then write row groups.
         // Copied column chunks arrive in 8 KiB pieces: buffered, they are
         // written a MiB at a time, not a system call each.
-        let (file, factory) = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, f), schema.clone(), Some(props))
-            .and_then(|w| w.into_serialized_writer())
-            .map_err(|e| write_err(path, e.to_string()))?;
+        let sink = Hashing { file: f, hasher: blake3::Hasher::new(), tail: Vec::new() };
+        let (file, factory) =
+            ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, sink), schema.clone(), Some(props))
+                .and_then(|w| w.into_serialized_writer())
+                .map_err(|e| write_err(path, e.to_string()))?;
         Ok(ChunkedWriter {
             path: path.to_path_buf(),
             chunker: Chunker::new(&schema),
@@ -298,7 +355,7 @@ impl ChunkedWriter {
 
     /// Write the remainder and the footer (with the row groups' first rows),
     /// sync the file; returns the row count.
-    pub fn finish(mut self) -> Result<u64> {
+    pub fn finish(mut self) -> Result<Finished> {
         let path = self.path.clone();
         self.drain(true).map_err(|e| write_err(&path, e.to_string()))?;
         self.close_group().map_err(|e| write_err(&path, e.to_string()))?;
@@ -307,9 +364,9 @@ impl ChunkedWriter {
             self.file.append_key_value_metadata(KeyValue::new(FOOTER_ROW_GROUPS.to_string(), list));
         }
         let inner = self.file.into_inner().map_err(|e| write_err(&path, e.to_string()))?;
-        let f = inner.into_inner().map_err(|e| write_err(&path, e.to_string()))?;
-        f.sync_all().map_err(|e| io("cannot sync", &path, e))?;
-        Ok(self.rows)
+        let sink = inner.into_inner().map_err(|e| write_err(&path, e.to_string()))?;
+        sink.file.sync_all().map_err(|e| io("cannot sync", &path, e))?;
+        Ok(Finished { rows: self.rows, hashes: sink.hashes() })
     }
 }
 
@@ -347,7 +404,7 @@ pub async fn write_stream(
     mut stream: SendableRecordBatchStream,
     footer: &BTreeMap<String, String>,
     cancelled: impl Fn() -> bool,
-) -> std::result::Result<u64, WriteError> {
+) -> std::result::Result<Finished, WriteError> {
     let run = async {
         let mut w = ChunkedWriter::create(path, stream.schema(), footer).map_err(WriteError::Write)?;
         while let Some(b) = stream.next().await {
@@ -454,13 +511,13 @@ pub async fn write_partitioned(
             let mut meta = footer.clone();
             meta.insert("relspec.partition".into(), rel.clone());
             let stream = part.execute_stream().await.map_err(df_err)?;
-            let rows =
+            let written =
                 write_stream(&target.join("part-0.parquet"), stream, &meta, || false).await.map_err(|e| match e {
                     WriteError::Stream(e) => df_err(e),
                     WriteError::Write(d) => d,
                     WriteError::Cancelled => Diag::new(ErrorKind::Execution("cancelled".into())),
                 })?;
-            out.push((rel, rows));
+            out.push((rel, written.rows));
         }
     }
     Ok(out)
@@ -508,7 +565,14 @@ mod tests {
             w.push(batch.slice(off, len)).unwrap();
             off += len;
         }
-        assert_eq!(w.finish().unwrap(), n as u64);
+        let finished = w.finish().unwrap();
+        assert_eq!(finished.rows, n as u64);
+        // The hashes computed while writing are the ones a read computes.
+        let cols = columns(&schema);
+        let (content, data) = relspec_db::store::hash_parquet(&a, &cols).unwrap();
+        let hashes = finished.hashes.expect("a small footer is held back");
+        assert_eq!(hashes.content, content);
+        assert_eq!(relspec_db::store::data_hash_of(&cols, &hashes.pages), data);
         // The sequential writer is told where the layout ends groups.
         let mut chunker = Chunker::new(&schema);
         let crate::row_groups::Cuts { ends: cuts, firsts } = chunker.cuts(&batch).unwrap();

@@ -46,6 +46,8 @@ pub(crate) struct Written {
     pub(crate) footer: std::collections::BTreeMap<String, String>,
     pub(crate) tmp: std::path::PathBuf,
     pub(crate) rows: u64,
+    /// Its hashes, when the writer computed them (else the store reads it).
+    pub(crate) hashes: Option<crate::store::ObjectHashes>,
 }
 
 impl Target {
@@ -59,7 +61,7 @@ impl Target {
         let footer = crate::store::footer_metadata(&self.key, &self.rule, self.parts.as_ref().unwrap_or(&null));
         let tmp = self.store.tmp_path(".parquet");
         let cancelled = || self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
-        let rows =
+        let finished =
             relspec_exec::parquet::write_stream(&tmp, stream, &footer, cancelled).await.map_err(|e| match e {
                 WriteError::Stream(e) => lower::df_error(e, ErrorKind::Execution),
                 WriteError::Write(diag) => LowerError { diag, pos: None },
@@ -67,7 +69,7 @@ impl Target {
                     LowerError { diag: Diag::new(ErrorKind::Execution("cancelled".into())), pos: None }
                 }
             })?;
-        Ok(Written { footer, tmp, rows })
+        Ok(Written { footer, tmp, rows: finished.rows, hashes: finished.hashes })
     }
 
     /// Write the object as the object at `previous` with `change` applied,
@@ -91,7 +93,7 @@ impl Target {
         .map_err(super::union::internal)
         .and_then(|r| r);
         match res {
-            Ok(Some(s)) => Ok(Some((Written { footer, tmp, rows: s.rows }, s))),
+            Ok(Some(s)) => Ok(Some((Written { footer, tmp, rows: s.rows, hashes: s.hashes.clone() }, s))),
             Ok(None) => Ok(None),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -397,7 +399,7 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         partitions,
         started,
     } = o;
-    let (Target { store, rule, key, signature, parts, .. }, Written { footer, tmp, rows }) = (to, written);
+    let (Target { store, rule, key, signature, parts, .. }, Written { footer, tmp, rows, hashes }) = (to, written);
     let elapsed = started.elapsed().as_millis() as u64;
     let (store2, key2) = (store.clone(), key.clone());
     let from = crate::store::Provenance {
@@ -409,7 +411,7 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         footer,
     };
     let columns = relspec_exec::parquet::columns(&schema);
-    let record = tokio::task::spawn_blocking(move || store2.put_file(&key2, &tmp, from, columns, rows))
+    let record = tokio::task::spawn_blocking(move || store2.put_file(&key2, &tmp, from, columns, rows, hashes))
         .await
         .map_err(|e| LowerError { diag: Diag::new(ErrorKind::Store(e.to_string())), pos: None })?
         .map_err(|diag| LowerError { diag, pos: None })?;

@@ -52,6 +52,8 @@ pub(crate) struct Change {
 /// What a splice wrote.
 pub(crate) struct Spliced {
     pub(crate) rows: u64,
+    /// The object's hashes, computed as it was written.
+    pub(crate) hashes: Option<crate::store::ObjectHashes>,
     /// The retraction, with the retracted rows' hashes per partition.
     pub(crate) retract: Option<Retract>,
     /// Row groups copied and re-encoded.
@@ -234,8 +236,8 @@ pub(crate) fn splice(
         encoded += end - g;
         g = end;
     }
-    let rows = w.finish().map_err(|diag| LowerError { diag, pos: None })?;
-    Ok(Some(Spliced { rows, retract, copied, encoded }))
+    let finished = w.finish().map_err(|diag| LowerError { diag, pos: None })?;
+    Ok(Some(Spliced { rows: finished.rows, hashes: finished.hashes, retract, copied, encoded }))
 }
 
 #[cfg(test)]
