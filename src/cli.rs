@@ -188,32 +188,36 @@ pub(crate) enum ClusterRole {
         stock: bool,
     },
     /// An executor: registers with the scheduler and runs tasks.
-    Executor {
-        /// The scheduler (`df://host:port`).
-        #[arg(long, default_value = "df://127.0.0.1:50050")]
-        scheduler: String,
-        /// Address its services listen on.
-        #[arg(long, default_value = "127.0.0.1")]
-        bind_host: String,
-        /// Port of its Flight service (shuffle data).
-        #[arg(long, default_value_t = 50051)]
-        port: u16,
-        /// Port of its gRPC service (task launches).
-        #[arg(long, default_value_t = 50052)]
-        grpc_port: u16,
-        /// Host name the scheduler and other executors reach it by.
-        #[arg(long)]
-        external_host: Option<String>,
-        /// Tasks run at once (0: every core).
-        #[arg(long, default_value_t = 0)]
-        concurrency: usize,
-        /// Directory for shuffle files (default: a fresh one under the system's temp dir).
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
-        /// Leave relspec's functions out, as a stock Ballista executor does.
-        #[arg(long, hide = true)]
-        stock: bool,
-    },
+    Executor(ExecutorArgs),
+}
+
+/// `relspec cluster executor`'s options.
+#[derive(clap::Args)]
+pub(crate) struct ExecutorArgs {
+    /// The scheduler (`df://host:port`).
+    #[arg(long, default_value = "df://127.0.0.1:50050")]
+    pub(crate) scheduler: String,
+    /// Address its services listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub(crate) bind_host: String,
+    /// Port of its Flight service (shuffle data).
+    #[arg(long, default_value_t = 50051)]
+    pub(crate) port: u16,
+    /// Port of its gRPC service (task launches).
+    #[arg(long, default_value_t = 50052)]
+    pub(crate) grpc_port: u16,
+    /// Host name the scheduler and other executors reach it by.
+    #[arg(long)]
+    pub(crate) external_host: Option<String>,
+    /// Tasks run at once (0: every core).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) concurrency: usize,
+    /// Directory for shuffle files (default: a fresh one under the system's temp dir).
+    #[arg(long)]
+    pub(crate) work_dir: Option<PathBuf>,
+    /// Leave relspec's functions out, as a stock Ballista executor does.
+    #[arg(long, hide = true)]
+    pub(crate) stock: bool,
 }
 
 impl Command {

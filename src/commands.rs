@@ -359,28 +359,18 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
                     eprintln!("relspec cluster: Ballista scheduler on {bind} (Ctrl-C stops it)");
                     cluster::serve_scheduler(&bind, external_host.as_deref(), !stock).map_err(|e| vec![e])?;
                 }
-                ClusterRole::Executor {
-                    scheduler,
-                    bind_host,
-                    port,
-                    grpc_port,
-                    external_host,
-                    concurrency,
-                    work_dir,
-                    stock,
-                } => {
-                    let work_dir = work_dir.unwrap_or_else(|| {
-                        std::env::temp_dir().join(format!("relspec-executor-{}", std::process::id()))
-                    });
+                ClusterRole::Executor(a) => {
                     let opts = cluster::ExecutorOptions {
-                        scheduler,
-                        bind_host,
-                        port,
-                        grpc_port,
-                        external_host,
-                        concurrency,
-                        work_dir,
-                        functions: !stock,
+                        work_dir: a.work_dir.unwrap_or_else(|| {
+                            std::env::temp_dir().join(format!("relspec-executor-{}", std::process::id()))
+                        }),
+                        functions: !a.stock,
+                        scheduler: a.scheduler,
+                        bind_host: a.bind_host,
+                        port: a.port,
+                        grpc_port: a.grpc_port,
+                        external_host: a.external_host,
+                        concurrency: a.concurrency,
                     };
                     cluster::scheduler_address(&opts.scheduler).map_err(|e| vec![e])?;
                     eprintln!(
