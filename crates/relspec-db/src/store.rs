@@ -741,40 +741,67 @@ pub fn hash_parquet(path: &Path, schema: &[ColumnInfo]) -> std::io::Result<(Stri
     if &tail[4..] != b"PAR1" {
         return Err(bad());
     }
+    // One pass, holding back exactly the footer and its length.
     let footer = u32::from_le_bytes(tail[..4].try_into().unwrap()) as u64;
-    let data_len = len.checked_sub(8 + footer).ok_or_else(bad)?;
-    // One pass: the content hasher's state at `data_len` is the pages' hash.
+    len.checked_sub(8 + footer).ok_or_else(bad)?;
     f.seek(SeekFrom::Start(0))?;
-    let mut h = blake3::Hasher::new();
-    let feed = |h: &mut blake3::Hasher, bytes: &[u8]| {
-        if len > 1 << 20 {
-            h.update_rayon(bytes)
-        } else {
-            h.update(bytes)
-        };
-    };
-    let (mut pages, mut before_footer) = (None, data_len);
+    let mut h = ObjectHasher::new(8 + footer as usize);
     let mut buf = vec![0u8; (len as usize).min(4 << 20)];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
         }
-        let chunk = &buf[..n];
-        if pages.is_none() && n as u64 >= before_footer {
-            let (data, rest) = chunk.split_at(before_footer as usize);
-            feed(&mut h, data);
-            pages = Some(h.clone().finalize().to_hex().to_string());
-            feed(&mut h, rest);
-        } else {
-            feed(&mut h, chunk);
-            if pages.is_none() {
-                before_footer -= n as u64;
-            }
+        h.update(&buf[..n]);
+    }
+    let hashes = h.finish().ok_or_else(bad)?;
+    Ok((hashes.content, data_hash_of(schema, &hashes.pages)))
+}
+
+/// The two hashes of a Parquet object fed to it in order (by its writer as
+/// it writes, or by [`hash_parquet`] as it reads): every byte is hashed as it
+/// comes except the last `held_back`, kept until the end, where the footer's
+/// length (the file's last 8 bytes) says where the pages end.
+#[derive(Debug, Clone)]
+pub struct ObjectHasher {
+    hasher: blake3::Hasher,
+    tail: Vec<u8>,
+    held_back: usize,
+}
+
+impl ObjectHasher {
+    /// A hasher that holds back `held_back` bytes (at least the footer and
+    /// its 8-byte trailer, for [`ObjectHasher::finish`] to succeed).
+    pub fn new(held_back: usize) -> ObjectHasher {
+        ObjectHasher { hasher: blake3::Hasher::new(), tail: Vec::new(), held_back }
+    }
+
+    /// Feed the next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        if self.tail.len() > 2 * self.held_back.max(1 << 20) {
+            let cut = self.tail.len() - self.held_back;
+            self.hasher.update_rayon(&self.tail[..cut]);
+            self.tail.drain(..cut);
         }
     }
-    let pages = pages.ok_or_else(bad)?;
-    Ok((h.finalize().to_hex().to_string(), data_hash_of(schema, &pages)))
+
+    /// The content hash and the pages' hash, or `None` when the bytes do
+    /// not end in a Parquet trailer or the footer is longer than what was
+    /// held back.
+    pub fn finish(mut self) -> Option<ObjectHashes> {
+        let n = self.tail.len();
+        let trailer = self.tail.get(n.checked_sub(8)?..)?;
+        if &trailer[4..] != b"PAR1" {
+            return None;
+        }
+        let footer = u32::from_le_bytes(trailer[..4].try_into().ok()?) as usize;
+        let data_end = n.checked_sub(8 + footer)?;
+        self.hasher.update_rayon(&self.tail[..data_end]);
+        let pages = self.hasher.clone().finalize().to_hex().to_string();
+        self.hasher.update_rayon(&self.tail[data_end..]);
+        Some(ObjectHashes { content: self.hasher.finalize().to_hex().to_string(), pages })
+    }
 }
 
 /// Modification time in nanoseconds since the epoch.

@@ -144,10 +144,7 @@ fn reachable(scheduler: &str) -> Result<()> {
 /// Without the `ballista` feature: an error saying how to get it.
 #[cfg(not(feature = "ballista"))]
 pub async fn connect(_local: &SessionContext, _scheduler: &str) -> Result<Cluster> {
-    Err(Diag::new(ErrorKind::Usage(
-        "[profile] executor = \"ballista\": this relspec was built without the `ballista` feature".into(),
-    ))
-    .with_help("build it with `cargo build --features ballista`"))
+    Err(without_feature("[profile] executor = \"ballista\""))
 }
 
 /// Register a dataset in a cluster session as a plain listing table.
@@ -212,14 +209,8 @@ pub fn serve_scheduler(bind: &str, external_host: Option<&str>, functions: bool)
         .with_hostname(external_host.unwrap_or(&address.ip().to_string()))
         .with_port(address.port());
     config.bind_host = address.ip().to_string();
-    // Every function of a default DataFusion session (Ballista's own list
-    // lacks the nested ones) and relspec's; a stock scheduler: Ballista's.
-    let mut extra: Vec<std::sync::Arc<datafusion::logical_expr::ScalarUDF>> = vec![];
-    if functions {
-        let state = datafusion::execution::SessionStateBuilder::new().with_default_features().build();
-        extra.extend(state.scalar_functions().values().cloned());
-        extra.extend(crate::kernels::scalar_functions().into_iter().map(std::sync::Arc::new));
-    }
+    // A stock scheduler: Ballista's functions only.
+    let extra = if functions { plan_functions() } else { vec![] };
     config.override_session_builder = Some(std::sync::Arc::new(move |c| {
         let mut state = ballista_core::utils::default_session_builder(c)?;
         for f in &extra {
@@ -241,15 +232,10 @@ pub fn serve_scheduler(bind: &str, external_host: Option<&str>, functions: bool)
 pub fn serve_executor(opts: &ExecutorOptions) -> Result<()> {
     use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
     let (scheduler_host, scheduler_port) = scheduler_address(&opts.scheduler)?;
-    // Ballista's default registry lacks DataFusion's nested (array)
-    // functions; a default session's has them all. A stock executor: Ballista's.
+    // A stock executor: Ballista's functions only.
     let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();
-    if opts.functions {
-        let state = datafusion::execution::SessionStateBuilder::new().with_default_features().build();
-        registry = ballista_core::registry::BallistaFunctionRegistry::from(&state);
-        for f in crate::kernels::scalar_functions() {
-            registry.scalar_functions.insert(f.name().to_string(), std::sync::Arc::new(f));
-        }
+    for f in plan_functions().into_iter().filter(|_| opts.functions) {
+        registry.scalar_functions.insert(f.name().to_string(), f);
     }
     std::fs::create_dir_all(&opts.work_dir).map_err(|e| err(format!("{}: {e}", opts.work_dir.display())))?;
     let config = ExecutorProcessConfig {
@@ -269,6 +255,17 @@ pub fn serve_executor(opts: &ExecutorOptions) -> Result<()> {
     runtime()?.block_on(start_executor_process(std::sync::Arc::new(config))).map_err(err)
 }
 
+/// Every scalar function a relspec plan may call: a default DataFusion
+/// session's (Ballista's own list lacks the nested ones, such as
+/// `string_to_array`) and relspec's.
+#[cfg(feature = "ballista")]
+fn plan_functions() -> Vec<std::sync::Arc<datafusion::logical_expr::ScalarUDF>> {
+    let state = datafusion::execution::SessionStateBuilder::new().with_default_features().build();
+    let mut all: Vec<_> = state.scalar_functions().values().cloned().collect();
+    all.extend(crate::kernels::scalar_functions().into_iter().map(std::sync::Arc::new));
+    all
+}
+
 #[cfg(feature = "ballista")]
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(err)
@@ -277,17 +274,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Without the `ballista` feature: an error saying how to get it.
 #[cfg(not(feature = "ballista"))]
 pub fn serve_scheduler(_bind: &str, _external_host: Option<&str>, _functions: bool) -> Result<()> {
-    Err(without_feature())
+    Err(without_feature("`relspec cluster`"))
 }
 
 /// Without the `ballista` feature: an error saying how to get it.
 #[cfg(not(feature = "ballista"))]
 pub fn serve_executor(_opts: &ExecutorOptions) -> Result<()> {
-    Err(without_feature())
+    Err(without_feature("`relspec cluster`"))
 }
 
+/// `what` needs the `ballista` feature: how to get it.
 #[cfg(not(feature = "ballista"))]
-fn without_feature() -> Diag {
-    Diag::new(ErrorKind::Usage("`relspec cluster`: this relspec was built without the `ballista` feature".into()))
+fn without_feature(what: &str) -> Diag {
+    Diag::new(ErrorKind::Usage(format!("{what}: this relspec was built without the `ballista` feature")))
         .with_help("build it with `cargo build --features ballista`")
 }

@@ -104,46 +104,21 @@ pub struct Finished {
     pub hashes: Option<relspec_db::store::ObjectHashes>,
 }
 
-/// The file sink: every byte written is hashed, except the last
-/// [`HELD_BACK`] bytes, held back until the end, where the footer's length
-/// says where the bytes before the footer end.
+/// The file sink: every byte written is also fed to the object's hasher.
 struct Hashing {
     file: File,
-    hasher: blake3::Hasher,
-    tail: Vec<u8>,
+    hasher: relspec_db::store::ObjectHasher,
 }
-
-/// Bytes held back from hashing until the footer's start is known.
-const HELD_BACK: usize = 1 << 20;
 
 impl std::io::Write for Hashing {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.tail.extend_from_slice(&buf[..n]);
-        if self.tail.len() > 2 * HELD_BACK {
-            let cut = self.tail.len() - HELD_BACK;
-            self.hasher.update(&self.tail[..cut]);
-            self.tail.drain(..cut);
-        }
+        self.hasher.update(&buf[..n]);
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
-    }
-}
-
-impl Hashing {
-    /// The content hash and the pages' hash, when the footer lies within
-    /// the held-back bytes.
-    fn hashes(mut self) -> Option<relspec_db::store::ObjectHashes> {
-        let n = self.tail.len();
-        let footer = u32::from_le_bytes(self.tail.get(n.checked_sub(8)?..n - 4)?.try_into().ok()?) as usize;
-        let data_end = n.checked_sub(8 + footer)?;
-        self.hasher.update(&self.tail[..data_end]);
-        let pages = self.hasher.clone().finalize().to_hex().to_string();
-        self.hasher.update(&self.tail[data_end..]);
-        Some(relspec_db::store::ObjectHashes { content: self.hasher.finalize().to_hex().to_string(), pages })
     }
 }
 
@@ -213,7 +188,8 @@ impl ChunkedWriter {
         // schema in the footer); its lower-level parts then write row groups.
         // Copied column chunks arrive in 8 KiB pieces: buffered, they are
         // written a MiB at a time, not a system call each.
-        let sink = Hashing { file: f, hasher: blake3::Hasher::new(), tail: Vec::new() };
+        // The footer's start is found in the last MiB written.
+        let sink = Hashing { file: f, hasher: relspec_db::store::ObjectHasher::new(1 << 20) };
         let (file, factory) =
             ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, sink), schema.clone(), Some(props))
                 .and_then(|w| w.into_serialized_writer())
@@ -366,7 +342,7 @@ impl ChunkedWriter {
         let inner = self.file.into_inner().map_err(|e| write_err(&path, e.to_string()))?;
         let sink = inner.into_inner().map_err(|e| write_err(&path, e.to_string()))?;
         sink.file.sync_all().map_err(|e| io("cannot sync", &path, e))?;
-        Ok(Finished { rows: self.rows, hashes: sink.hashes() })
+        Ok(Finished { rows: self.rows, hashes: sink.hasher.finish() })
     }
 }
 

@@ -304,7 +304,7 @@ pub fn build(
         ledger = Some(publish::publish(p, &order, &targets, outcome, now, t0).map_err(|e| vec![e])?);
     }
     // Uploads ran beside execution and publishing; wait for the rest.
-    let remote = match (&s.remote, s.remote_warning.take()) {
+    let remote = match (s.remote.clone(), s.remote_warning.take()) {
         (Some(r), _) => {
             r.add_hits(s.pack_hits);
             // A whole build that resolved every rule: its pack, for the
@@ -313,7 +313,7 @@ pub fn build(
                 let mut names: Vec<&String> = s.records.keys().collect();
                 names.sort();
                 let records = names.into_iter().map(|n| s.records[n].clone()).collect();
-                r.upload_pack(store.clone(), pack_key(s.jobs.values()), records);
+                r.upload_pack(store.clone(), s.pack_key(), records);
             }
             Some(r.finish())
         }
@@ -457,6 +457,8 @@ struct Scheduler {
     from_remote: HashSet<String>,
     /// Whether the build may use a pack (a whole, unselected build).
     pack: bool,
+    /// Its pack key, computed on first use (fetch or upload).
+    pack_key: Option<String>,
     /// Output keys installed from the remote's pack of this build.
     packed: HashSet<String>,
     /// Rules reused from the pack.
@@ -506,6 +508,7 @@ impl Scheduler {
             fetching: HashMap::new(),
             from_remote: HashSet::new(),
             pack: false,
+            pack_key: None,
             packed: HashSet::new(),
             pack_hits: 0,
             cluster: None,
@@ -638,9 +641,16 @@ impl Scheduler {
         }
         // One request for every output a writer's build of this same
         // workspace produced (see `crate::remote`, packs).
-        if let Some(remote) = self.remote.as_ref().filter(|r| self.pack && r.reads()) {
-            self.packed = remote.fetch_pack(&self.store, &pack_key(self.jobs.values()));
+        if let Some(remote) = self.remote.clone().filter(|r| self.pack && r.reads()) {
+            let key = self.pack_key();
+            self.packed = remote.fetch_pack(&self.store, &key);
         }
+    }
+
+    /// The whole build's pack key (hashed once).
+    fn pack_key(&mut self) -> String {
+        let jobs = &self.jobs;
+        self.pack_key.get_or_insert_with(|| pack_key(jobs.values())).clone()
     }
 
     /// Look a rule that missed locally up in the remote cache.
