@@ -78,18 +78,182 @@ pub enum WriteError {
 /// same as a sequential `ArrowWriter`'s (a unit test compares them).
 pub struct ChunkedWriter {
     path: PathBuf,
-    schema: SchemaRef,
     file: SerializedFileWriter<BufWriter<Hashing>>,
     factory: ArrowRowGroupWriterFactory,
+    enc: Encoder,
+    /// Each row group's first row (row-format bytes), for the footer.
+    firsts: Vec<Vec<u8>>,
+    rows: u64,
+}
+
+/// Rows cut into content-defined row groups and encoded: the open group's
+/// column writers and the rows not encoded yet. Closed groups go to a
+/// sink (the file, or memory for a [`Segment`]).
+struct Encoder {
+    schema: SchemaRef,
     chunker: Chunker,
     /// The open row group's column writers (opened by its first slice).
     group: Option<Vec<ArrowColumnWriter>>,
     /// Rows of the current group not encoded yet (fewer than a slice).
     pending: Vec<RecordBatch>,
     pending_rows: usize,
-    /// Each row group's first row (row-format bytes), for the footer.
+}
+
+type PqResult<T> = datafusion::parquet::errors::Result<T>;
+
+impl Encoder {
+    fn new(schema: SchemaRef) -> Encoder {
+        Encoder { chunker: Chunker::new(&schema), schema, group: None, pending: vec![], pending_rows: 0 }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.chunker.at_boundary() && self.pending_rows == 0 && self.group.is_none()
+    }
+
+    /// Add a batch; every group it closes is passed to `sink`. Returns the
+    /// first rows of the groups that start in it.
+    fn push(
+        &mut self,
+        factory: &ArrowRowGroupWriterFactory,
+        batch: RecordBatch,
+        sink: &mut dyn FnMut(Vec<ArrowColumnChunk>) -> PqResult<()>,
+    ) -> PqResult<Vec<Vec<u8>>> {
+        let crate::row_groups::Cuts { ends: cuts, firsts } =
+            self.chunker.cuts(&batch).map_err(|e| datafusion::parquet::errors::ParquetError::General(e.to_string()))?;
+        // Each cut closes the open group; the rows after the last cut stay open.
+        let mut off = 0;
+        for end in cuts.into_iter().chain(std::iter::once(batch.num_rows())) {
+            let closes = end < batch.num_rows() || self.chunker.at_boundary();
+            if end > off {
+                self.pending_rows += end - off;
+                self.pending.push(batch.slice(off, end - off));
+            }
+            self.drain(factory, closes)?;
+            if closes {
+                self.close_group(sink)?;
+            }
+            off = end;
+        }
+        Ok(firsts)
+    }
+
+    /// Encode every full slice held (and, when `all`, the remainder).
+    fn drain(&mut self, factory: &ArrowRowGroupWriterFactory, all: bool) -> PqResult<()> {
+        if self.pending_rows < WRITE_CHUNK && !(all && self.pending_rows > 0) {
+            return Ok(());
+        }
+        let buf = concat_batches(&self.schema, &self.pending)?;
+        self.pending.clear();
+        let mut off = 0;
+        while buf.num_rows() - off >= WRITE_CHUNK || (all && off < buf.num_rows()) {
+            let len = WRITE_CHUNK.min(buf.num_rows() - off);
+            self.write_slice(factory, &buf.slice(off, len))?;
+            off += len;
+        }
+        self.pending_rows = buf.num_rows() - off;
+        if self.pending_rows > 0 {
+            self.pending.push(buf.slice(off, self.pending_rows));
+        }
+        Ok(())
+    }
+
+    /// Encode one slice into the open row group (opening it).
+    fn write_slice(&mut self, factory: &ArrowRowGroupWriterFactory, batch: &RecordBatch) -> PqResult<()> {
+        use rayon::prelude::*;
+        if self.group.is_none() {
+            // The index only matters for encryption, which relspec does not use.
+            self.group = Some(factory.create_column_writers(0)?);
+        }
+        let Some(writers) = self.group.as_mut() else { unreachable!("opened above") };
+        let mut leaves = Vec::with_capacity(writers.len());
+        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+            leaves.extend(compute_leaves(field.as_ref(), column)?);
+        }
+        writers.par_iter_mut().zip(leaves.par_iter()).try_for_each(|(w, leaf)| w.write(leaf))
+    }
+
+    /// Close the open row group's columns (in parallel) and pass them on.
+    fn close_group(&mut self, sink: &mut dyn FnMut(Vec<ArrowColumnChunk>) -> PqResult<()>) -> PqResult<()> {
+        use rayon::prelude::*;
+        let Some(writers) = self.group.take() else { return Ok(()) };
+        let chunks: Vec<ArrowColumnChunk> = writers.into_par_iter().map(|w| w.close()).collect::<Result<_, _>>()?;
+        sink(chunks)
+    }
+
+    /// Encode what is held and close the open group.
+    fn finish(
+        &mut self,
+        factory: &ArrowRowGroupWriterFactory,
+        sink: &mut dyn FnMut(Vec<ArrowColumnChunk>) -> PqResult<()>,
+    ) -> PqResult<()> {
+        self.drain(factory, true)?;
+        self.close_group(sink)
+    }
+}
+
+/// Row groups encoded in memory, apart from a file (see
+/// [`ChunkedWriter::encode_segment`]), to be appended in order.
+pub struct Segment {
+    groups: Vec<Vec<ArrowColumnChunk>>,
     firsts: Vec<Vec<u8>>,
     rows: u64,
+    /// Whether the segment's last row ended a group by the layout (so the
+    /// rows after it may start a new group), not because the rows ran out.
+    ends_at_boundary: bool,
+}
+
+impl Segment {
+    /// Whether the layout itself cut a group after the segment's last row.
+    pub fn ends_at_boundary(&self) -> bool {
+        self.ends_at_boundary
+    }
+
+    /// Rows in the segment.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Row groups in the segment.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+/// What encodes segments for a writer (shared by the threads that encode them).
+pub struct SegmentEncoder<'w> {
+    factory: &'w ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+}
+
+impl SegmentEncoder<'_> {
+    /// Encode rows that start at a row-group boundary into row groups held
+    /// in memory: the groups a writer at that boundary would write for
+    /// them, as long as the layout cuts a group after their last row
+    /// ([`Segment::ends_at_boundary`]).
+    pub fn encode(
+        &self,
+        batches: impl Iterator<Item = std::result::Result<RecordBatch, Diag>>,
+    ) -> std::result::Result<Segment, Diag> {
+        let werr = |e: datafusion::parquet::errors::ParquetError| Diag::new(ErrorKind::Store(e.to_string()));
+        let mut enc = Encoder::new(self.schema.clone());
+        let mut groups = Vec::new();
+        let (mut firsts, mut rows) = (Vec::new(), 0u64);
+        let mut sink = |chunks| {
+            groups.push(chunks);
+            Ok(())
+        };
+        for b in batches {
+            let b = b?;
+            if b.num_rows() == 0 {
+                continue;
+            }
+            rows += b.num_rows() as u64;
+            firsts.extend(enc.push(self.factory, b, &mut sink).map_err(werr)?);
+        }
+        let ends_at_boundary = enc.at_boundary();
+        enc.finish(self.factory, &mut sink).map_err(werr)?;
+        Ok(Segment { groups, firsts, rows, ends_at_boundary })
+    }
 }
 
 /// What a finished write produced.
@@ -196,13 +360,9 @@ impl ChunkedWriter {
                 .map_err(|e| write_err(path, e.to_string()))?;
         Ok(ChunkedWriter {
             path: path.to_path_buf(),
-            chunker: Chunker::new(&schema),
-            schema,
+            enc: Encoder::new(schema),
             file,
             factory,
-            group: None,
-            pending: vec![],
-            pending_rows: 0,
             firsts: vec![],
             rows: 0,
         })
@@ -214,38 +374,45 @@ impl ChunkedWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let path = self.path.clone();
-        let werr = |e: String| write_err(&path, e);
-        let crate::row_groups::Cuts { ends: cuts, firsts } =
-            self.chunker.cuts(&batch).map_err(|e| werr(e.to_string()))?;
-        self.firsts.extend(firsts);
-        // Each cut closes the open group; the rows after the last cut stay open.
-        let mut off = 0;
-        for end in cuts.into_iter().chain(std::iter::once(batch.num_rows())) {
-            let closes = end < batch.num_rows() || self.chunker.at_boundary();
-            if end > off {
-                self.pending_rows += end - off;
-                self.pending.push(batch.slice(off, end - off));
-                self.rows += (end - off) as u64;
-            }
-            self.drain(closes).map_err(|e| werr(e.to_string()))?;
-            if closes {
-                self.close_group().map_err(|e| werr(e.to_string()))?;
-            }
-            off = end;
+        let rows = batch.num_rows() as u64;
+        let ChunkedWriter { path, file, factory, enc, firsts, .. } = self;
+        let mut sink = |chunks| append_group(file, chunks);
+        let started = enc.push(factory, batch, &mut sink).map_err(|e| write_err(path, e.to_string()))?;
+        firsts.extend(started);
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// An encoder of [`Segment`]s for this writer, to encode rows on other
+    /// threads and append them with [`ChunkedWriter::append_segment`].
+    pub fn segments(&self) -> SegmentEncoder<'_> {
+        SegmentEncoder { factory: &self.factory, schema: self.enc.schema.clone() }
+    }
+
+    /// Append a segment's row groups. Only at a boundary; the caller knows
+    /// the segment's rows start a group here (the previous segment ended
+    /// at a boundary).
+    pub fn append_segment(&mut self, segment: Segment) -> Result<()> {
+        if !self.at_boundary() {
+            return Err(write_err(&self.path, "a segment can only be appended at a row-group boundary".into()));
         }
+        for chunks in segment.groups {
+            append_group(&mut self.file, chunks).map_err(|e| write_err(&self.path, e.to_string()))?;
+        }
+        self.firsts.extend(segment.firsts);
+        self.rows += segment.rows;
         Ok(())
     }
 
     /// Whether the rows written so far end exactly at a row-group boundary
     /// (so a copied group may follow).
     pub fn at_boundary(&self) -> bool {
-        self.chunker.at_boundary() && self.pending_rows == 0 && self.group.is_none()
+        self.enc.at_boundary()
     }
 
     /// Whether this writer's groups are content-defined (else it never splices).
     pub fn content_defined(&self) -> bool {
-        self.chunker.content_defined()
+        self.enc.chunker.content_defined()
     }
 
     /// Copy row group `index` of `layout`'s object (open as `source`) byte
@@ -282,60 +449,14 @@ impl ChunkedWriter {
         Ok(())
     }
 
-    /// Encode every full slice held (and, when `all`, the remainder).
-    fn drain(&mut self, all: bool) -> datafusion::parquet::errors::Result<()> {
-        if self.pending_rows < WRITE_CHUNK && !(all && self.pending_rows > 0) {
-            return Ok(());
-        }
-        let buf = concat_batches(&self.schema, &self.pending)?;
-        self.pending.clear();
-        let mut off = 0;
-        while buf.num_rows() - off >= WRITE_CHUNK || (all && off < buf.num_rows()) {
-            let len = WRITE_CHUNK.min(buf.num_rows() - off);
-            self.write_slice(&buf.slice(off, len))?;
-            off += len;
-        }
-        self.pending_rows = buf.num_rows() - off;
-        if self.pending_rows > 0 {
-            self.pending.push(buf.slice(off, self.pending_rows));
-        }
-        Ok(())
-    }
-
-    /// Encode one slice into the open row group (opening it).
-    fn write_slice(&mut self, batch: &RecordBatch) -> datafusion::parquet::errors::Result<()> {
-        use rayon::prelude::*;
-        if self.group.is_none() {
-            self.group = Some(self.factory.create_column_writers(self.file.flushed_row_groups().len())?);
-        }
-        let Some(writers) = self.group.as_mut() else { unreachable!("opened above") };
-        let mut leaves = Vec::with_capacity(writers.len());
-        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
-            leaves.extend(compute_leaves(field.as_ref(), column)?);
-        }
-        writers.par_iter_mut().zip(leaves.par_iter()).try_for_each(|(w, leaf)| w.write(leaf))
-    }
-
-    /// Close the open row group's columns (in parallel) and append them.
-    fn close_group(&mut self) -> datafusion::parquet::errors::Result<()> {
-        use rayon::prelude::*;
-        let Some(writers) = self.group.take() else { return Ok(()) };
-        let chunks: Vec<ArrowColumnChunk> = writers.into_par_iter().map(|w| w.close()).collect::<Result<_, _>>()?;
-        let mut rg = self.file.next_row_group()?;
-        for chunk in chunks {
-            chunk.append_to_row_group(&mut rg)?;
-        }
-        rg.close()?;
-        Ok(())
-    }
-
     /// Write the remainder and the footer (with the row groups' first rows),
     /// sync the file; returns the row count.
     pub fn finish(mut self) -> Result<Finished> {
         let path = self.path.clone();
-        self.drain(true).map_err(|e| write_err(&path, e.to_string()))?;
-        self.close_group().map_err(|e| write_err(&path, e.to_string()))?;
-        if self.chunker.content_defined() {
+        let ChunkedWriter { file, factory, enc, .. } = &mut self;
+        let mut sink = |chunks| append_group(file, chunks);
+        enc.finish(factory, &mut sink).map_err(|e| write_err(&path, e.to_string()))?;
+        if self.enc.chunker.content_defined() {
             let list = crate::row_groups::encode_firsts(&self.firsts);
             self.file.append_key_value_metadata(KeyValue::new(FOOTER_ROW_GROUPS.to_string(), list));
         }
@@ -344,6 +465,16 @@ impl ChunkedWriter {
         sink.file.sync_all().map_err(|e| io("cannot sync", &path, e))?;
         Ok(Finished { rows: self.rows, hashes: sink.hasher.finish() })
     }
+}
+
+/// Append one encoded row group to the file.
+fn append_group(file: &mut SerializedFileWriter<BufWriter<Hashing>>, chunks: Vec<ArrowColumnChunk>) -> PqResult<()> {
+    let mut rg = file.next_row_group()?;
+    for chunk in chunks {
+        chunk.append_to_row_group(&mut rg)?;
+    }
+    rg.close()?;
+    Ok(())
 }
 
 /// A column chunk's metadata as the writer produced it, from the metadata

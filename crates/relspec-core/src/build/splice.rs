@@ -59,6 +59,8 @@ pub(crate) struct Spliced {
     /// Row groups copied and re-encoded.
     pub(crate) copied: usize,
     pub(crate) encoded: usize,
+    /// Parallel segments the groups were re-encoded in (1: in order).
+    pub(crate) segments: usize,
 }
 
 /// Sorted rows with the group of the previous object each falls in.
@@ -157,7 +159,7 @@ pub(crate) fn splice(
     change: Change,
     tmp: &Path,
     footer: &BTreeMap<String, String>,
-    cancelled: &dyn Fn() -> bool,
+    cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Option<Spliced>, LowerError> {
     let Some(layout) = Layout::read(previous) else { return Ok(None) };
     let n = layout.firsts.len();
@@ -177,8 +179,13 @@ pub(crate) fn splice(
             dirty[g] = true;
         }
     }
-    // Touching most groups: the whole merge (decoding ahead of the encoder) is faster.
+    // Touching most groups: every group is re-encoded, in parallel when
+    // it can be (a union's re-merge), else by the whole merge (decoding
+    // ahead of the encoder).
     if dirty.iter().filter(|&&d| d).count() * 2 > n {
+        if change.retract.is_none() && rayon::current_num_threads() > 1 {
+            return rewrite_parallel(schema, previous, &layout, &removed, &added, tmp, footer, cancelled);
+        }
         return Ok(None);
     }
     let file = std::fs::File::open(previous).map_err(internal)?;
@@ -237,7 +244,120 @@ pub(crate) fn splice(
         g = end;
     }
     let finished = w.finish().map_err(|diag| LowerError { diag, pos: None })?;
-    Ok(Some(Spliced { rows: finished.rows, hashes: finished.hashes, retract, copied, encoded }))
+    Ok(Some(Spliced { rows: finished.rows, hashes: finished.hashes, retract, copied, encoded, segments: 1 }))
+}
+
+/// Most bytes of a previous object rewritten in parallel (the segments'
+/// encoded groups are held in memory until appended in order).
+const PARALLEL_MAX_BYTES: i64 = 256 << 20;
+
+/// Every group of `previous` re-encoded with the removed and added rows,
+/// in contiguous ranges of groups on parallel threads. Each range is
+/// merged and chunked as if a group started at its first row, which holds
+/// when the range before it ends exactly at a group boundary under the new
+/// rows; the ranges are appended in order after checking that, and when it
+/// does not hold (or a removal found no row in its range) the caller
+/// merges whole instead. So the bytes are the whole merge's.
+#[allow(clippy::too_many_arguments)]
+fn rewrite_parallel(
+    schema: &SchemaRef,
+    previous: &Path,
+    layout: &Layout,
+    removed: &Placed,
+    added: &Placed,
+    tmp: &Path,
+    footer: &BTreeMap<String, String>,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Option<Spliced>, LowerError> {
+    use rayon::prelude::*;
+    let t = std::time::Instant::now();
+    let n = layout.firsts.len();
+    let groups: Vec<i64> = (0..n).map(|g| layout.meta.row_group(g).num_rows()).collect();
+    let bytes: i64 = (0..n).map(|g| layout.meta.row_group(g).compressed_size()).sum();
+    if bytes > PARALLEL_MAX_BYTES {
+        return Ok(None);
+    }
+    // Ranges of groups with about equal rows, one per thread.
+    let k = rayon::current_num_threads().min(n);
+    let total: i64 = groups.iter().sum();
+    let mut bounds = vec![0];
+    let mut acc = 0;
+    for (g, rows) in groups.iter().enumerate() {
+        acc += rows;
+        if g + 1 < n && bounds.len() < k && acc * k as i64 >= total * bounds.len() as i64 {
+            bounds.push(g + 1);
+        }
+    }
+    bounds.push(n);
+    let read_meta =
+        ArrowReaderMetadata::try_new(layout.meta.clone(), ArrowReaderOptions::new().with_schema(schema.clone()))
+            .map_err(internal)?;
+    let mut w = ChunkedWriter::create(tmp, schema.clone(), footer).map_err(|diag| LowerError { diag, pos: None })?;
+    let abandon = |w: ChunkedWriter| {
+        drop(w);
+        let _ = std::fs::remove_file(tmp);
+    };
+    if !w.content_defined() {
+        abandon(w);
+        return Ok(None);
+    }
+    let encoder = w.segments();
+    let ranges: Vec<(usize, usize)> = bounds.windows(2).map(|r| (r[0], r[1])).collect();
+    let segments: Vec<Result<(relspec_exec::parquet::Segment, usize), LowerError>> = ranges
+        .par_iter()
+        .map(|&(from, to)| {
+            // A file of its own: a cloned descriptor would share the
+            // offset the reader seeks with the other threads.
+            let file = std::fs::File::open(previous).map_err(internal)?;
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, read_meta.clone())
+                .with_row_groups((from..to).collect())
+                .with_batch_size(BATCH)
+                .build()
+                .map_err(internal)?;
+            let mut old = Feed::File(reader);
+            let first = old.next_non_empty()?;
+            let feeds = vec![(old, first), removed.feed(from, to)?, added.feed(from, to)?];
+            let mut merge = Merge::of_feeds(schema.clone(), feeds, vec![false, true, false], None)?;
+            let batches = std::iter::from_fn(|| {
+                if cancelled() {
+                    return Some(Err(internal("cancelled").diag));
+                }
+                match merge.next_batch() {
+                    Ok(b) => b.map(Ok),
+                    Err(e) => Some(Err(e.diag)),
+                }
+            });
+            let segment = encoder.encode(batches).map_err(|diag| LowerError { diag, pos: None })?;
+            Ok((segment, merge.lost_removals()))
+        })
+        .collect();
+    tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "parallel rewrite: segments encoded");
+    let count = segments.len();
+    for (i, s) in segments.into_iter().enumerate() {
+        let (segment, lost) = match s {
+            Ok(s) => s,
+            Err(e) => {
+                abandon(w);
+                return Err(e);
+            }
+        };
+        if lost > 0 || (i + 1 < count && !segment.ends_at_boundary()) {
+            tracing::debug!(segment = i, lost, "parallel rewrite: ranges do not meet at a boundary; merging whole");
+            abandon(w);
+            return Ok(None);
+        }
+        w.append_segment(segment).map_err(|diag| LowerError { diag, pos: None })?;
+    }
+    let finished = w.finish().map_err(|diag| LowerError { diag, pos: None })?;
+    tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "parallel rewrite: appended and synced");
+    Ok(Some(Spliced {
+        rows: finished.rows,
+        hashes: finished.hashes,
+        retract: None,
+        copied: 0,
+        encoded: n,
+        segments: count,
+    }))
 }
 
 #[cfg(test)]
@@ -369,6 +489,47 @@ mod tests {
             copied += s.copied;
         }
         assert!(copied > 24 * 3);
+    }
+
+    /// A union change whose rows fall in every row group (a branch's rows
+    /// interleaved with the others'): every group is re-encoded, in
+    /// parallel segments on a pool of several threads, and the bytes equal
+    /// a clean write's.
+    #[test]
+    fn a_change_in_every_group_is_rewritten_in_parallel_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for (case, every) in [7u64, 13, 50].into_iter().enumerate() {
+            let version = |v: u64| -> Vec<(Option<String>, i64, Option<String>)> {
+                (0..1500u64)
+                    .flat_map(|f| file_rows(f, 0))
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let mine = i as u64 % every == 3;
+                        (r.0, r.1, if mine { Some(format!("branch row {i} v{v}")) } else { r.2 })
+                    })
+                    .collect()
+            };
+            let (before, after) = (version(0), version(1));
+            let changed = |rows: &[(Option<String>, i64, Option<String>)]| -> Vec<_> {
+                rows.iter().enumerate().filter(|(i, _)| *i as u64 % every == 3).map(|(_, r)| r.clone()).collect()
+            };
+            let prev = dir.path().join(format!("prev{case}.parquet"));
+            write(&prev, &sorted(before.clone()));
+            let clean = dir.path().join(format!("clean{case}.parquet"));
+            write(&clean, &sorted(after.clone()));
+            let change =
+                Change { retract: None, removed: vec![sorted(changed(&before))], added: vec![sorted(changed(&after))] };
+            let out = dir.path().join(format!("out{case}.parquet"));
+            let s = pool
+                .install(|| splice(&schema(), &prev, change, &out, &BTreeMap::new(), &|| false))
+                .unwrap()
+                .expect("rewritten");
+            assert_eq!(s.segments, 3, "case {case}");
+            assert_eq!(s.copied, 0);
+            let (a, b) = (std::fs::read(&out).unwrap(), std::fs::read(&clean).unwrap());
+            assert!(a == b, "case {case}: rewritten {} bytes vs clean {} bytes", a.len(), b.len());
+        }
     }
 
     /// A key that is not the leading column cannot locate its rows: no splice.

@@ -697,7 +697,11 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
     };
     let (written, how) = match spliced {
         Some((written, s)) => {
-            let how = format!("{how}; spliced: {} row group(s) copied, {} re-encoded", s.copied, s.encoded);
+            let how = if s.segments > 1 {
+                format!("{how}; every row group re-encoded ({}), in {} parallel segments", s.encoded, s.segments)
+            } else {
+                format!("{how}; spliced: {} row group(s) copied, {} re-encoded", s.copied, s.encoded)
+            };
             (written, how)
         }
         None => {
@@ -796,6 +800,7 @@ async fn splice_changed(
     };
     let n = prev.added.len();
     let change = super::splice::Change { retract: None, removed: sorted(removed, n)?, added: sorted(added, n)? };
+    tracing::debug!("union: changed branches read");
     to.write_spliced(schema.clone(), prev.object.clone(), change).await
 }
 
