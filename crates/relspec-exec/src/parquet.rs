@@ -192,7 +192,7 @@ impl Encoder {
 }
 
 /// Row groups encoded in memory, apart from a file (see
-/// [`ChunkedWriter::encode_segment`]), to be appended in order.
+/// [`ChunkedWriter::segments`]), to be appended in order.
 pub struct Segment {
     groups: Vec<Vec<ArrowColumnChunk>>,
     firsts: Vec<Vec<u8>>,
@@ -206,16 +206,6 @@ impl Segment {
     /// Whether the layout itself cut a group after the segment's last row.
     pub fn ends_at_boundary(&self) -> bool {
         self.ends_at_boundary
-    }
-
-    /// Rows in the segment.
-    pub fn rows(&self) -> u64 {
-        self.rows
-    }
-
-    /// Row groups in the segment.
-    pub fn groups(&self) -> usize {
-        self.groups.len()
     }
 }
 

@@ -13,7 +13,9 @@
 //! between them are copied while the writer is at a group boundary, and a
 //! run of touched groups is merged (the same k-way merge as a whole merge)
 //! and re-chunked, continuing into the next groups until the new
-//! boundaries meet the old ones again.
+//! boundaries meet the old ones again. A union change whose rows fall in
+//! most groups re-encodes every group, in one contiguous range of groups
+//! per thread (see [`rewrite_parallel`]).
 //!
 //! Architecture invariant: a spliced object is byte-identical to the whole
 //! merge's (the same rows through the same writer); whenever that cannot
