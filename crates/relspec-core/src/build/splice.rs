@@ -191,19 +191,10 @@ pub(crate) fn splice(
         return Ok(None);
     }
     let file = std::fs::File::open(previous).map_err(internal)?;
-    let mut w = ChunkedWriter::create(tmp, schema.clone(), footer).map_err(|diag| LowerError { diag, pos: None })?;
-    let abandon = |w: ChunkedWriter| {
-        drop(w);
-        let _ = std::fs::remove_file(tmp);
-    };
-    if !w.content_defined() {
-        abandon(w);
-        return Ok(None);
-    }
+    let Some(mut w) = content_defined_writer(tmp, schema, footer)? else { return Ok(None) };
+    let abandon = |w: ChunkedWriter| abandon(w, tmp);
     // The footer parsed once (by `Layout::read`) serves every touched run's reader.
-    let read_meta =
-        ArrowReaderMetadata::try_new(layout.meta.clone(), ArrowReaderOptions::new().with_schema(schema.clone()))
-            .map_err(internal)?;
+    let read_meta = reader_metadata(schema, &layout)?;
     let mut retract = change.retract;
     let (mut g, mut copied, mut encoded) = (0, 0, 0);
     while g < n {
@@ -249,6 +240,33 @@ pub(crate) fn splice(
     Ok(Some(Spliced { rows: finished.rows, hashes: finished.hashes, retract, copied, encoded, segments: 1 }))
 }
 
+/// A writer of `tmp` whose row groups are content-defined (the schema's
+/// types allow it); `None` (and no file) otherwise: nothing is spliced.
+fn content_defined_writer(
+    tmp: &Path,
+    schema: &SchemaRef,
+    footer: &BTreeMap<String, String>,
+) -> Result<Option<ChunkedWriter>, LowerError> {
+    let w = ChunkedWriter::create(tmp, schema.clone(), footer).map_err(|diag| LowerError { diag, pos: None })?;
+    if w.content_defined() {
+        return Ok(Some(w));
+    }
+    abandon(w, tmp);
+    Ok(None)
+}
+
+/// Drop a writer and its partial file.
+fn abandon(w: ChunkedWriter, tmp: &Path) {
+    drop(w);
+    let _ = std::fs::remove_file(tmp);
+}
+
+/// The previous object's parsed footer, as readers of `schema` use it.
+fn reader_metadata(schema: &SchemaRef, layout: &Layout) -> Result<ArrowReaderMetadata, LowerError> {
+    ArrowReaderMetadata::try_new(layout.meta.clone(), ArrowReaderOptions::new().with_schema(schema.clone()))
+        .map_err(internal)
+}
+
 /// Most bytes of a previous object rewritten in parallel (the segments'
 /// encoded groups are held in memory until appended in order).
 const PARALLEL_MAX_BYTES: i64 = 256 << 20;
@@ -291,18 +309,9 @@ fn rewrite_parallel(
         }
     }
     bounds.push(n);
-    let read_meta =
-        ArrowReaderMetadata::try_new(layout.meta.clone(), ArrowReaderOptions::new().with_schema(schema.clone()))
-            .map_err(internal)?;
-    let mut w = ChunkedWriter::create(tmp, schema.clone(), footer).map_err(|diag| LowerError { diag, pos: None })?;
-    let abandon = |w: ChunkedWriter| {
-        drop(w);
-        let _ = std::fs::remove_file(tmp);
-    };
-    if !w.content_defined() {
-        abandon(w);
-        return Ok(None);
-    }
+    let read_meta = reader_metadata(schema, layout)?;
+    let Some(mut w) = content_defined_writer(tmp, schema, footer)? else { return Ok(None) };
+    let abandon = |w: ChunkedWriter| abandon(w, tmp);
     let encoder = w.segments();
     let ranges: Vec<(usize, usize)> = bounds.windows(2).map(|r| (r[0], r[1])).collect();
     let segments: Vec<Result<(relspec_exec::parquet::Segment, usize), LowerError>> = ranges
