@@ -162,6 +162,29 @@ fn a_change_to_another_input_or_the_rule_recomputes_everything() {
     assert_equals_clean(root);
 }
 
+/// A build that fails on one partition's bad input keeps the last good
+/// output published and remains the base of the next build: once the input
+/// is mended, only that partition is recomputed (not every partition, as if
+/// the rule had never been built).
+#[test]
+fn a_failed_build_leaves_the_last_output_as_the_base_of_the_next() {
+    let ws = workspace(10);
+    let root = ws.path();
+    // `v` is never -1 but in the bad input: division by zero, when executing.
+    common::write(root, "workspace.toml", &MANIFEST.replace("sum(v) AS total", "sum(60 / (v + 1)) AS total"));
+    report(root);
+    let published = std::fs::read(common::out(root, "by_day")).unwrap();
+    common::write(root, "data/events/day=005/part.csv", "id,user_id,v\n1,2,3\n4,0,-1\n");
+    let err = common::fails(root, &["build"]);
+    assert!(err.contains("rule `by_day`") && err.contains("Divide by zero"), "{err}");
+    assert_eq!(std::fs::read(common::out(root, "by_day")).unwrap(), published, "the last good output stays");
+    common::write(root, "data/events/day=005/part.csv", &events_csv(77, 5));
+    let v = report(root);
+    let r = runs(&v);
+    assert_eq!(r["by_day"], st("built", Some(1), Some(1)), "one partition, spliced into the last good output: {v}");
+    assert_equals_clean(root);
+}
+
 #[test]
 fn many_steps_of_partition_edits_equal_clean_builds() {
     // Deterministic pseudo-random edits, additions and deletions.

@@ -240,3 +240,58 @@ fn watch_reparses_an_edited_source_file_and_updates_the_call_graph() {
     assert_ne!(before, after);
     assert!(after.iter().any(|r| r[1] == "helper" && r[2] == "twice"), "{after:?}");
 }
+
+/// A build that fails (here on one partition's bad value; a build
+/// cancelled by a newer change takes the same path) keeps each rule's last
+/// good output as the base of the next build: once the input is mended, the
+/// incremental rule recomputes that one partition, not all of them.
+#[test]
+fn after_a_failed_build_the_next_one_recomputes_only_the_changed_partition() {
+    let csv = |seed: u64| {
+        let mut s = String::from("id,v\n");
+        for i in 0..5 {
+            s.push_str(&format!("{},{}\n", seed * 100 + i, (seed + i) % 7));
+        }
+        s
+    };
+    let mut files = vec![(
+        "workspace.toml".to_string(),
+        r#"
+[workspace]
+name = "w"
+
+[datasets.events]
+path = "data/events"
+format = "csv"
+[datasets.events.scan]
+partition_cols = { day = "string" }
+
+[rules.by_day]
+sql = "SELECT day, count(*) AS n, sum(60 / (v + 1)) AS total FROM events GROUP BY day"
+incremental = { by = "events" }
+"#
+        .to_string(),
+    )];
+    for d in 0..12 {
+        files.push((format!("data/events/day={d:02}/part.csv"), csv(d)));
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let ws = workspace_with(&files);
+    let root = ws.path();
+    let mut w = Watcher::start(root);
+    let published = std::fs::read(out(root, "by_day")).unwrap();
+    // Division by zero when the rule executes.
+    save_by_rename(root, "data/events/day=04/part.csv", "id,v\n1,2\n3,-1\n");
+    let events = w.next_build();
+    assert_eq!(done(&events)["ok"], false, "{events:#?}");
+    assert_eq!(std::fs::read(out(root, "by_day")).unwrap(), published, "the last good output stays");
+    save_by_rename(root, "data/events/day=04/part.csv", &csv(40));
+    let events = w.next_build();
+    assert_eq!(done(&events)["ok"], true, "{events:#?}");
+    let rule = events.iter().find(|e| e["event"] == "rule" && e["rule"] == "by_day").unwrap();
+    assert!(
+        rule["reasons"].to_string().contains("recomputed 1 of 12 partitions of `events`"),
+        "the mended partition alone: {rule}"
+    );
+    assert_eq!(tree_bytes(&root.join("out")), clean_outputs(root));
+}

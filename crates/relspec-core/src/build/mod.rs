@@ -8,7 +8,8 @@
 //!
 //! Architecture invariant: an output is published only after its object and
 //! record are in the store; a failed rule publishes nothing and leaves the
-//! last good output in place. The key of a rule includes the content hashes
+//! last good output in place (and its entry in the last-built state, the
+//! base of the next partial build). The key of a rule includes the content hashes
 //! of its upstream outputs, so an upstream rebuild that yields the same bytes
 //! rebuilds nothing downstream (early cutoff). A dry run (`status`,
 //! `build --check`) takes the same decisions and writes nothing.
@@ -1046,7 +1047,10 @@ impl Scheduler {
                 r.status = Status::Failed;
                 r.error = Some(d.to_string());
                 self.errors.push(d);
-                self.last_dirty |= self.last.rules.remove(&name).is_some();
+                // The last good output stays what the rule last resolved to:
+                // it stays published, and the next build (after the input
+                // is mended, or after a cancelled run in `watch`) splices
+                // its changed partitions into it instead of recomputing all.
             }
         }
         progress.finished(&r);
