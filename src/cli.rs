@@ -78,9 +78,14 @@ pub(crate) enum Command {
         /// Rules executing at once (default: number of CPUs).
         #[arg(short, long, default_value_t = 0)]
         jobs: usize,
-        /// Quiet window that ends a batch of changes, ms.
+        /// Quiet window that ends a batch of changes while a file may still
+        /// be being written, ms.
         #[arg(long, default_value_t = 30)]
         debounce_ms: u64,
+        /// Quiet window once every changed file is closed after writing,
+        /// renamed into place or removed (a complete save), ms.
+        #[arg(long, default_value_t = 5)]
+        settle_ms: u64,
     },
     /// Where a rule's columns come from, or what derives from a column.
     Lineage {

@@ -230,13 +230,14 @@ pub(crate) fn run(cmd: Command, manifest: &Path, params: &[(String, String)]) ->
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Watch { json, once, jobs, debounce_ms } => {
+        Command::Watch { json, once, jobs, debounce_ms, settle_ms } => {
             use relspec_core::watch::{WatchEvent, WatchOptions};
             use std::io::Write;
             let opts = WatchOptions {
                 once,
                 jobs,
                 quiet: std::time::Duration::from_millis(debounce_ms),
+                settle: std::time::Duration::from_millis(settle_ms.min(debounce_ms)),
                 params: params.to_vec(),
                 ..Default::default()
             };

@@ -3,7 +3,9 @@
 //! One process keeps one [`Project`] (one salsa database) alive. Directories
 //! are watched recursively (editors save by rename); events under the cache
 //! and output dirs and editor temp files are ignored. Events are debounced: a
-//! batch closes after a quiet window or at a latency cap. A batch re-syncs the
+//! batch closes after a quiet window (30 ms while a file may still be being
+//! written; 5 ms once every file is closed after writing, renamed into place
+//! or removed) or at a latency cap. A batch re-syncs the
 //! inputs (setting only what changed) and runs a build. An event that arrives
 //! during a build cancels it (checked between record batches); the next batch
 //! then starts a new build.
@@ -25,8 +27,13 @@ use std::time::{Duration, Instant};
 /// Options of `relspec watch`.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
-    /// Quiet window that closes a batch of events.
+    /// Quiet window that closes a batch of events while a file of it may
+    /// still be being written.
     pub quiet: Duration,
+    /// Quiet window once every file of the batch is settled (closed after
+    /// writing, renamed into place, or removed): a save is complete, only
+    /// the rest of a multi-file save is waited for.
+    pub settle: Duration,
     /// Longest time a batch stays open after its first event.
     pub max_latency: Duration,
     /// Exit after the first build.
@@ -41,6 +48,7 @@ impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
             quiet: Duration::from_millis(30),
+            settle: Duration::from_millis(5),
             max_latency: Duration::from_millis(300),
             once: false,
             jobs: 0,
@@ -167,20 +175,25 @@ pub fn watch(manifest: &Path, opts: &WatchOptions, sink: &(dyn Fn(WatchEvent) + 
         // Wait for the first relevant event of a batch.
         let mut paths = std::collections::BTreeSet::new();
         let mut rescan = false;
+        let mut writing = Writing::default();
         let first = loop {
             let Ok(ev) = rx.recv() else { return Ok(ok) };
+            writing.see(&ev, &ignore);
             if take(ev, &ignore, &root, &mut paths, &mut rescan) {
                 break Instant::now();
             }
         };
-        // Debounce: close after a quiet window, or at the latency cap.
+        // Debounce: close after a quiet window (short once every file
+        // written is settled), or at the latency cap.
         loop {
             let left = opts.max_latency.saturating_sub(first.elapsed());
             if left.is_zero() {
                 break;
             }
-            match rx.recv_timeout(opts.quiet.min(left)) {
+            let quiet = if writing.settled() { opts.settle } else { opts.quiet };
+            match rx.recv_timeout(quiet.min(left)) {
                 Ok(ev) => {
+                    writing.see(&ev, &ignore);
                     take(ev, &ignore, &root, &mut paths, &mut rescan);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => break,
@@ -203,6 +216,47 @@ pub fn watch(manifest: &Path, opts: &WatchOptions, sink: &(dyn Fn(WatchEvent) + 
         }
         ok = run_build(&mut p, opts, &cancel, Some(first), sink);
         building.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Files of a batch whose writing may not be done: data written (or the
+/// file created) and not closed, renamed into place or removed since. An
+/// editor's save ends with a close or a rename, so a batch of saves is
+/// settled as soon as its events are in; a copy still in progress is not.
+#[derive(Default)]
+struct Writing {
+    open: std::collections::BTreeSet<PathBuf>,
+    /// An event that names no file (an overflow, an error) settles nothing.
+    unknown: bool,
+}
+
+impl Writing {
+    fn see(&mut self, ev: &notify::Result<notify::Event>, ignore: &[PathBuf]) {
+        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
+        let Ok(ev) = ev else {
+            self.unknown = true;
+            return;
+        };
+        if ev.need_rescan() {
+            self.unknown = true;
+        }
+        let paths = ev.paths.iter().filter(|p| !ignored(p, ignore));
+        match ev.kind {
+            EventKind::Create(CreateKind::File | CreateKind::Any)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => self.open.extend(paths.cloned()),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) | EventKind::Remove(_) => {
+                paths.for_each(|p| _ = self.open.remove(p));
+            }
+            // A rename moves a whole file: its source and target are settled.
+            EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::To | RenameMode::Both)) => {
+                paths.for_each(|p| _ = self.open.remove(p));
+            }
+            _ => {}
+        }
+    }
+
+    fn settled(&self) -> bool {
+        self.open.is_empty() && !self.unknown
     }
 }
 
@@ -317,4 +371,72 @@ fn done(r: &BuildReport, first: Option<Instant>, sink: &(dyn Fn(WatchEvent) + Sy
         elapsed_ms: r.elapsed_ms,
         latency_ms: first.map(|f| f.elapsed().as_secs_f64() * 1000.0),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RemoveKind, RenameMode,
+    };
+    use std::io::Write;
+
+    fn ev(kind: EventKind, path: &str) -> notify::Result<notify::Event> {
+        Ok(notify::Event::new(kind).add_path(PathBuf::from(path)))
+    }
+
+    #[test]
+    fn a_batch_is_settled_once_its_files_are_closed_renamed_or_removed() {
+        let ignore = vec![PathBuf::from("/w/cache")];
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let mut w = Writing::default();
+        assert!(w.settled());
+        w.see(&ev(EventKind::Create(CreateKind::File), "/w/a.csv"), &ignore);
+        w.see(&ev(data, "/w/a.csv"), &ignore);
+        w.see(&ev(data, "/w/b.csv"), &ignore);
+        assert!(!w.settled(), "two files being written");
+        w.see(&ev(closed, "/w/a.csv"), &ignore);
+        assert!(!w.settled(), "b.csv is still open");
+        w.see(&ev(EventKind::Remove(RemoveKind::File), "/w/b.csv"), &ignore);
+        assert!(w.settled());
+        // A save by rename: the temp file written and closed, then moved.
+        w.see(&ev(data, "/w/.a.csv.swp"), &ignore);
+        w.see(&ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/w/.a.csv.swp"), &ignore);
+        assert!(w.settled());
+        // The cache and output dirs are written by relspec itself.
+        w.see(&ev(data, "/w/cache/objects/x.parquet"), &ignore);
+        assert!(w.settled(), "ignored paths do not hold a batch open");
+        // An overflow or an error: nothing is known to be settled.
+        w.see(&Err(notify::Error::generic("overflow")), &ignore);
+        assert!(!w.settled());
+    }
+
+    /// Real inotify events: a file open for writing keeps its batch open;
+    /// closing it settles the batch.
+    #[test]
+    fn a_file_settles_when_the_writer_closes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut watcher = notify::recommended_watcher(move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
+        watcher.watch(&root, RecursiveMode::Recursive).unwrap();
+        let mut w = Writing::default();
+        let drain = |w: &mut Writing| {
+            while let Ok(e) = rx.recv_timeout(Duration::from_millis(300)) {
+                w.see(&e, &[]);
+            }
+        };
+        let mut f = std::fs::File::create(root.join("part.csv")).unwrap();
+        f.write_all(b"id,v\n1,2\n").unwrap();
+        f.flush().unwrap();
+        drain(&mut w);
+        assert!(!w.settled(), "still open: {:?}", w.open);
+        drop(f);
+        drain(&mut w);
+        assert!(w.settled(), "closed: {:?}", w.open);
+    }
 }
