@@ -409,14 +409,24 @@ pub fn summary_key(def: &RuleDef) -> String {
 pub fn dataset_fingerprints(db: &dyn Db, ws: Workspace) -> BTreeMap<String, Result<String, Diag>> {
     let Ok(spec) = manifest_spec(db, ws) else { return BTreeMap::new() };
     let files = ws.datasets(db);
+    // A source's tables list the same files: each file's fields are read
+    // (a tracked read each) once per distinct list, not once per table.
+    let mut lists: Vec<(&[DataFile], Vec<(&str, &str)>)> = Vec::new();
     spec.datasets
         .iter()
         .map(|(name, ds)| {
             let fp = match files.get(name) {
-                Some(Ok(fs)) => Ok(crate::datasets::fingerprint_of(
-                    ds,
-                    fs.iter().map(|f| (f.path(db).as_str(), f.hash(db).as_str())),
-                )),
+                Some(Ok(fs)) => {
+                    let i = match lists.iter().position(|(l, _)| *l == fs.as_slice()) {
+                        Some(i) => i,
+                        None => {
+                            let pairs = fs.iter().map(|f| (f.path(db).as_str(), f.hash(db).as_str())).collect();
+                            lists.push((fs.as_slice(), pairs));
+                            lists.len() - 1
+                        }
+                    };
+                    Ok(crate::datasets::fingerprint_of(ds, lists[i].1.iter().copied()))
+                }
                 Some(Err(e)) => Err(e.clone()),
                 None => Err(Diag::new(ErrorKind::MissingData { dataset: name.clone(), location: ds.path.clone() })),
             };

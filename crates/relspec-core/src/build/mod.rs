@@ -793,6 +793,7 @@ impl Scheduler {
             let table = x.table;
             pl.provide_source(ds, Arc::new(move || relspec_extract::table_batches(&facts, table)));
         }
+        tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, rule = name, "sources provided");
         let mut incremental = job.decl.def.incremental.as_ref().map(|by| {
             let reads = job.deps.iter().map(|d| d.name().to_string()).collect();
             partitions::plan(p, &self.store, &self.last, &self.records, name, by, reads, &parts)

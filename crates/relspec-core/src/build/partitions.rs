@@ -142,7 +142,9 @@ pub(crate) fn plan(
         _ => vec![],
     };
     let is_dataset = matches!(input, Some(ByInput::Dataset(_)));
+    let t = std::time::Instant::now();
     let fingerprints = if is_dataset { p.dataset_partitions(by).unwrap_or_default() } else { BTreeMap::new() };
+    tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, rule = name, "partition fingerprints");
     let total = is_dataset.then_some(fingerprints.len());
     let state = PartitionState { by: by.to_string(), key: key.clone(), fingerprints, delta: None, ran: total, total };
     let partial = (|| {
