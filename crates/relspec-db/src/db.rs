@@ -411,7 +411,8 @@ pub fn dataset_fingerprints(db: &dyn Db, ws: Workspace) -> BTreeMap<String, Resu
     let files = ws.datasets(db);
     // A source's tables list the same files: each file's fields are read
     // (a tracked read each) once per distinct list, not once per table.
-    let mut lists: Vec<(&[DataFile], Vec<(&str, &str)>)> = Vec::new();
+    type Pairs<'a> = Vec<(&'a str, &'a str)>;
+    let mut lists: Vec<(&[DataFile], Pairs)> = Vec::new();
     spec.datasets
         .iter()
         .map(|(name, ds)| {
