@@ -400,9 +400,11 @@ mod tests {
         assert!(!w.settled(), "b.csv is still open");
         w.see(&ev(EventKind::Remove(RemoveKind::File), "/w/b.csv"), &ignore);
         assert!(w.settled());
-        // A save by rename: the temp file written and closed, then moved.
-        w.see(&ev(data, "/w/.a.csv.swp"), &ignore);
-        w.see(&ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/w/.a.csv.swp"), &ignore);
+        // A save by rename: a new file written, then moved into place.
+        w.see(&ev(data, "/w/a.csv.new"), &ignore);
+        assert!(!w.settled());
+        w.see(&ev(EventKind::Modify(ModifyKind::Name(RenameMode::From)), "/w/a.csv.new"), &ignore);
+        w.see(&ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/w/a.csv"), &ignore);
         assert!(w.settled());
         // The cache and output dirs are written by relspec itself.
         w.see(&ev(data, "/w/cache/objects/x.parquet"), &ignore);
