@@ -187,14 +187,18 @@ pub fn artifact_path(key: &str) -> String {
     format!("{}/{key}.json", crate::store::layout::ARTIFACTS)
 }
 
-/// Write an artifact (idempotent: same key, same meaning).
-pub fn write_artifact(store: &Store, a: &Artifact) -> Result<String> {
+/// Write an artifact (idempotent: same key, same meaning); returns its
+/// path in the store and its partition state, if it has one.
+pub fn write_artifact(store: &Store, a: Artifact) -> Result<(String, Option<Arc<PartitionState>>)> {
     let rel = artifact_path(&a.key);
-    store.write_json(&store.dir().join(&rel), a)?;
-    if let Some(state) = &a.partitions {
-        remember_partitions(store, &a.key, Arc::new(state.clone()));
+    store.write_json(&store.dir().join(&rel), &a)?;
+    // Remembered as written (a partition map of every file of a large
+    // source is not copied again).
+    let state = a.partitions.map(Arc::new);
+    if let Some(state) = &state {
+        remember_partitions(store, &a.key, state.clone());
     }
-    Ok(rel)
+    Ok((rel, state))
 }
 
 /// The partition states of the artifacts this process wrote or read last

@@ -21,8 +21,8 @@ pub(crate) struct Executed {
     pub(crate) kernels: Vec<KernelUse>,
     pub(crate) checks: Vec<crate::contracts::CheckResult>,
     pub(crate) artifact: String,
-    /// An incremental rule's partitions (how many ran).
-    pub(crate) partitions: Option<crate::bundle::PartitionState>,
+    /// An incremental rule's partitions (how many ran), as its artifact holds them.
+    pub(crate) partitions: Option<Arc<crate::bundle::PartitionState>>,
     /// Where it executed, when not here (`Ballista at df://...`), or why
     /// not on the configured cluster.
     pub(crate) executed_on: Option<String>,
@@ -430,10 +430,11 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         bytes: record.bytes,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         merged_from,
-        partitions: partitions.clone(),
+        partitions,
     };
     tracing::debug!(rule = artifact.rule.as_str(), ms = started.elapsed().as_secs_f64() * 1e3, "stored");
-    let artifact = crate::bundle::write_artifact(&store, &artifact).map_err(|diag| LowerError { diag, pos: None })?;
+    let (artifact, partitions) =
+        crate::bundle::write_artifact(&store, artifact).map_err(|diag| LowerError { diag, pos: None })?;
     tracing::debug!(rule = rule_name.as_str(), ms = started.elapsed().as_secs_f64() * 1e3, "artifact written");
     Ok(Executed { record, kernels, checks, artifact, partitions, executed_on: None })
 }
