@@ -48,11 +48,20 @@ fn browser(bin: &Path, profile: &Path) -> Command {
     c
 }
 
-/// The DOM after the page's scripts ran.
+/// The DOM after the page's scripts ran. Chromium is launched a second time
+/// if the first process exits unsuccessfully without a DOM (seen once on a
+/// loaded 2-core CI machine, with nothing on stderr but crashpad's notes);
+/// a page that does not render fails the assertions on the DOM either way.
 fn dump_dom(bin: &Path, profile: &Path, url: &str) -> String {
-    let out = browser(bin, profile).arg("--dump-dom").arg(url).output().unwrap();
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    let mut failures = Vec::new();
+    for _ in 0..2 {
+        let out = browser(bin, profile).arg("--dump-dom").arg(url).output().unwrap();
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap();
+        }
+        failures.push(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)));
+    }
+    panic!("chromium failed twice:\n{}", failures.join("\n"));
 }
 
 fn url(path: &Path, hash: &str) -> String {
