@@ -214,17 +214,8 @@ pub(crate) fn splice(
         while end < n && dirty[end] {
             end += 1;
         }
-        let reader =
-            ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone().map_err(internal)?, read_meta.clone())
-                .with_row_groups((g..end).collect())
-                .with_batch_size(BATCH)
-                .build()
-                .map_err(internal)?;
-        let mut old = Feed::File(reader);
-        let first = old.next_non_empty()?;
-        let feeds = vec![(old, first), removed.feed(g, end)?, added.feed(g, end)?];
-        let mut merge =
-            Merge::of_feeds(schema.clone(), feeds, vec![false, true, false], retract.take().map(|r| (0, r)))?;
+        let range = file.try_clone().map_err(internal)?;
+        let mut merge = merge_range(schema, range, &read_meta, (g, end), [&removed, &added], retract.take())?;
         while let Some(b) = merge.next_batch()? {
             w.push(b).map_err(|diag| LowerError { diag, pos: None })?;
         }
@@ -265,6 +256,28 @@ fn abandon(w: ChunkedWriter, tmp: &Path) {
 fn reader_metadata(schema: &SchemaRef, layout: &Layout) -> Result<ArrowReaderMetadata, LowerError> {
     ArrowReaderMetadata::try_new(layout.meta.clone(), ArrowReaderOptions::new().with_schema(schema.clone()))
         .map_err(internal)
+}
+
+/// The merge of groups `from..to` of the previous object (read from
+/// `file`) with the removed and the added rows that fall in them (`placed`,
+/// in that order), retracting `retract`'s partitions from the old rows.
+fn merge_range(
+    schema: &SchemaRef,
+    file: std::fs::File,
+    read_meta: &ArrowReaderMetadata,
+    (from, to): (usize, usize),
+    [removed, added]: [&Placed; 2],
+    retract: Option<Retract>,
+) -> Result<Merge, LowerError> {
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, read_meta.clone())
+        .with_row_groups((from..to).collect())
+        .with_batch_size(BATCH)
+        .build()
+        .map_err(internal)?;
+    let mut old = Feed::File(reader);
+    let first = old.next_non_empty()?;
+    let feeds = vec![(old, first), removed.feed(from, to)?, added.feed(from, to)?];
+    Merge::of_feeds(schema.clone(), feeds, vec![false, true, false], retract.map(|r| (0, r)))
 }
 
 /// Most bytes of a previous object rewritten in parallel (the segments'
@@ -320,15 +333,7 @@ fn rewrite_parallel(
             // A file of its own: a cloned descriptor would share the
             // offset the reader seeks with the other threads.
             let file = std::fs::File::open(previous).map_err(internal)?;
-            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, read_meta.clone())
-                .with_row_groups((from..to).collect())
-                .with_batch_size(BATCH)
-                .build()
-                .map_err(internal)?;
-            let mut old = Feed::File(reader);
-            let first = old.next_non_empty()?;
-            let feeds = vec![(old, first), removed.feed(from, to)?, added.feed(from, to)?];
-            let mut merge = Merge::of_feeds(schema.clone(), feeds, vec![false, true, false], None)?;
+            let mut merge = merge_range(schema, file, &read_meta, (from, to), [removed, added], None)?;
             let batches = std::iter::from_fn(|| {
                 if cancelled() {
                     return Some(Err(internal("cancelled").diag));
