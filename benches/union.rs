@@ -1,13 +1,12 @@
 //! `UNION ALL` of N rules: each branch keeps one slice of a 200k-row Parquet
-//! dataset (`id % N = i`), one rule unions all N. Measured with the merge
-//! lane (default) and with DataFusion's lane (`RELSPEC_UNION_LANE=datafusion`),
-//! alternately in one run: the cold build (process start included) and the
-//! union rule's own time in it; then one branch edited so its output changes
-//! (5 edits, medians): that branch's time, the union's, and the build's wall
-//! time. A third configuration leads each branch's rows with a constant
-//! `branch` column, so a branch's rows are contiguous in the union's sorted
-//! output and an edit touches few of its row groups (spliced). See
-//! benches/README.md.
+//! dataset (`id % N = i`: the branches' values interleave), one rule unions
+//! all N. Measured as relspec writes a union of rules (its branches one
+//! after another, no plan) and, for reference, the same union wrapped in a
+//! subquery (`SELECT * FROM (... UNION ALL ...)`), which DataFusion plans
+//! and executes as any rule: the cold build (process start included) and
+//! the union rule's own time in it; then one branch edited so its output
+//! changes (5 edits, medians): that branch's time, the union's, and the
+//! build's wall time. See benches/README.md.
 
 mod common;
 use common::{median, sizes};
@@ -16,7 +15,7 @@ use std::path::Path;
 
 const ROWS: u64 = 200_000;
 
-fn write_workspace(root: &Path, n: usize, data: &Path, clustered: bool) {
+fn write_workspace(root: &Path, n: usize, data: &Path, planned: bool) {
     std::fs::create_dir_all(root.join("rules")).unwrap();
     std::fs::write(
         root.join("workspace.toml"),
@@ -27,23 +26,23 @@ fn write_workspace(root: &Path, n: usize, data: &Path, clustered: bool) {
     )
     .unwrap();
     for i in 0..n {
-        std::fs::write(root.join(format!("rules/b{i:05}.sql")), branch_sql(i, n, 0, clustered)).unwrap();
+        std::fs::write(root.join(format!("rules/b{i:05}.sql")), branch_sql(i, n, 0)).unwrap();
     }
     let union: Vec<String> = (0..n).map(|i| format!("SELECT * FROM b{i:05}")).collect();
-    std::fs::write(root.join("rules/all_events.sql"), union.join("\nUNION ALL\n")).unwrap();
+    let union = union.join("\nUNION ALL\n");
+    let sql = if planned { format!("SELECT * FROM (\n{union}\n)") } else { union };
+    std::fs::write(root.join("rules/all_events.sql"), sql).unwrap();
 }
 
-fn branch_sql(i: usize, n: usize, variant: usize, clustered: bool) -> String {
-    let lead = if clustered { format!("'b{i:05}' AS branch, ") } else { String::new() };
-    format!("SELECT {lead}id, file_id, name, value + {variant} AS value FROM events WHERE id % {n} = {i}\n")
+fn branch_sql(i: usize, n: usize, variant: usize) -> String {
+    format!("SELECT id, file_id, name, value + {variant} AS value FROM events WHERE id % {n} = {i}\n")
 }
 
 /// (wall ms, the union's ms, the edited branch's ms) of one `build --json`.
-fn build(root: &Path, lane: &str, branch: &str) -> (f64, f64, f64) {
+fn build(root: &Path, branch: &str) -> (f64, f64, f64) {
     let t = std::time::Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_relspec"))
         .current_dir(root)
-        .env("RELSPEC_UNION_LANE", lane)
         .args(["build", "--json"])
         .output()
         .unwrap();
@@ -74,28 +73,27 @@ fn main() {
         );
         ctx.sql(&sql).await.unwrap().write_parquet(data.to_str().unwrap(), Default::default(), None).await.unwrap();
     });
-    println!("| branches | lane | cold build | of which the union | one branch edited: branch | union | build wall |");
+    println!("| branches | union | cold build | of which the union | one branch edited: branch | union | build wall |");
     println!("|---:|---|---:|---:|---:|---:|---:|");
     for n in sizes(&[100, 1000]) {
-        for (lane, clustered) in [("merge", false), ("datafusion", false), ("merge", true)] {
+        for planned in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
-            write_workspace(root, n, &data, clustered);
+            write_workspace(root, n, &data, planned);
             let target = n / 2;
             let branch = format!("b{target:05}");
-            let (cold, cold_union, _) = build(root, lane, &branch);
+            let (cold, cold_union, _) = build(root, &branch);
             let (mut b, mut u, mut w) = (Vec::new(), Vec::new(), Vec::new());
             for variant in 1..=5 {
-                std::fs::write(root.join(format!("rules/{branch}.sql")), branch_sql(target, n, variant, clustered))
-                    .unwrap();
-                let (wall, union, br) = build(root, lane, &branch);
+                std::fs::write(root.join(format!("rules/{branch}.sql")), branch_sql(target, n, variant)).unwrap();
+                let (wall, union, br) = build(root, &branch);
                 w.push(wall);
                 u.push(union);
                 b.push(br);
             }
             println!(
-                "| {n} | {lane}{} | {cold:.0} ms | {cold_union:.0} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-                if clustered { ", `branch` column first" } else { "" },
+                "| {n} | {} | {cold:.0} ms | {cold_union:.0} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+                if planned { "planned by DataFusion (subquery)" } else { "branches in order (relspec)" },
                 median(b),
                 median(u),
                 median(w)

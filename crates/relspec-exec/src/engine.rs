@@ -139,6 +139,12 @@ fn num_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// How a rule that is exactly a `UNION ALL` of rules is published (core's
+/// `build/union.rs`): its branches' outputs one after another, in branch
+/// order. Part of every key: a union written under another order is never
+/// reused or spliced.
+pub const UNION_ORDER: &str = "relspec/union/branch-order/v1";
+
 /// What this engine contributes to every output key: the versions of relspec,
 /// DataFusion, the Parquet writer and every kernel (name, version, lanes).
 /// The database combines it with the profile's semantic fields.
@@ -148,6 +154,7 @@ pub fn info() -> relspec_db::EngineInfo {
         .field("datafusion", datafusion::DATAFUSION_VERSION)
         .field("parquet_writer", crate::parquet::PARQUET_CREATED_BY)
         .field("row_groups", crate::row_groups::LAYOUT)
+        .field("unions", UNION_ORDER)
         .field("kernels", &crate::kernels::registry_fingerprint())
         .finish();
     relspec_db::EngineInfo { versions }

@@ -88,7 +88,7 @@ pub struct ChunkedWriter {
 
 /// Rows cut into content-defined row groups and encoded: the open group's
 /// column writers and the rows not encoded yet. Closed groups go to a
-/// sink (the file, or memory for a [`Segment`]).
+/// sink (the file).
 struct Encoder {
     schema: SchemaRef,
     chunker: Chunker,
@@ -188,61 +188,6 @@ impl Encoder {
     ) -> PqResult<()> {
         self.drain(factory, true)?;
         self.close_group(sink)
-    }
-}
-
-/// Row groups encoded in memory, apart from a file (see
-/// [`ChunkedWriter::segments`]), to be appended in order.
-pub struct Segment {
-    groups: Vec<Vec<ArrowColumnChunk>>,
-    firsts: Vec<Vec<u8>>,
-    rows: u64,
-    /// Whether the segment's last row ended a group by the layout (so the
-    /// rows after it may start a new group), not because the rows ran out.
-    ends_at_boundary: bool,
-}
-
-impl Segment {
-    /// Whether the layout itself cut a group after the segment's last row.
-    pub fn ends_at_boundary(&self) -> bool {
-        self.ends_at_boundary
-    }
-}
-
-/// What encodes segments for a writer (shared by the threads that encode them).
-pub struct SegmentEncoder<'w> {
-    factory: &'w ArrowRowGroupWriterFactory,
-    schema: SchemaRef,
-}
-
-impl SegmentEncoder<'_> {
-    /// Encode rows that start at a row-group boundary into row groups held
-    /// in memory: the groups a writer at that boundary would write for
-    /// them, as long as the layout cuts a group after their last row
-    /// ([`Segment::ends_at_boundary`]).
-    pub fn encode(
-        &self,
-        batches: impl Iterator<Item = std::result::Result<RecordBatch, Diag>>,
-    ) -> std::result::Result<Segment, Diag> {
-        let werr = |e: datafusion::parquet::errors::ParquetError| Diag::new(ErrorKind::Store(e.to_string()));
-        let mut enc = Encoder::new(self.schema.clone());
-        let mut groups = Vec::new();
-        let (mut firsts, mut rows) = (Vec::new(), 0u64);
-        let mut sink = |chunks| {
-            groups.push(chunks);
-            Ok(())
-        };
-        for b in batches {
-            let b = b?;
-            if b.num_rows() == 0 {
-                continue;
-            }
-            rows += b.num_rows() as u64;
-            firsts.extend(enc.push(self.factory, b, &mut sink).map_err(werr)?);
-        }
-        let ends_at_boundary = enc.at_boundary();
-        enc.finish(self.factory, &mut sink).map_err(werr)?;
-        Ok(Segment { groups, firsts, rows, ends_at_boundary })
     }
 }
 
@@ -370,27 +315,6 @@ impl ChunkedWriter {
         let started = enc.push(factory, batch, &mut sink).map_err(|e| write_err(path, e.to_string()))?;
         firsts.extend(started);
         self.rows += rows;
-        Ok(())
-    }
-
-    /// An encoder of [`Segment`]s for this writer, to encode rows on other
-    /// threads and append them with [`ChunkedWriter::append_segment`].
-    pub fn segments(&self) -> SegmentEncoder<'_> {
-        SegmentEncoder { factory: &self.factory, schema: self.enc.schema.clone() }
-    }
-
-    /// Append a segment's row groups. Only at a boundary; the caller knows
-    /// the segment's rows start a group here (the previous segment ended
-    /// at a boundary).
-    pub fn append_segment(&mut self, segment: Segment) -> Result<()> {
-        if !self.at_boundary() {
-            return Err(write_err(&self.path, "a segment can only be appended at a row-group boundary".into()));
-        }
-        for chunks in segment.groups {
-            append_group(&mut self.file, chunks).map_err(|e| write_err(&self.path, e.to_string()))?;
-        }
-        self.firsts.extend(segment.firsts);
-        self.rows += segment.rows;
         Ok(())
     }
 
@@ -606,6 +530,8 @@ pub async fn write_partitioned(
             let target = dest.join(&dir);
             std::fs::create_dir_all(&target).map_err(|e| io("cannot create", &target, e))?;
             let mut meta = footer.clone();
+            // A partition file is not the object's parts (a union's branches).
+            meta.remove(crate::row_groups::FOOTER_PARTS);
             meta.insert("relspec.partition".into(), rel.clone());
             let stream = part.execute_stream().await.map_err(df_err)?;
             let written =

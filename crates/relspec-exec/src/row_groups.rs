@@ -152,6 +152,24 @@ pub struct Cuts {
     pub firsts: Vec<Vec<u8>>,
 }
 
+/// The footer key of an object written as parts one after another (a
+/// union's branches, in order): each part's row count, comma-separated.
+/// Row groups run across parts; the counts place a part's rows.
+pub const FOOTER_PARTS: &str = "relspec.parts";
+
+/// Encode part row counts for the footer (see [`FOOTER_PARTS`]).
+pub fn encode_parts(rows: &[u64]) -> String {
+    rows.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// Decode part row counts written by [`encode_parts`].
+pub fn decode_parts(s: &str) -> Option<Vec<u64>> {
+    if s.is_empty() {
+        return Some(vec![]);
+    }
+    s.split(',').map(|r| r.parse().ok()).collect()
+}
+
 /// Encode the first rows of an object's row groups for its footer.
 pub fn encode_firsts(firsts: &[Vec<u8>]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -191,6 +209,9 @@ pub struct Layout {
     pub meta: Arc<ParquetMetaData>,
     /// Each row group's first row in the total order's row format.
     pub firsts: Vec<Vec<u8>>,
+    /// The row counts of the parts the object was written as, when it was
+    /// (see [`FOOTER_PARTS`]), checked to add up to its rows.
+    pub parts: Option<Vec<u64>>,
 }
 
 impl Layout {
@@ -213,7 +234,12 @@ impl Layout {
         if firsts.len() != meta.num_row_groups() || firsts.iter().any(|f| f.is_empty()) {
             return None;
         }
-        Some(Layout { meta: Arc::new(meta), firsts })
+        let parts = kv
+            .iter()
+            .find(|k| k.key == FOOTER_PARTS)
+            .and_then(|k| decode_parts(k.value.as_deref()?))
+            .filter(|p| p.iter().sum::<u64>() == meta.file_metadata().num_rows() as u64);
+        Some(Layout { meta: Arc::new(meta), firsts, parts })
     }
 
     /// The group a row belongs with: the last group whose first row is not
@@ -248,6 +274,9 @@ mod tests {
         assert_eq!(decode_firsts(&encode_firsts(&firsts)).unwrap(), firsts);
         assert_eq!(decode_firsts("").unwrap(), Vec::<Vec<u8>>::new());
         assert!(decode_firsts("0g").is_none());
+        assert_eq!(decode_parts(&encode_parts(&[3, 0, 12])).unwrap(), [3, 0, 12]);
+        assert_eq!(decode_parts("").unwrap(), Vec::<u64>::new());
+        assert!(decode_parts("1,x").is_none());
     }
 
     #[test]
@@ -275,6 +304,7 @@ mod tests {
                 vec![],
             )),
             firsts: firsts.into_iter().map(|f| f.to_vec()).collect(),
+            parts: None,
         };
         let l = layout(vec![b"a1", b"b1", b"b5", b"c1"]);
         assert_eq!(l.groups_with_prefix(b"a"), 0..1);

@@ -11,6 +11,7 @@ use crate::workspace::{ContractSpec, WorkspaceSpec};
 use datafusion::prelude::SessionContext;
 use relspec_exec::lower::{self, LowerError};
 use relspec_exec::parquet::WriteError;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -57,8 +58,24 @@ impl Target {
         &self,
         stream: datafusion::physical_plan::SendableRecordBatchStream,
     ) -> std::result::Result<Written, LowerError> {
+        self.write_with(stream, Default::default()).await
+    }
+
+    /// The provenance footer, with `extra` keys.
+    fn footer(&self, extra: BTreeMap<String, String>) -> BTreeMap<String, String> {
         let null = serde_json::Value::Null;
-        let footer = crate::store::footer_metadata(&self.key, &self.rule, self.parts.as_ref().unwrap_or(&null));
+        let mut footer = crate::store::footer_metadata(&self.key, &self.rule, self.parts.as_ref().unwrap_or(&null));
+        footer.extend(extra);
+        footer
+    }
+
+    /// [`Target::write`] with `extra` footer keys (a union's part row counts).
+    pub(crate) async fn write_with(
+        &self,
+        stream: datafusion::physical_plan::SendableRecordBatchStream,
+        extra: BTreeMap<String, String>,
+    ) -> std::result::Result<Written, LowerError> {
+        let footer = self.footer(extra);
         let tmp = self.store.tmp_path(".parquet");
         let cancelled = || self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
         let finished =
@@ -74,15 +91,16 @@ impl Target {
 
     /// Write the object as the object at `previous` with `change` applied,
     /// copying the row groups the change does not touch (see
-    /// [`super::splice`]); `None` when splicing does not apply.
+    /// [`super::splice`]), with `extra` footer keys; `None` when splicing
+    /// does not apply.
     pub(crate) async fn write_spliced(
         &self,
         schema: datafusion::arrow::datatypes::SchemaRef,
         previous: std::path::PathBuf,
         change: super::splice::Change,
+        extra: BTreeMap<String, String>,
     ) -> std::result::Result<Option<(Written, super::splice::Spliced)>, LowerError> {
-        let null = serde_json::Value::Null;
-        let footer = crate::store::footer_metadata(&self.key, &self.rule, self.parts.as_ref().unwrap_or(&null));
+        let footer = self.footer(extra);
         let tmp = self.store.tmp_path(".parquet");
         let (cancel, path, meta) = (self.cancel.clone(), tmp.clone(), footer.clone());
         let res = tokio::task::spawn_blocking(move || {
@@ -90,7 +108,7 @@ impl Target {
             super::splice::splice(&schema, &previous, change, &path, &meta, &cancelled)
         })
         .await
-        .map_err(super::union::internal)
+        .map_err(super::merge::internal)
         .and_then(|r| r);
         match res {
             Ok(Some(s)) => Ok(Some((Written { footer, tmp, rows: s.rows, hashes: s.hashes.clone() }, s))),

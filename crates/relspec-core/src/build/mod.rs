@@ -17,6 +17,7 @@
 mod bundle_of;
 pub mod decide;
 mod execute;
+mod merge;
 mod partitions;
 mod publish;
 mod splice;
@@ -752,9 +753,7 @@ impl Scheduler {
             self.planner = Some(planner);
             tracing::debug!(ms = t0.elapsed().as_secs_f64() * 1e3, "session created");
         }
-        if union::enabled()
-            && let Some(run) = self.union_run(p, name, &key, &parts).map_err(StartError::Fatal)?
-        {
+        if let Some(run) = self.union_run(p, name, &key, &parts).map_err(StartError::Fatal)? {
             self.spawn(name, async move {
                 let rule = run.to.rule.clone();
                 (rule, Done::Ran(union::execute_union(run).await))
@@ -907,9 +906,8 @@ impl Scheduler {
         self.running.insert(name.to_string());
     }
 
-    /// The previous output of a merged union, if it can be the start of this
-    /// merge: intact, of the same schema and branches, few branches changed,
-    /// and their old objects still stored.
+    /// The previous output of a union of rules, if it can be the start of
+    /// this write: intact, of the same schema and branches, few branches changed.
     fn previous_union(
         &self,
         name: &str,
@@ -922,14 +920,9 @@ impl Scheduler {
         let object = le.object(&self.store)?;
         let artifact = crate::bundle::read_artifact(&self.store, &crate::bundle::artifact_path(&le.key))?;
         let now: Vec<(String, String)> = branches.iter().map(|(n, _)| n.clone()).zip(hashes.iter().cloned()).collect();
-        let added = union::changed_branches(&artifact.merged_from, &now)?;
-        let removed: Vec<std::path::PathBuf> =
-            added.iter().map(|&i| self.store.object_path(&artifact.merged_from[i].1)).collect();
-        if !removed.iter().all(|p| p.is_file()) {
-            return None;
-        }
-        let old = union::object_schemas(std::slice::from_ref(&object), views).ok()?;
-        (old.first()?.fields() == schema.fields()).then_some(union::Previous { object, removed, added })
+        let changed = union::changed_branches(&artifact.merged_from, &now)?;
+        let old = union::object_footers(std::slice::from_ref(&object), views).ok()?;
+        (old.first()?.0.fields() == schema.fields()).then_some(union::Previous { object, changed })
     }
 
     /// The merge of a rule that is exactly a `UNION ALL` of rules whose
@@ -958,7 +951,8 @@ impl Scheduler {
         }
         let Some(pl) = self.planner.as_ref() else { return Ok(None) };
         let paths: Vec<std::path::PathBuf> = branches.iter().map(|(_, p)| p.clone()).collect();
-        let Ok(schemas) = union::object_schemas(&paths, union::reads_views(pl.ctx())) else { return Ok(None) };
+        let Ok(footers) = union::object_footers(&paths, union::reads_views(pl.ctx())) else { return Ok(None) };
+        let (schemas, rows): (Vec<_>, Vec<_>) = footers.into_iter().unzip();
         let Some(schema) = union::union_schema(&schemas) else { return Ok(None) };
         let previous = self.previous_union(name, &branches, &hashes, &schema, union::reads_views(pl.ctx()));
         Ok(Some(union::UnionRun {
@@ -966,6 +960,7 @@ impl Scheduler {
             branches,
             schemas,
             schema,
+            rows,
             hashes,
             previous,
             contract: pl.contract_of(job.decl.def.produces.as_ref()),

@@ -22,8 +22,8 @@
 //! partitions' rows (found by the key columns): no per-partition objects.
 
 use super::execute::{Target, Written};
+use super::merge::{Feed, Merge, Retract, internal, open_files, partition_ids, row_converter};
 use super::state::{LastBuilt, last_parts};
-use super::union::{Feed, Merge, Retract, internal, open_files, partition_ids, row_converter};
 use crate::bundle::{PartitionState, artifact_partitions};
 use crate::db::KeyParts;
 use crate::project::Project;
@@ -265,14 +265,16 @@ pub(crate) async fn write_partial(
     let mut added: PartHashes = HashMap::new();
     for b in &fresh {
         let rows = conv.convert_columns(b.columns()).map_err(internal)?;
-        super::union::hash_rows(&mut added, &partition_ids(b, &cols)?, &rows);
+        super::merge::hash_rows(&mut added, &partition_ids(b, &cols)?, &rows);
     }
     let plain = Arc::new(Schema::new(schema.fields().clone()));
     let ids: HashSet<String> = partial.changed.iter().cloned().collect();
     let retract = Retract { cols, ids, hashes: HashMap::new() };
-    let change = super::splice::Change { retract: Some(retract.clone()), removed: vec![], added: fresh.clone() };
+    let change = super::splice::Change::Partitions { retract: retract.clone(), added: fresh.clone() };
     let t = std::time::Instant::now();
-    if let Some((written, spliced)) = to.write_spliced(plain.clone(), partial.previous.clone(), change).await? {
+    if let Some((written, spliced)) =
+        to.write_spliced(plain.clone(), partial.previous.clone(), change, Default::default()).await?
+    {
         tracing::debug!(
             rule = to.rule.as_str(),
             ms = t.elapsed().as_secs_f64() * 1e3,
@@ -303,7 +305,7 @@ fn merge_stream(
     let mut fresh = Feed::Batches(fresh.into_iter());
     let first = fresh.next_non_empty()?;
     feeds.push((fresh, first));
-    let mut merge = Merge::of_feeds(plain.clone(), feeds, vec![false, false], Some((0, retract)))?;
+    let mut merge = Merge::of_feeds(plain.clone(), feeds, Some((0, retract)))?;
     let cutoff: Cutoff = Arc::new(Mutex::new(None));
     let (out, changed) = (cutoff.clone(), partial.changed.clone());
     let mut done = false;
@@ -327,7 +329,7 @@ fn merge_stream(
             Err(e) => Some(Err(datafusion::error::DataFusionError::Execution(e.diag.kind.to_string()))),
         }
     });
-    let stream = super::union::ahead(plain, iter);
+    let stream = super::merge::ahead(plain, iter);
     Ok((stream, cutoff))
 }
 

@@ -5,26 +5,27 @@
 //! rows, so after a change the groups away from it are the same groups,
 //! and copying them writes exactly what a clean build would.
 //!
-//! The change is what a partial build or a union's re-merge already
-//! computes: rows of some partitions retracted (found by the partition key,
-//! which must be the output's leading columns), rows removed (a changed
-//! union branch's old rows) and rows added (sorted). The footer's list of
-//! each group's first row tells which groups those rows fall in; the groups
-//! between them are copied while the writer is at a group boundary, and a
-//! run of touched groups is merged (the same k-way merge as a whole merge)
-//! and re-chunked, continuing into the next groups until the new
-//! boundaries meet the old ones again. A union change whose rows fall in
-//! most groups re-encodes every group, in one contiguous range of groups
-//! per thread (see [`rewrite_parallel`]).
+//! Two kinds of change. A partial build's: rows of some partitions
+//! retracted (found by the partition key, which must be the output's
+//! leading columns) and sorted rows added; the footer's list of each
+//! group's first row tells which groups they fall in, and a touched run of
+//! groups is the k-way merge of its old rows and the added rows falling
+//! there. A union's: the object is its branches' rows one after another
+//! (the footer lists each part's row count, `FOOTER_PARTS`), and a changed
+//! branch replaces the range of rows its part held; a touched run of groups
+//! is its old rows with that range replaced. Either way the groups between
+//! the touched ones are copied while the writer is at a group boundary, and
+//! a touched run is re-chunked, continuing into the next groups until the
+//! new boundaries meet the old ones again.
 //!
-//! Architecture invariant: a spliced object is byte-identical to the whole
-//! merge's (the same rows through the same writer); whenever that cannot
+//! Architecture invariant: a spliced object is byte-identical to a clean
+//! write of the same rows (through the same writer); whenever that cannot
 //! be guaranteed (no layout in the previous object, a key that is not a
-//! prefix of the columns, a removal that found no row) the caller merges
-//! whole instead.
+//! prefix of the columns, part counts that do not add up) the caller
+//! writes whole instead.
 
-use super::union::{Feed, Merge, Retract, internal};
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use super::merge::{Feed, Merge, Retract, internal};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::row::RowConverter;
@@ -34,7 +35,7 @@ use datafusion::parquet::arrow::arrow_reader::{
 use relspec_exec::lower::LowerError;
 use relspec_exec::parquet::ChunkedWriter;
 use relspec_exec::row_groups::{Layout, order_converter};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -42,13 +43,12 @@ use std::sync::Arc;
 const BATCH: usize = 8192;
 
 /// What changes between the previous object and the new one.
-pub(crate) struct Change {
-    /// Rows of these partitions leave the previous object.
-    pub(crate) retract: Option<Retract>,
-    /// Rows taken out (one equal row each), sorted.
-    pub(crate) removed: Vec<RecordBatch>,
-    /// Rows added, sorted.
-    pub(crate) added: Vec<RecordBatch>,
+pub(crate) enum Change {
+    /// A partial build: rows of these partitions leave the previous
+    /// object, these rows (sorted) join it.
+    Partitions { retract: Retract, added: Vec<RecordBatch> },
+    /// A union: parts (by index) whose rows are replaced by these rows.
+    Parts(Vec<(usize, Vec<RecordBatch>)>),
 }
 
 /// What a splice wrote.
@@ -61,8 +61,6 @@ pub(crate) struct Spliced {
     /// Row groups copied and re-encoded.
     pub(crate) copied: usize,
     pub(crate) encoded: usize,
-    /// Parallel segments the groups were re-encoded in (1: in order).
-    pub(crate) segments: usize,
 }
 
 /// Sorted rows with the group of the previous object each falls in.
@@ -83,8 +81,7 @@ impl Placed {
         if batches.is_empty() {
             return Ok(Placed { batch: None, group: vec![] });
         }
-        let columns = |b: &RecordBatch| RecordBatch::try_new(schema.clone(), b.columns().to_vec());
-        let owned: Vec<RecordBatch> = batches.iter().map(|b| columns(b)).collect::<Result<_, _>>().map_err(internal)?;
+        let owned: Vec<RecordBatch> = batches.iter().map(|b| relabel(schema, b)).collect::<Result<_, _>>()?;
         let batch = concat_batches(schema, &owned).map_err(internal)?;
         let rows = conv.convert_columns(batch.columns()).map_err(internal)?;
         let group: Vec<usize> = (0..rows.num_rows()).map(|r| layout.group_of(rows.row(r).as_ref())).collect();
@@ -102,6 +99,11 @@ impl Placed {
         let first = feed.next_non_empty()?;
         Ok((feed, first))
     }
+}
+
+/// `b`'s columns under `schema`'s names (a branch's own names differ).
+fn relabel(schema: &SchemaRef, b: &RecordBatch) -> Result<RecordBatch, LowerError> {
+    RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(internal)
 }
 
 /// The groups holding rows of the retracted partitions, when the key
@@ -154,7 +156,7 @@ fn retracted_groups(schema: &SchemaRef, retract: &Retract, layout: &Layout) -> O
 
 /// Write `tmp` as `previous` with `change` applied, copying the row groups
 /// the change does not touch. `Ok(None)` when splicing does not apply here
-/// (the caller merges whole; `tmp` is removed).
+/// (the caller writes whole; `tmp` is removed).
 pub(crate) fn splice(
     schema: &SchemaRef,
     previous: &Path,
@@ -164,71 +166,265 @@ pub(crate) fn splice(
     cancelled: &(dyn Fn() -> bool + Sync),
 ) -> Result<Option<Spliced>, LowerError> {
     let Some(layout) = Layout::read(previous) else { return Ok(None) };
+    match change {
+        Change::Partitions { retract, added } => {
+            splice_partitions(schema, previous, &layout, retract, added, tmp, footer, cancelled)
+        }
+        Change::Parts(parts) => splice_parts(schema, previous, &layout, parts, tmp, footer, cancelled),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn splice_partitions(
+    schema: &SchemaRef,
+    previous: &Path,
+    layout: &Layout,
+    retract: Retract,
+    added: Vec<RecordBatch>,
+    tmp: &Path,
+    footer: &BTreeMap<String, String>,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Option<Spliced>, LowerError> {
     let n = layout.firsts.len();
     if n < 2 {
         return Ok(None);
     }
     let conv = order_converter(schema).map_err(internal)?;
-    let removed = Placed::new(schema, &change.removed, &conv, &layout)?;
-    let added = Placed::new(schema, &change.added, &conv, &layout)?;
+    let added = Placed::new(schema, &added, &conv, layout)?;
     let mut dirty = vec![false; n];
-    for &g in removed.group.iter().chain(&added.group) {
+    for &g in &added.group {
         dirty[g] = true;
     }
-    if let Some(r) = &change.retract {
-        let Some(groups) = retracted_groups(schema, r, &layout) else { return Ok(None) };
-        for g in groups {
-            dirty[g] = true;
-        }
+    let Some(groups) = retracted_groups(schema, &retract, layout) else { return Ok(None) };
+    for g in groups {
+        dirty[g] = true;
     }
-    // Touching most groups: every group is re-encoded, in parallel when
-    // it can be (a union's re-merge), else by the whole merge (decoding
-    // ahead of the encoder).
+    // Touching most groups: the whole merge (decoding ahead of the encoder) is as cheap.
     if dirty.iter().filter(|&&d| d).count() * 2 > n {
-        if change.retract.is_none() && rayon::current_num_threads() > 1 {
-            return rewrite_parallel(schema, previous, &layout, &removed, &added, tmp, footer, cancelled);
-        }
         return Ok(None);
     }
+    let read_meta = reader_metadata(schema, layout)?;
+    let mut retract = Some(retract);
+    let mut run = |w: &mut ChunkedWriter, file: std::fs::File, range: (usize, usize)| {
+        let mut merge = merge_range(schema, file, &read_meta, range, &added, retract.take())?;
+        while let Some(b) = merge.next_batch()? {
+            w.push(b).map_err(|diag| LowerError { diag, pos: None })?;
+        }
+        retract = merge.retracted();
+        Ok(true)
+    };
+    let Some((finished, copied, encoded)) =
+        rewrite(schema, previous, layout, &dirty, tmp, footer, cancelled, &mut run)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Spliced { rows: finished.rows, hashes: finished.hashes, retract, copied, encoded }))
+}
+
+/// One replaced range of the previous object's rows: `len` rows from row
+/// `at` give way to `rows`.
+struct Edit {
+    at: u64,
+    len: u64,
+    rows: Vec<RecordBatch>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn splice_parts(
+    schema: &SchemaRef,
+    previous: &Path,
+    layout: &Layout,
+    replaced: Vec<(usize, Vec<RecordBatch>)>,
+    tmp: &Path,
+    footer: &BTreeMap<String, String>,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Option<Spliced>, LowerError> {
+    let n = layout.firsts.len();
+    let Some(parts) = &layout.parts else { return Ok(None) };
+    if n == 0 {
+        return Ok(None);
+    }
+    // Where each group and each part starts, in rows.
+    let mut group_starts = Vec::with_capacity(n + 1);
+    let mut acc = 0u64;
+    for g in 0..n {
+        group_starts.push(acc);
+        acc += layout.meta.row_group(g).num_rows() as u64;
+    }
+    let total = acc;
+    group_starts.push(total);
+    let mut part_starts = Vec::with_capacity(parts.len());
+    let mut acc = 0u64;
+    for p in parts {
+        part_starts.push(acc);
+        acc += p;
+    }
+    let mut edits = Vec::with_capacity(replaced.len());
+    for (i, rows) in replaced {
+        if i >= parts.len() {
+            return Ok(None);
+        }
+        let rows: Vec<RecordBatch> =
+            rows.iter().filter(|b| b.num_rows() > 0).map(|b| relabel(schema, b)).collect::<Result<_, _>>()?;
+        edits.push(Edit { at: part_starts[i], len: parts[i], rows });
+    }
+    // In row order; parts starting at the same row (empty ones) in part order.
+    edits.sort_by_key(|e| e.at);
+    edits.retain(|e| e.len > 0 || !e.rows.is_empty());
+    // The groups a replaced range touches: those holding its rows; for an
+    // insertion (an empty old part), the group holding the row it goes
+    // before (the last group when it goes at the end, which no layout
+    // boundary closed).
+    let group_of = |row: u64| group_starts[..n].partition_point(|&s| s <= row).saturating_sub(1);
+    let mut dirty = vec![false; n];
+    for e in &edits {
+        let first = group_of(e.at);
+        dirty[first] = true;
+        let mut g = first + 1;
+        while g < n && group_starts[g] < e.at + e.len {
+            dirty[g] = true;
+            g += 1;
+        }
+    }
+    let read_meta = reader_metadata(schema, layout)?;
+    let mut edits = VecDeque::from(edits);
+    let mut run = |w: &mut ChunkedWriter, file: std::fs::File, (from, to): (usize, usize)| {
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, read_meta.clone())
+            .with_row_groups((from..to).collect())
+            .with_batch_size(BATCH)
+            .build()
+            .map_err(internal)?;
+        let old = reader.map(|b| b.map_err(internal));
+        write_edited(w, old, (group_starts[from], group_starts[to]), to == n, &mut edits)
+    };
+    let Some((finished, copied, encoded)) =
+        rewrite(schema, previous, layout, &dirty, tmp, footer, cancelled, &mut run)?
+    else {
+        return Ok(None);
+    };
+    if !edits.is_empty() {
+        return Err(internal("a union splice left a replaced range unwritten"));
+    }
+    Ok(Some(Spliced { rows: finished.rows, hashes: finished.hashes, retract: None, copied, encoded }))
+}
+
+/// Write the old rows `old` (rows `start..end` of the previous object)
+/// with the edits falling in them applied; edits at `end` too when the
+/// run is the object's last. False when an edit does not fit the run
+/// (the splice is abandoned).
+fn write_edited(
+    w: &mut ChunkedWriter,
+    old: impl Iterator<Item = Result<RecordBatch, LowerError>>,
+    (start, end): (u64, u64),
+    last: bool,
+    edits: &mut VecDeque<Edit>,
+) -> Result<bool, LowerError> {
+    let push = |w: &mut ChunkedWriter, b: RecordBatch| w.push(b).map_err(|diag| LowerError { diag, pos: None });
+    let (mut pos, mut skip) = (start, 0u64);
+    let apply = |w: &mut ChunkedWriter, edits: &mut VecDeque<Edit>, skip: &mut u64| -> Result<(), LowerError> {
+        let Some(e) = edits.pop_front() else { unreachable!("an edit is due") };
+        for b in e.rows {
+            push(w, b)?;
+        }
+        *skip = e.len;
+        Ok(())
+    };
+    for b in old {
+        let b = b?;
+        let len = b.num_rows() as u64;
+        let mut off = 0u64;
+        while off < len {
+            if skip > 0 {
+                let k = skip.min(len - off);
+                (off, pos, skip) = (off + k, pos + k, skip - k);
+                continue;
+            }
+            match edits.front() {
+                Some(e) if e.at < pos => return Ok(false),
+                Some(e) if e.at < pos + (len - off) => {
+                    let k = e.at - pos;
+                    if k > 0 {
+                        push(w, b.slice(off as usize, k as usize))?;
+                        (off, pos) = (off + k, pos + k);
+                    }
+                    apply(w, edits, &mut skip)?;
+                }
+                _ => {
+                    push(w, b.slice(off as usize, (len - off) as usize))?;
+                    (off, pos) = (len, pos + len - off);
+                }
+            }
+        }
+    }
+    if pos != end || skip > 0 {
+        return Ok(false);
+    }
+    while last && edits.front().is_some_and(|e| e.at == end && e.len == 0) {
+        apply(w, edits, &mut skip)?;
+    }
+    // Every edit before the run's end was applied in it.
+    Ok(edits.front().is_none_or(|e| e.at > end || (e.at == end && !last)))
+}
+
+/// Writes a touched run of groups `(from, to)` of the previous object
+/// (open as the file) into the writer; false to abandon the splice.
+type RunWriter<'a> = dyn FnMut(&mut ChunkedWriter, std::fs::File, (usize, usize)) -> Result<bool, LowerError> + 'a;
+
+/// The loop both kinds of splice share: copy each group the change does
+/// not touch while the writer is at a boundary; write each run of touched
+/// groups (and each clean group the new boundaries have not met yet) with
+/// `run`. `None` when `run` declines or the types do not allow a
+/// content-defined layout (`tmp` removed).
+#[allow(clippy::too_many_arguments)]
+fn rewrite(
+    schema: &SchemaRef,
+    previous: &Path,
+    layout: &Layout,
+    dirty: &[bool],
+    tmp: &Path,
+    footer: &BTreeMap<String, String>,
+    cancelled: &(dyn Fn() -> bool + Sync),
+    run: &mut RunWriter<'_>,
+) -> Result<Option<(relspec_exec::parquet::Finished, usize, usize)>, LowerError> {
+    let n = dirty.len();
     let file = std::fs::File::open(previous).map_err(internal)?;
     let Some(mut w) = content_defined_writer(tmp, schema, footer)? else { return Ok(None) };
-    let abandon = |w: ChunkedWriter| abandon(w, tmp);
-    // The footer parsed once (by `Layout::read`) serves every touched run's reader.
-    let read_meta = reader_metadata(schema, &layout)?;
-    let mut retract = change.retract;
     let (mut g, mut copied, mut encoded) = (0, 0, 0);
     while g < n {
         if cancelled() {
-            abandon(w);
+            abandon(w, tmp);
             return Err(internal("cancelled"));
         }
         if !dirty[g] && w.at_boundary() {
-            w.copy_group(&file, &layout, g).map_err(|diag| LowerError { diag, pos: None })?;
+            if let Err(diag) = w.copy_group(&file, layout, g) {
+                abandon(w, tmp);
+                return Err(LowerError { diag, pos: None });
+            }
             copied += 1;
             g += 1;
             continue;
         }
-        // A run of touched groups (or a clean group the new boundaries have
-        // not met yet): merged and re-chunked.
         let mut end = g + 1;
         while end < n && dirty[end] {
             end += 1;
         }
-        let range = file.try_clone().map_err(internal)?;
-        let mut merge = merge_range(schema, range, &read_meta, (g, end), [&removed, &added], retract.take())?;
-        while let Some(b) = merge.next_batch()? {
-            w.push(b).map_err(|diag| LowerError { diag, pos: None })?;
+        let range = file.try_clone().map_err(internal);
+        match range.and_then(|f| run(&mut w, f, (g, end))) {
+            Ok(true) => {}
+            Ok(false) => {
+                abandon(w, tmp);
+                return Ok(None);
+            }
+            Err(e) => {
+                abandon(w, tmp);
+                return Err(e);
+            }
         }
-        if merge.lost_removals() > 0 {
-            abandon(w);
-            return Ok(None);
-        }
-        retract = merge.retracted();
         encoded += end - g;
         g = end;
     }
     let finished = w.finish().map_err(|diag| LowerError { diag, pos: None })?;
-    Ok(Some(Spliced { rows: finished.rows, hashes: finished.hashes, retract, copied, encoded, segments: 1 }))
+    Ok(Some((finished, copied, encoded)))
 }
 
 /// A writer of `tmp` whose row groups are content-defined (the schema's
@@ -259,14 +455,14 @@ fn reader_metadata(schema: &SchemaRef, layout: &Layout) -> Result<ArrowReaderMet
 }
 
 /// The merge of groups `from..to` of the previous object (read from
-/// `file`) with the removed and the added rows that fall in them (`placed`,
-/// in that order), retracting `retract`'s partitions from the old rows.
+/// `file`) with the added rows that fall in them, retracting `retract`'s
+/// partitions from the old rows.
 fn merge_range(
     schema: &SchemaRef,
     file: std::fs::File,
     read_meta: &ArrowReaderMetadata,
     (from, to): (usize, usize),
-    [removed, added]: [&Placed; 2],
+    added: &Placed,
     retract: Option<Retract>,
 ) -> Result<Merge, LowerError> {
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, read_meta.clone())
@@ -276,104 +472,8 @@ fn merge_range(
         .map_err(internal)?;
     let mut old = Feed::File(reader);
     let first = old.next_non_empty()?;
-    let feeds = vec![(old, first), removed.feed(from, to)?, added.feed(from, to)?];
-    Merge::of_feeds(schema.clone(), feeds, vec![false, true, false], retract.map(|r| (0, r)))
-}
-
-/// Most bytes of a previous object rewritten in parallel (the segments'
-/// encoded groups are held in memory until appended in order).
-const PARALLEL_MAX_BYTES: i64 = 256 << 20;
-
-/// Every group of `previous` re-encoded with the removed and added rows,
-/// in contiguous ranges of groups on parallel threads. Each range is
-/// merged and chunked as if a group started at its first row, which holds
-/// when the range before it ends exactly at a group boundary under the new
-/// rows; the ranges are appended in order after checking that, and when it
-/// does not hold (or a removal found no row in its range) the caller
-/// merges whole instead. So the bytes are the whole merge's.
-#[allow(clippy::too_many_arguments)]
-fn rewrite_parallel(
-    schema: &SchemaRef,
-    previous: &Path,
-    layout: &Layout,
-    removed: &Placed,
-    added: &Placed,
-    tmp: &Path,
-    footer: &BTreeMap<String, String>,
-    cancelled: &(dyn Fn() -> bool + Sync),
-) -> Result<Option<Spliced>, LowerError> {
-    use rayon::prelude::*;
-    let t = std::time::Instant::now();
-    let n = layout.firsts.len();
-    let groups: Vec<i64> = (0..n).map(|g| layout.meta.row_group(g).num_rows()).collect();
-    let bytes: i64 = (0..n).map(|g| layout.meta.row_group(g).compressed_size()).sum();
-    if bytes > PARALLEL_MAX_BYTES {
-        return Ok(None);
-    }
-    // Ranges of groups with about equal rows, one per thread.
-    let k = rayon::current_num_threads().min(n);
-    let total: i64 = groups.iter().sum();
-    let mut bounds = vec![0];
-    let mut acc = 0;
-    for (g, rows) in groups.iter().enumerate() {
-        acc += rows;
-        if g + 1 < n && bounds.len() < k && acc * k as i64 >= total * bounds.len() as i64 {
-            bounds.push(g + 1);
-        }
-    }
-    bounds.push(n);
-    let read_meta = reader_metadata(schema, layout)?;
-    let Some(mut w) = content_defined_writer(tmp, schema, footer)? else { return Ok(None) };
-    let abandon = |w: ChunkedWriter| abandon(w, tmp);
-    let encoder = w.segments();
-    let ranges: Vec<(usize, usize)> = bounds.windows(2).map(|r| (r[0], r[1])).collect();
-    let segments: Vec<Result<(relspec_exec::parquet::Segment, usize), LowerError>> = ranges
-        .par_iter()
-        .map(|&(from, to)| {
-            // A file of its own: a cloned descriptor would share the
-            // offset the reader seeks with the other threads.
-            let file = std::fs::File::open(previous).map_err(internal)?;
-            let mut merge = merge_range(schema, file, &read_meta, (from, to), [removed, added], None)?;
-            let batches = std::iter::from_fn(|| {
-                if cancelled() {
-                    return Some(Err(internal("cancelled").diag));
-                }
-                match merge.next_batch() {
-                    Ok(b) => b.map(Ok),
-                    Err(e) => Some(Err(e.diag)),
-                }
-            });
-            let segment = encoder.encode(batches).map_err(|diag| LowerError { diag, pos: None })?;
-            Ok((segment, merge.lost_removals()))
-        })
-        .collect();
-    tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "parallel rewrite: segments encoded");
-    let count = segments.len();
-    for (i, s) in segments.into_iter().enumerate() {
-        let (segment, lost) = match s {
-            Ok(s) => s,
-            Err(e) => {
-                abandon(w);
-                return Err(e);
-            }
-        };
-        if lost > 0 || (i + 1 < count && !segment.ends_at_boundary()) {
-            tracing::debug!(segment = i, lost, "parallel rewrite: ranges do not meet at a boundary; merging whole");
-            abandon(w);
-            return Ok(None);
-        }
-        w.append_segment(segment).map_err(|diag| LowerError { diag, pos: None })?;
-    }
-    let finished = w.finish().map_err(|diag| LowerError { diag, pos: None })?;
-    tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "parallel rewrite: appended and synced");
-    Ok(Some(Spliced {
-        rows: finished.rows,
-        hashes: finished.hashes,
-        retract: None,
-        copied: 0,
-        encoded: n,
-        segments: count,
-    }))
+    let feeds = vec![(old, first), added.feed(from, to)?];
+    Merge::of_feeds(schema.clone(), feeds, retract.map(|r| (0, r)))
 }
 
 #[cfg(test)]
@@ -433,7 +533,11 @@ mod tests {
     }
 
     fn write(path: &Path, batch: &RecordBatch) {
-        let mut w = ChunkedWriter::create(path, schema(), &BTreeMap::new()).unwrap();
+        write_with(path, batch, &BTreeMap::new());
+    }
+
+    fn write_with(path: &Path, batch: &RecordBatch, footer: &BTreeMap<String, String>) {
+        let mut w = ChunkedWriter::create(path, schema(), footer).unwrap();
         for off in (0..batch.num_rows()).step_by(5000) {
             w.push(batch.slice(off, 5000.min(batch.num_rows() - off))).unwrap();
         }
@@ -441,9 +545,8 @@ mod tests {
     }
 
     /// Random edits of a file-partitioned output (files edited, added,
-    /// deleted, a null key among them), and of a union (rows removed and
-    /// added): the spliced object equals a clean write of the same rows,
-    /// byte for byte, and copies most row groups.
+    /// deleted, a null key among them): the spliced object equals a clean
+    /// write of the same rows, byte for byte, and copies most row groups.
     #[test]
     fn a_spliced_object_equals_a_clean_write() {
         let dir = tempfile::tempdir().unwrap();
@@ -457,9 +560,8 @@ mod tests {
             let before = all(&files);
             let prev = dir.path().join(format!("prev{case}.parquet"));
             write(&prev, &before);
-            let union = case % 3 == 2;
             let mut ids = HashSet::new();
-            let (mut removed, mut added) = (vec![], vec![]);
+            let mut added = vec![];
             for _ in 0..1 + rng.below(4) {
                 let f = match rng.below(10) {
                     0 => 999,
@@ -470,9 +572,6 @@ mod tests {
                     continue;
                 }
                 let old = files.get(&f).copied();
-                if let Some(v) = old {
-                    removed.extend(file_rows(f, v));
-                }
                 match rng.below(4) {
                     0 => {
                         files.remove(&f);
@@ -488,14 +587,10 @@ mod tests {
             let after = all(&files);
             let clean = dir.path().join(format!("clean{case}.parquet"));
             write(&clean, &after);
-            let change = if union {
-                Change { retract: None, removed: vec![sorted(removed)], added: vec![sorted(added)] }
-            } else {
-                let ids: HashSet<String> =
-                    ids.iter().map(|&f| if f == 999 { String::new() } else { format!("src/m{f:04}.py") }).collect();
-                let retract = Retract { cols: vec![0], ids, hashes: HashMap::new() };
-                Change { retract: Some(retract), removed: vec![], added: vec![sorted(added)] }
-            };
+            let ids: HashSet<String> =
+                ids.iter().map(|&f| if f == 999 { String::new() } else { format!("src/m{f:04}.py") }).collect();
+            let retract = Retract { cols: vec![0], ids, hashes: HashMap::new() };
+            let change = Change::Partitions { retract, added: vec![sorted(added)] };
             let out = dir.path().join(format!("out{case}.parquet"));
             let s = splice(&schema(), &prev, change, &out, &BTreeMap::new(), &|| false).unwrap().expect("spliced");
             assert_eq!(s.rows as usize, after.num_rows());
@@ -507,45 +602,86 @@ mod tests {
         assert!(copied > 24 * 3);
     }
 
-    /// A union change whose rows fall in every row group (a branch's rows
-    /// interleaved with the others'): every group is re-encoded, in
-    /// parallel segments on a pool of several threads, and the bytes equal
-    /// a clean write's.
+    /// An object written as parts (a union's branches, in order; some
+    /// empty, some small, some spanning several row groups), and random
+    /// replacements of parts (emptied, filled, grown, shrunk; the first and
+    /// the last among them): the spliced object equals a clean write of
+    /// the new parts, byte for byte, and copies the groups away from them.
     #[test]
-    fn a_change_in_every_group_is_rewritten_in_parallel_segments() {
+    fn a_spliced_union_equals_a_clean_write() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        for (case, every) in [7u64, 13, 50].into_iter().enumerate() {
-            let version = |v: u64| -> Vec<(Option<String>, i64, Option<String>)> {
-                (0..1500u64)
-                    .flat_map(|f| file_rows(f, 0))
-                    .enumerate()
-                    .map(|(i, r)| {
-                        let mine = i as u64 % every == 3;
-                        (r.0, r.1, if mine { Some(format!("branch row {i} v{v}")) } else { r.2 })
-                    })
-                    .collect()
+        let mut rng = Rng(11);
+        // Part `p` in version `v`: rows of a few files, sorted; empty for some versions.
+        let part = |p: u64, v: u64| -> Vec<(Option<String>, i64, Option<String>)> {
+            let files = match (p * 3 + v) % 7 {
+                0 => 0,
+                1 => 1,
+                6 => 40,
+                k => k * 3,
             };
-            let (before, after) = (version(0), version(1));
-            let changed = |rows: &[(Option<String>, i64, Option<String>)]| -> Vec<_> {
-                rows.iter().enumerate().filter(|(i, _)| *i as u64 % every == 3).map(|(_, r)| r.clone()).collect()
-            };
+            (0..files).flat_map(|f| file_rows(p * 100 + f, v)).collect()
+        };
+        let object = |versions: &[u64]| -> (RecordBatch, BTreeMap<String, String>) {
+            let batches: Vec<RecordBatch> =
+                versions.iter().enumerate().map(|(p, &v)| sorted(part(p as u64, v))).collect();
+            let counts: Vec<u64> = batches.iter().map(|b| b.num_rows() as u64).collect();
+            let footer = BTreeMap::from([(
+                relspec_exec::row_groups::FOOTER_PARTS.to_string(),
+                relspec_exec::row_groups::encode_parts(&counts),
+            )]);
+            (concat_batches(&schema(), &batches).unwrap(), footer)
+        };
+        let (mut copied, mut encoded) = (0, 0);
+        for case in 0..20 {
+            let n = 120;
+            let mut versions: Vec<u64> = (0..n).map(|p| (p * 5 + case) % 4).collect();
+            let (before, footer) = object(&versions);
             let prev = dir.path().join(format!("prev{case}.parquet"));
-            write(&prev, &sorted(before.clone()));
+            write_with(&prev, &before, &footer);
+            let mut changed: Vec<usize> = (0..1 + rng.below(3)).map(|_| rng.below(n) as usize).collect();
+            if case % 5 == 0 {
+                changed.push(0);
+            }
+            if case % 5 == 1 {
+                changed.push(n as usize - 1);
+            }
+            changed.sort();
+            changed.dedup();
+            for &p in &changed {
+                versions[p] += 1 + rng.below(5);
+            }
+            let (after, footer) = object(&versions);
             let clean = dir.path().join(format!("clean{case}.parquet"));
-            write(&clean, &sorted(after.clone()));
-            let change =
-                Change { retract: None, removed: vec![sorted(changed(&before))], added: vec![sorted(changed(&after))] };
+            write_with(&clean, &after, &footer);
+            let parts = changed.iter().map(|&p| (p, vec![sorted(part(p as u64, versions[p]))])).collect();
             let out = dir.path().join(format!("out{case}.parquet"));
-            let s = pool
-                .install(|| splice(&schema(), &prev, change, &out, &BTreeMap::new(), &|| false))
-                .unwrap()
-                .expect("rewritten");
-            assert_eq!(s.segments, 3, "case {case}");
-            assert_eq!(s.copied, 0);
+            let s = splice(&schema(), &prev, Change::Parts(parts), &out, &footer, &|| false).unwrap().expect("spliced");
+            assert_eq!(s.rows as usize, after.num_rows());
             let (a, b) = (std::fs::read(&out).unwrap(), std::fs::read(&clean).unwrap());
-            assert!(a == b, "case {case}: rewritten {} bytes vs clean {} bytes", a.len(), b.len());
+            assert!(a == b, "case {case} (parts {changed:?}): spliced {} bytes vs clean {} bytes", a.len(), b.len());
+            copied += s.copied;
+            encoded += s.encoded;
         }
+        assert!(copied > 2 * encoded, "{copied} copied, {encoded} re-encoded");
+    }
+
+    /// An object written without part counts (or with counts that do not
+    /// add up) is not spliced as parts.
+    #[test]
+    fn parts_are_spliced_only_when_the_footer_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = sorted((0..300).flat_map(|f| file_rows(f, 0)).collect());
+        let replace = || Change::Parts(vec![(0, vec![sorted(file_rows(0, 1))])]);
+        let plain = dir.path().join("plain.parquet");
+        write(&plain, &rows);
+        let out = dir.path().join("out.parquet");
+        assert!(splice(&schema(), &plain, replace(), &out, &BTreeMap::new(), &|| false).unwrap().is_none());
+        assert!(!out.exists());
+        let wrong = BTreeMap::from([(relspec_exec::row_groups::FOOTER_PARTS.to_string(), "5,7".to_string())]);
+        let miscounted = dir.path().join("miscounted.parquet");
+        write_with(&miscounted, &rows, &wrong);
+        assert!(splice(&schema(), &miscounted, replace(), &out, &wrong, &|| false).unwrap().is_none());
+        assert!(!out.exists());
     }
 
     /// A key that is not the leading column cannot locate its rows: no splice.
@@ -556,7 +692,7 @@ mod tests {
         let prev = dir.path().join("prev.parquet");
         write(&prev, &before);
         let retract = Retract { cols: vec![1], ids: HashSet::from(["3".to_string()]), hashes: HashMap::new() };
-        let change = Change { retract: Some(retract), removed: vec![], added: vec![] };
+        let change = Change::Partitions { retract, added: vec![] };
         let out = dir.path().join("out.parquet");
         assert!(splice(&schema(), &prev, change, &out, &BTreeMap::new(), &|| false).unwrap().is_none());
         assert!(!out.exists());
