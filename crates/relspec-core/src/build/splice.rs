@@ -390,13 +390,17 @@ fn rewrite(
     let file = std::fs::File::open(previous).map_err(internal)?;
     let Some(mut w) = content_defined_writer(tmp, schema, footer)? else { return Ok(None) };
     let (mut g, mut copied, mut encoded) = (0, 0, 0);
+    let (mut copying, mut writing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     while g < n {
         if cancelled() {
             abandon(w, tmp);
             return Err(internal("cancelled"));
         }
         if !dirty[g] && w.at_boundary() {
-            if let Err(diag) = w.copy_group(&file, layout, g) {
+            let t = std::time::Instant::now();
+            let res = w.copy_group(&file, layout, g);
+            copying += t.elapsed();
+            if let Err(diag) = res {
                 abandon(w, tmp);
                 return Err(LowerError { diag, pos: None });
             }
@@ -409,7 +413,10 @@ fn rewrite(
             end += 1;
         }
         let range = file.try_clone().map_err(internal);
-        match range.and_then(|f| run(&mut w, f, (g, end))) {
+        let t = std::time::Instant::now();
+        let res = range.and_then(|f| run(&mut w, f, (g, end)));
+        writing += t.elapsed();
+        match res {
             Ok(true) => {}
             Ok(false) => {
                 abandon(w, tmp);
@@ -423,7 +430,16 @@ fn rewrite(
         encoded += end - g;
         g = end;
     }
+    let t = std::time::Instant::now();
     let finished = w.finish().map_err(|diag| LowerError { diag, pos: None })?;
+    tracing::debug!(
+        copy_ms = copying.as_secs_f64() * 1e3,
+        rewrite_ms = writing.as_secs_f64() * 1e3,
+        finish_ms = t.elapsed().as_secs_f64() * 1e3,
+        copied,
+        encoded,
+        "splice: groups copied and re-encoded, file synced"
+    );
     Ok(Some((finished, copied, encoded)))
 }
 
