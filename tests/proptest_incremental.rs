@@ -16,8 +16,8 @@ use std::path::Path;
 
 const N: usize = 20;
 
-/// A rule that is the `UNION ALL` of the N rules (built by merging, often
-/// from its previous output), index N in the model.
+/// A rule that is the `UNION ALL` of the N rules (its branches in order,
+/// often spliced into its previous output), index N in the model.
 const UNION: &str = "all_rules";
 
 fn name_of(i: usize) -> String {

@@ -237,3 +237,46 @@ fn a_changed_branch_splices_the_union_copying_the_other_branches_groups() {
         assert_eq!(bytes(root, "u"), bytes(clean.path(), "u"), "step {step}");
     }
 }
+
+/// A union's column types and nullability come from its branches' records
+/// (branches built now), from the previous union's artifact, or from the
+/// branches' footers (branches reused by an earlier build): the same
+/// schema and bytes either way. Here the union is added after its
+/// branches were built (footers), then a branch changes (its record, the
+/// others from the artifact), each compared with a clean build (records);
+/// the branches mix non-null and nullable columns, strings, a timestamp, a
+/// decimal, and a list (read from footers always).
+#[test]
+fn a_union_reads_the_same_schema_from_records_artifacts_and_footers() {
+    let branches = |k: u32| {
+        format!(
+            r#"
+[workspace]
+name = "schemas"
+
+[datasets.t]
+path = "t.csv"
+
+[rules.a]
+sql = "SELECT id, name, 1 AS one, CAST(score AS DECIMAL(10, 2)) AS d, to_timestamp_micros(id) AS at, make_array(id) AS l FROM t WHERE id <= {k}"
+
+[rules.b]
+sql = "SELECT id, name, 2 AS one, CAST(score AS DECIMAL(10, 2)) AS d, to_timestamp_micros(id * 2) AS at, make_array(id, id) AS l FROM t WHERE id > 3"
+"#
+        )
+    };
+    let with_union =
+        |k: u32| format!("{}\n[rules.u]\nsql = \"SELECT * FROM a UNION ALL SELECT * FROM b\"\n", branches(k));
+    let ws = common::workspace_with(&[("workspace.toml", &branches(3)), ("t.csv", DATA)]);
+    let root = ws.path();
+    common::ok(root, &["build"]);
+    for (step, k) in [3, 2, 5].into_iter().enumerate() {
+        common::write(root, "workspace.toml", &with_union(k));
+        common::ok(root, &["build"]);
+        let e = common::ok(root, &["explain", "u"]);
+        assert!(e.contains("UnionConcat"), "step {step}: {e}");
+        let clean = common::copy_sources(root);
+        common::ok(clean.path(), &["build"]);
+        assert_eq!(bytes(root, "u"), bytes(clean.path(), "u"), "step {step}");
+    }
+}

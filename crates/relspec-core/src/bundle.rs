@@ -57,14 +57,51 @@ pub struct Artifact {
     pub bytes: u64,
     /// Execution time, ms.
     pub elapsed_ms: f64,
-    /// A `UNION ALL` built by merging: its branches and the content hashes
-    /// of the objects merged (the next merge starts from this output).
+    /// A `UNION ALL` of rules: its branches and the content hashes of the
+    /// objects written (the next write starts from this output).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<(String, String)>,
+    /// A `UNION ALL` of rules: the columns each branch's object was read
+    /// with, so the next build need not read the unchanged ones' footers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_columns: Option<BranchColumns>,
     /// An incremental rule (`incremental = { by }`): its partitions, and
     /// what the next build needs to recompute only the changed ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitions: Option<PartitionState>,
+}
+
+/// The column lists of a union's branches: the distinct lists, and each
+/// branch's index into them (in branch order, as `merged_from`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BranchColumns {
+    /// Distinct column lists (name, Arrow type as displayed, nullable).
+    pub lists: Vec<Vec<crate::store::ColumnInfo>>,
+    /// Per branch: its list.
+    pub of: Vec<u32>,
+}
+
+impl BranchColumns {
+    /// The lists of `columns` (one per branch), each distinct list once.
+    pub fn of(columns: Vec<Vec<crate::store::ColumnInfo>>) -> BranchColumns {
+        let mut out = BranchColumns::default();
+        for c in columns {
+            let i = match out.lists.iter().position(|l| *l == c) {
+                Some(i) => i,
+                None => {
+                    out.lists.push(c);
+                    out.lists.len() - 1
+                }
+            };
+            out.of.push(i as u32);
+        }
+        out
+    }
+
+    /// Branch `i`'s columns.
+    pub fn get(&self, i: usize) -> Option<&[crate::store::ColumnInfo]> {
+        self.lists.get(*self.of.get(i)? as usize).map(Vec::as_slice)
+    }
 }
 
 /// The partitions of an incremental rule's output, as one build left them.

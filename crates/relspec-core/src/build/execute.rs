@@ -307,6 +307,7 @@ async fn execute_once(run: Run) -> std::result::Result<Executed, LowerError> {
         substrait,
         substrait_unsupported,
         merged_from: vec![],
+        branch_columns: None,
         partitions,
         started: t,
     })
@@ -397,6 +398,7 @@ pub(crate) struct Output {
     pub(crate) substrait: Option<String>,
     pub(crate) substrait_unsupported: Option<String>,
     pub(crate) merged_from: Vec<(String, String)>,
+    pub(crate) branch_columns: Option<crate::bundle::BranchColumns>,
     pub(crate) partitions: Option<crate::bundle::PartitionState>,
     pub(crate) started: Instant,
 }
@@ -414,6 +416,7 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         substrait,
         substrait_unsupported,
         merged_from,
+        branch_columns,
         partitions,
         started,
     } = o;
@@ -448,6 +451,7 @@ pub(crate) async fn store_output(o: Output) -> std::result::Result<Executed, Low
         bytes: record.bytes,
         elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         merged_from,
+        branch_columns,
         partitions,
     };
     tracing::debug!(rule = artifact.rule.as_str(), ms = started.elapsed().as_secs_f64() * 1e3, "stored");
