@@ -280,3 +280,24 @@ sql = "SELECT id, name, 2 AS one, CAST(score AS DECIMAL(10, 2)) AS d, to_timesta
         assert_eq!(bytes(root, "u"), bytes(clean.path(), "u"), "step {step}");
     }
 }
+
+/// Reordering a union's branches is a new definition: the union is
+/// written again in the new order (its last branch list is not reused).
+#[test]
+fn reordered_branches_publish_the_new_order() {
+    let ws = workspace();
+    let root = ws.path();
+    common::ok(root, &["build"]);
+    let m = std::fs::read_to_string(root.join("workspace.toml")).unwrap();
+    let swapped = m.replace(
+        "SELECT * FROM dup UNION ALL SELECT * FROM low UNION ALL SELECT * FROM high",
+        "SELECT * FROM high UNION ALL SELECT * FROM dup UNION ALL SELECT * FROM low",
+    );
+    assert_ne!(m, swapped);
+    common::write(root, "workspace.toml", &swapped);
+    common::ok(root, &["build"]);
+    assert_eq!(ids(root, "all_sql"), ["3", "4", "5", "6", "1", "6", "1", "2", "3"], "high, dup, low");
+    let clean = common::copy_sources(root);
+    common::ok(clean.path(), &["build"]);
+    assert_eq!(bytes(root, "all_sql"), bytes(clean.path(), "all_sql"));
+}
