@@ -79,12 +79,17 @@ pub struct BranchColumns {
     pub lists: Vec<Vec<crate::store::ColumnInfo>>,
     /// Per branch: its list.
     pub of: Vec<u32>,
+    /// Whether strings were read as view types (the lists hold the types
+    /// as read; a session reading otherwise does not use them).
+    #[serde(default)]
+    pub views: bool,
 }
 
 impl BranchColumns {
-    /// The lists of `columns` (one per branch), each distinct list once.
-    pub fn of(columns: Vec<Vec<crate::store::ColumnInfo>>) -> BranchColumns {
-        let mut out = BranchColumns::default();
+    /// The lists of `columns` (one per branch, as read with `views`), each
+    /// distinct list once.
+    pub fn of(columns: Vec<Vec<crate::store::ColumnInfo>>, views: bool) -> BranchColumns {
+        let mut out = BranchColumns { views, ..Default::default() };
         for c in columns {
             let i = match out.lists.iter().position(|l| *l == c) {
                 Some(i) => i,

@@ -964,10 +964,10 @@ impl Scheduler {
         // else from its object's footer; its row count from its record.
         let known: HashMap<&str, &[crate::store::ColumnInfo]> = match &last {
             Some((_, a)) => match &a.branch_columns {
-                Some(bc) => {
+                Some(bc) if bc.views == views => {
                     a.merged_from.iter().enumerate().filter_map(|(i, (_, h))| Some((h.as_str(), bc.get(i)?))).collect()
                 }
-                None => HashMap::new(),
+                _ => HashMap::new(),
             },
             None => HashMap::new(),
         };

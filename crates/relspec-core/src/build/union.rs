@@ -279,6 +279,7 @@ pub(crate) async fn execute_union(run: UnionRun) -> Result<Executed, LowerError>
         merged_from: branches.iter().map(|(n, _)| n.clone()).zip(hashes).collect(),
         branch_columns: Some(crate::bundle::BranchColumns::of(
             schemas.iter().map(relspec_exec::parquet::columns).collect(),
+            reads_views(&ctx),
         )),
         partitions: None,
         started: t,
