@@ -54,6 +54,15 @@ fn bytes(root: &Path, rule: &str) -> Vec<u8> {
     std::fs::read(common::out(root, rule)).unwrap()
 }
 
+/// Each of `rules`' published bytes equal a clean build's of a copy of the workspace.
+fn equals_a_clean_build(root: &Path, rules: &[&str], what: &str) {
+    let clean = common::copy_sources(root);
+    common::ok(clean.path(), &["build"]);
+    for rule in rules {
+        assert_eq!(bytes(root, rule), bytes(clean.path(), rule), "{what}: {rule}");
+    }
+}
+
 /// The `id` column (the first) of an output, in its published order.
 fn ids(root: &Path, rule: &str) -> Vec<String> {
     common::read_rows(&common::out(root, rule)).into_iter().map(|r| r[0].clone()).collect()
@@ -100,11 +109,7 @@ fn a_changed_branch_re_merges_and_equals_a_clean_build() {
     let e = common::ok(root, &["explain", "all_rows"]);
     assert!(e.contains("written from: the previous output, 1 changed branch(es): low; spliced: "), "{e}");
     // Equal to a clean build of the edited workspace.
-    let clean = common::copy_sources(root);
-    common::ok(clean.path(), &["build"]);
-    for rule in ["all_rows", "all_sql", "filtered"] {
-        assert_eq!(bytes(root, rule), bytes(clean.path(), rule), "{rule}");
-    }
+    equals_a_clean_build(root, &["all_rows", "all_sql", "filtered"], "one branch changed");
 }
 
 #[test]
@@ -183,9 +188,7 @@ fn incremental_merges_equal_clean_builds_step_by_step() {
         if common::ok(root, &["explain", "u"]).contains("written from: the previous output") {
             incremental_steps += 1;
         }
-        let clean = common::copy_sources(root);
-        common::ok(clean.path(), &["build"]);
-        assert_eq!(bytes(root, "u"), bytes(clean.path(), "u"), "step {step}");
+        equals_a_clean_build(root, &["u"], &format!("step {step}"));
     }
     assert!(incremental_steps >= 3, "the previous output was the start of {incremental_steps} merges");
 }
@@ -232,9 +235,7 @@ fn a_changed_branch_splices_the_union_copying_the_other_branches_groups() {
         );
         let (copied, encoded) = common::spliced_groups(&e).unwrap_or_else(|| panic!("step {step}: {e}"));
         assert!(copied >= 4 && copied > encoded, "step {step}: {copied} copied, {encoded} re-encoded");
-        let clean = common::copy_sources(root);
-        common::ok(clean.path(), &["build"]);
-        assert_eq!(bytes(root, "u"), bytes(clean.path(), "u"), "step {step}");
+        equals_a_clean_build(root, &["u"], &format!("step {step}"));
     }
 }
 
@@ -275,9 +276,7 @@ sql = "SELECT id, name, 2 AS one, CAST(score AS DECIMAL(10, 2)) AS d, to_timesta
         common::ok(root, &["build"]);
         let e = common::ok(root, &["explain", "u"]);
         assert!(e.contains("UnionConcat"), "step {step}: {e}");
-        let clean = common::copy_sources(root);
-        common::ok(clean.path(), &["build"]);
-        assert_eq!(bytes(root, "u"), bytes(clean.path(), "u"), "step {step}");
+        equals_a_clean_build(root, &["u"], &format!("step {step}"));
     }
 }
 
@@ -297,7 +296,5 @@ fn reordered_branches_publish_the_new_order() {
     common::write(root, "workspace.toml", &swapped);
     common::ok(root, &["build"]);
     assert_eq!(ids(root, "all_sql"), ["3", "4", "5", "6", "1", "6", "1", "2", "3"], "high, dup, low");
-    let clean = common::copy_sources(root);
-    common::ok(clean.path(), &["build"]);
-    assert_eq!(bytes(root, "all_sql"), bytes(clean.path(), "all_sql"));
+    equals_a_clean_build(root, &["all_sql"], "reordered");
 }

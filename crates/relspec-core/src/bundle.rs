@@ -102,11 +102,6 @@ impl BranchColumns {
         }
         out
     }
-
-    /// Branch `i`'s columns.
-    pub fn get(&self, i: usize) -> Option<&[crate::store::ColumnInfo]> {
-        self.lists.get(*self.of.get(i)? as usize).map(Vec::as_slice)
-    }
 }
 
 /// The partitions of an incremental rule's output, as one build left them.

@@ -962,10 +962,14 @@ impl Scheduler {
         // Each branch's schema from its record (a branch built or looked up
         // now), else from the previous union's artifact (the same object),
         // else from its object's footer; its row count from its record.
-        let known: HashMap<&str, &[crate::store::ColumnInfo]> = match &last {
+        // Each distinct list of the artifact is parsed once.
+        let known: HashMap<&str, datafusion::arrow::datatypes::SchemaRef> = match &last {
             Some((_, a)) => match &a.branch_columns {
                 Some(bc) if bc.views == views => {
-                    a.merged_from.iter().enumerate().filter_map(|(i, (_, h))| Some((h.as_str(), bc.get(i)?))).collect()
+                    let parsed: Vec<Option<datafusion::arrow::datatypes::SchemaRef>> =
+                        bc.lists.iter().map(|l| union::columns_schema(l, false)).collect();
+                    let of = |i: usize| parsed.get(*bc.of.get(i)? as usize)?.clone();
+                    a.merged_from.iter().enumerate().filter_map(|(i, (_, h))| Some((h.as_str(), of(i)?))).collect()
                 }
                 _ => HashMap::new(),
             },
@@ -978,8 +982,7 @@ impl Scheduler {
             let Some(rec) = self.records.get(&b).filter(|_| is_rule) else { return Ok(None) };
             let path = self.store.object_path(&rec.content_hash);
             schemas.push(
-                union::columns_schema(&rec.schema, views)
-                    .or_else(|| union::columns_schema(known.get(rec.content_hash.as_str())?, false)),
+                union::columns_schema(&rec.schema, views).or_else(|| known.get(rec.content_hash.as_str()).cloned()),
             );
             rows.push(rec.rows);
             hashes.push(rec.content_hash.clone());
